@@ -1,0 +1,173 @@
+"""Frozen run settings, validated once at the boundary.
+
+Every field of :class:`RunSettings` is a ``capacity`` marker argument, a ``--mlload-<name>``
+command-line option and an ``mlload_<name>`` ini key (dashes for underscores on the command
+line). :func:`resolve_settings` applies the one precedence rule:
+marker > command line > ini > default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ConfigError
+
+__all__ = ["MODES", "RunSettings", "parse_bool", "resolve_settings", "setting_fields"]
+
+MODES = ("individual", "production", "exploration", "spike")
+CLIENTS = ("fast", "http")
+
+
+def parse_bool(value: Any) -> bool:
+    """Parse ``true/false/1/0/yes/no/on/off`` (any case) or a bool."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in {"1", "true", "yes", "on"}:
+        return True
+    if text in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"expected a boolean (true/false), got {value!r}")
+
+
+def _opt(default: Any, help: str, parse: Callable[[Any], Any] | None = None) -> Any:
+    return field(default=default, metadata={"help": help, "parse": parse})
+
+
+def _parse_modes(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        items = [v for v in value.replace(",", " ").split() if v]
+    else:
+        items = [str(v) for v in value]
+    return tuple(v.lower() for v in items)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunSettings:
+    """Everything that decides how one capacity test runs and is judged.
+
+    Units are suffixes: ``_ms``, ``_s``, ``_ratio``; ratios are fractions (0.10 = 10 %).
+    """
+
+    target_p99_ms: float = _opt(1000.0, "P99 latency target in ms; the operating point is the highest load at or under it")
+    min_users: int = _opt(1, "concurrent users to start the search from")
+    max_users: int = _opt(64, "upper bound on concurrent users")
+    threshold: float = _opt(0.10, "regression threshold as a ratio (0.10 = 10 %)")
+    max_duration_s: float = _opt(60.0, "hard cap on one capacity search, in seconds")
+    tolerance: float = _opt(0.10, "the search stops once P99 is within this ratio under the target")
+    max_error_ratio: float = _opt(0.01, "error ratio above which a run is never a pass")
+    mode: tuple[str, ...] = _opt(("individual",), "traffic modes: individual, production, exploration, spike", _parse_modes)
+    client: str = _opt("fast", "Locust client: fast (FastHttpUser) or http (HttpUser)")
+    request_timeout_s: float = _opt(10.0, "per-request timeout in seconds")
+    wait_time_s: float = _opt(0.0, "think time between a user's requests, in seconds")
+    settle_s: float = _opt(0.3, "minimum settle time after every user-count change, in seconds")
+    min_samples: int = _opt(300, "requests per search window before a decision")
+    measure_s: float = _opt(4.0, "length of the window that measures the operating point, in seconds")
+    probe_s: float = _opt(2.5, "length of the window measuring P99 at the baseline's user count, in seconds")
+
+    def __post_init__(self) -> None:
+        def bad(name: str, value: Any, want: str) -> ConfigError:
+            return ConfigError(
+                f"capacity setting {name}={value!r} is invalid: {want} "
+                f"(set it on the marker, with --mlload-{name.replace('_', '-')} or ini mlload_{name})"
+            )
+
+        for name in ("target_p99_ms", "max_duration_s", "request_timeout_s", "measure_s", "probe_s"):
+            v = getattr(self, name)
+            if not (isinstance(v, int | float) and math.isfinite(v) and v > 0):
+                raise bad(name, v, "expected a positive number")
+        for name in ("wait_time_s", "settle_s"):
+            v = getattr(self, name)
+            if not (isinstance(v, int | float) and math.isfinite(v) and v >= 0):
+                raise bad(name, v, "expected a number >= 0")
+        for name in ("min_users", "max_users", "min_samples"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise bad(name, v, "expected an integer >= 1")
+        if self.min_users > self.max_users:
+            raise bad("min_users", self.min_users, f"must not exceed max_users={self.max_users}")
+        for name in ("threshold", "tolerance", "max_error_ratio"):
+            v = getattr(self, name)
+            if not (isinstance(v, int | float) and 0 <= v < 1):
+                raise bad(name, v, "expected a ratio in [0, 1), e.g. 0.10 for 10 %")
+        if not self.mode or any(m not in MODES for m in self.mode):
+            raise bad("mode", self.mode, f"expected one or more of {', '.join(MODES)}")
+        if self.client not in CLIENTS:
+            raise bad("client", self.client, f"expected one of {', '.join(CLIENTS)}")
+
+    # The settings a baseline was measured with; a baseline with other values is not comparable.
+    COMPARABLE = ("target_p99_ms", "min_users", "max_users", "mode", "client", "wait_time_s")
+
+    def comparable(self) -> dict[str, Any]:
+        """The settings that must match for a baseline comparison to mean anything."""
+        out: dict[str, Any] = {}
+        for name in self.COMPARABLE:
+            v = getattr(self, name)
+            out[name] = list(v) if isinstance(v, tuple) else v
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """All settings as plain JSON/YAML-friendly values."""
+        return {
+            f.name: (list(getattr(self, f.name)) if isinstance(getattr(self, f.name), tuple) else getattr(self, f.name))
+            for f in dataclasses.fields(self)
+        }
+
+
+def setting_fields() -> list[dataclasses.Field[Any]]:
+    """The settings that have a marker argument, option and ini key, in declaration order."""
+    return [f for f in dataclasses.fields(RunSettings) if f.metadata.get("help")]
+
+
+def _coerce(f: dataclasses.Field[Any], value: Any, source: str) -> Any:
+    parse = f.metadata.get("parse")
+    default = f.default
+    try:
+        if parse is not None:
+            return parse(value)
+        if isinstance(default, bool):
+            return parse_bool(value)
+        if isinstance(default, int) and not isinstance(default, bool):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            if isinstance(value, bool):
+                raise ValueError("a bool is not an integer")
+            return int(value) if isinstance(value, str) else value
+        if isinstance(default, float):
+            if isinstance(value, bool):
+                raise ValueError("a bool is not a number")
+            return float(value)
+        return str(value) if not isinstance(value, str) else value
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{source}: {f.name}={value!r} is not valid: {exc}") from None
+
+
+def resolve_settings(
+    marker: Mapping[str, Any] | None = None,
+    cli: Mapping[str, Any] | None = None,
+    ini: Mapping[str, Any] | None = None,
+    *,
+    where: str = "capacity marker",
+) -> RunSettings:
+    """Build :class:`RunSettings` with the precedence marker > cli > ini > default.
+
+    ``None`` values in ``cli``/``ini`` mean "not given". Unknown marker arguments raise
+    :class:`ConfigError` naming the argument and the accepted ones.
+    """
+    known = {f.name: f for f in setting_fields()}
+    marker = dict(marker or {})
+    unknown = sorted(set(marker) - set(known))
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown argument(s) {', '.join(unknown)}; accepted: {', '.join(sorted(known))}"
+        )
+    values: dict[str, Any] = {}
+    for layer, source in ((ini or {}, "ini mlload_*"), (cli or {}, "command line --mlload-*"), (marker, where)):
+        for name, value in layer.items():
+            if name in known and value is not None and value != "":
+                values[name] = _coerce(known[name], value, source)
+    return RunSettings(**values)

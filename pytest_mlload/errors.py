@@ -1,0 +1,122 @@
+"""The one exception tree of pytest-mlload.
+
+::
+
+    MlloadError                                  root: catch this to catch everything we raise
+    ├── ConfigError(MlloadError, ValueError)      bad settings, marker arguments, targets, config files
+    ├── BaselineError(MlloadError, ValueError)    a baseline file that cannot be read or trusted
+    ├── LoadError(MlloadError, RuntimeError)      the load run itself broke (host unreachable, driver died)
+    │   └── HostUnreachable                        DNS failure, refused connection, timeout on connect
+    └── GateFailure(MlloadError, AssertionError)  a verdict that fails the test
+        ├── PerformanceRegression                  capacity / P99 / HPA / rate-limit moved past the threshold
+        ├── Inconclusive                           too little data, time cap, error ratio above cap, ...
+        ├── MissingBaseline                        no entry to compare with
+        └── SettingsMismatch                       the baseline was measured with other settings
+
+Gate failures derive from :class:`AssertionError` so pytest reports them as plain test
+failures (not errors) of the test that called the assertion helper.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BaselineError",
+    "ConfigError",
+    "GateFailure",
+    "HostUnreachable",
+    "Inconclusive",
+    "LoadError",
+    "MissingBaseline",
+    "MlloadError",
+    "PerformanceRegression",
+    "SettingsMismatch",
+]
+
+
+class MlloadError(Exception):
+    """Root of every exception raised by pytest-mlload."""
+
+
+class ConfigError(MlloadError, ValueError):
+    """A setting, marker argument, target class or config file is invalid.
+
+    The message names the offending setting and the accepted form.
+    """
+
+
+class BaselineError(MlloadError, ValueError):
+    """A baseline file is malformed, hand-edited into an invalid state, or locked.
+
+    The file is never rewritten when this is raised.
+    """
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class LoadError(MlloadError, RuntimeError):
+    """The load run could not produce a measurement (driver crashed, killed, timed out)."""
+
+
+class HostUnreachable(LoadError):
+    """The target host could not be resolved or connected to."""
+
+    def __init__(self, message: str, *, host: str) -> None:
+        super().__init__(message)
+        self.host = host
+
+
+class GateFailure(MlloadError, AssertionError):
+    """A gate decided that the test fails. ``verdict`` is the machine-readable kind."""
+
+    verdict = "fail"
+
+
+class PerformanceRegression(GateFailure):
+    """A metric moved past its threshold in the bad direction.
+
+    ``metric``, ``baseline``, ``observed``, ``change_ratio`` and ``threshold_ratio`` carry
+    the numbers for reports; the message carries them for people.
+    """
+
+    verdict = "regression"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        metric: str = "",
+        baseline: float | None = None,
+        observed: float | None = None,
+        change_ratio: float | None = None,
+        threshold_ratio: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.metric = metric
+        self.baseline = baseline
+        self.observed = observed
+        self.change_ratio = change_ratio
+        self.threshold_ratio = threshold_ratio
+
+
+class Inconclusive(GateFailure):
+    """The run cannot support a verdict; never a pass. ``reason`` says why."""
+
+    verdict = "inconclusive"
+
+    def __init__(self, message: str, *, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class MissingBaseline(GateFailure):
+    """No baseline entry exists for this test; the message gives the command that records one."""
+
+    verdict = "no-baseline"
+
+
+class SettingsMismatch(GateFailure):
+    """The baseline entry was measured with different settings; it is not compared blindly."""
+
+    verdict = "settings-mismatch"
