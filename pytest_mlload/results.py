@@ -46,11 +46,14 @@ class ProbeResult:
     requests: int
     failures: int
     duration_s: float
+    p99_ci: tuple[float, float] | None = None
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ProbeResult:
         """Rebuild from :meth:`to_dict` output."""
-        return cls(**{k: d.get(k) for k in cls.__dataclass_fields__})  # type: ignore[arg-type]
+        kw = {k: d.get(k) for k in cls.__dataclass_fields__}
+        kw["p99_ci"] = _pair(d.get("p99_ci"))
+        return cls(**kw)  # type: ignore[arg-type]
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-friendly dict."""
@@ -85,6 +88,8 @@ class CapacityResult:
     measured in its own window after a settle period. Percentiles come from raw per-request
     latencies of successful requests; failures are counted in ``error_ratio``.
     ``status`` is ``"converged"`` or ``"inconclusive"`` (then ``reason`` says why).
+    ``capacity_ci`` is a 95 % moving-block bootstrap interval over per-bin completion counts;
+    ``p99_ci`` a 95 % distribution-free order-statistic interval (see :mod:`pytest_mlload.stats`).
     """
 
     name: str
@@ -109,6 +114,8 @@ class CapacityResult:
     generator_cpu_ratio: float | None = None
     window_start_epoch: float | None = None
     window_end_epoch: float | None = None
+    capacity_ci: tuple[float, float] | None = None
+    p99_ci: tuple[float, float] | None = None
     settings: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -134,6 +141,16 @@ class CapacityResult:
         kw["probe"] = ProbeResult.from_dict(d["probe"]) if d.get("probe") else None
         kw["trajectory"] = tuple(WindowRecord(**w) for w in d.get("trajectory") or ())
         kw["error_samples"] = tuple(d.get("error_samples") or ())
+        kw["capacity_ci"] = _pair(d.get("capacity_ci"))
+        kw["p99_ci"] = _pair(d.get("p99_ci"))
         kw["settings"] = dict(d.get("settings") or {})
         kw["extra"] = dict(d.get("extra") or {})
         return cls(**kw)
+
+
+def _pair(value: Any) -> tuple[float, float] | None:
+    """A JSON [lo, hi] back to a tuple; None (or NaN bounds) stays None."""
+    if not value:
+        return None
+    lo, hi = float(value[0]), float(value[1])
+    return None if (lo != lo or hi != hi) else (lo, hi)

@@ -1,0 +1,187 @@
+"""Run a capacity search from any Python process, pytest's included.
+
+:func:`run_capacity` checks the target and the host, then starts the load driver
+(:mod:`pytest_mlload._driver`) as a child process, so Locust's gevent patching never touches
+the calling process. The driver streams progress and the final result as JSON lines; this
+side enforces the time cap (the child is killed by PID if it overruns) and stops the child
+on Ctrl-C, so no load outlives the call.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+from .config import RunSettings
+from .errors import ConfigError, HostUnreachable, LoadError
+from .results import CapacityResult
+from .targets import resolve_target
+
+__all__ = ["check_host", "run_capacity"]
+
+MARK = "@@mlload@@ "
+# Time the child may take beyond max_duration_s: interpreter start, `import locust`, the
+# final measurement window finishing, and shutdown.
+STARTUP_GRACE_S = 20.0
+
+
+def check_host(host: str, *, timeout_s: float = 3.0) -> tuple[str, int]:
+    """Resolve and connect to ``host`` once; raise :class:`HostUnreachable` naming it.
+
+    Returns ``(hostname, port)``. Bounded by ``timeout_s`` for DNS and for the connect.
+    """
+    parts = urlsplit(host)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(
+            f"host {host!r} is not an http(s) URL; give e.g. --mlload-host http://127.0.0.1:8000"
+        )
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    answer: list[Any] = []
+
+    def resolve() -> None:
+        try:
+            answer.append(socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM))
+        except OSError as exc:
+            answer.append(exc)
+
+    t = threading.Thread(target=resolve, daemon=True)
+    t.start()
+    t.join(timeout_s)
+    if not answer:
+        raise HostUnreachable(f"cannot resolve {parts.hostname!r} within {timeout_s:g} s "
+                              f"(host {host}); check --mlload-host", host=host)
+    if isinstance(answer[0], OSError):
+        raise HostUnreachable(f"cannot resolve {parts.hostname!r} ({answer[0]}); check the host "
+                              f"name in --mlload-host ({host})", host=host)
+    family, stype, proto, _, addr = answer[0][0]
+    try:
+        with socket.socket(family, stype, proto) as s:
+            s.settimeout(timeout_s)
+            s.connect(addr)
+    except OSError as exc:
+        raise HostUnreachable(
+            f"cannot connect to {host} ({exc.strerror or exc}); is the server running and is "
+            f"--mlload-host right?", host=host,
+        ) from None
+    return parts.hostname, port
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    """Stop the driver by PID: SIGTERM, then SIGKILL if it lingers."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(2.0)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(5.0)
+
+
+def run_capacity(
+    target: Any,
+    *,
+    host: str,
+    settings: RunSettings | None = None,
+    name: str = "",
+    probe_users: int | None = None,
+    on_event: Callable[[dict[str, Any]], None] | None = None,
+) -> CapacityResult:
+    """Run one adaptive capacity search of ``target`` against ``host``.
+
+    ``target``: a seed-style TaskSet, a Locust User class, or a ``{TaskSet: weight}`` mix
+    (see :mod:`pytest_mlload.targets`). ``probe_users`` additionally measures P99 at that
+    user count (the baseline's operating load). ``on_event`` receives every progress event.
+    Raises :class:`ConfigError` for a bad target, :class:`HostUnreachable` when the host
+    cannot be reached, :class:`LoadError` when the driver fails or overruns its time cap.
+    An inconclusive search is *returned* (``result.status``), not raised: gates decide.
+    """
+    settings = settings or RunSettings()
+    spec = resolve_target(target)
+    check_host(host)
+    job = {
+        "target": spec.to_dict(),
+        "host": host.rstrip("/"),
+        "settings": settings.to_dict(),
+        "probe_users": probe_users,
+        "name": name or spec.label,
+        "sys_path": [p for p in sys.path if p],
+    }
+    env = dict(os.environ)
+    env.pop("LOCUST_SKIP_MONKEY_PATCH", None)
+    env.pop("LOCUST_SKIP_URLLIB3_PATCH", None)
+    cap_s = settings.max_duration_s + STARTUP_GRACE_S
+    with tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pytest_mlload._driver"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True, env=env,
+            start_new_session=True,  # Ctrl-C reaches us, and we stop the child ourselves
+        )
+        try:
+            assert proc.stdin is not None and proc.stdout is not None
+            proc.stdin.write(json.dumps(job) + "\n")
+            proc.stdin.flush()
+            result = _read_events(proc, cap_s, on_event)
+        finally:
+            _stop(proc)
+            err.seek(0)
+            stderr_tail = err.read()[-2000:]
+    if isinstance(result, dict) and result.get("event") == "result":
+        return CapacityResult.from_dict(result["result"])
+    if isinstance(result, dict) and result.get("event") == "error":
+        raise ConfigError(f"the load driver could not load target {spec.label}: {result['message']}")
+    if result == "timeout":
+        raise LoadError(
+            f"the load driver overran its time cap ({cap_s:g} s = max_duration_s + "
+            f"{STARTUP_GRACE_S:g} s) and was killed; stderr tail:\n{stderr_tail}"
+        )
+    raise LoadError(
+        f"the load driver exited (code {proc.returncode}) without a result; stderr tail:\n"
+        f"{stderr_tail}"
+    )
+
+
+def _read_events(
+    proc: subprocess.Popen[str], cap_s: float, on_event: Callable[[dict[str, Any]], None] | None
+) -> dict[str, Any] | str:
+    """Read marked JSON lines until a result/error event, EOF or the deadline."""
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    deadline = time.monotonic() + cap_s
+    buf = b""
+    with selectors.DefaultSelector() as sel:
+        sel.register(fd, selectors.EVENT_READ)
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return "timeout"
+            if not sel.select(timeout=min(remaining, 1.0)):
+                continue
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return "exited"
+            buf += chunk
+            *lines, buf = buf.split(b"\n")
+            for raw in lines:
+                line = raw.decode("utf-8", "replace")
+                if not line.startswith(MARK):
+                    continue  # user code printed something: not ours
+                event = json.loads(line[len(MARK):])
+                if event.get("event") in ("result", "error"):
+                    return event
+                if on_event:
+                    on_event(event)

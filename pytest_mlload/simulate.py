@@ -1,0 +1,170 @@
+"""A simulated service and a fake clock: the fakes that ship with the controller.
+
+:class:`SimulatedService` is a discrete-event model of closed-loop users (like Locust's)
+against a server with ``slots`` FIFO workers and a service time per request. Its saturation
+throughput is known exactly (``slots / service_s``), so tests and benchmarks can check the
+capacity search against the truth without sleeping: :class:`FakeClock` advances simulated
+time, and the service processes every event up to the new time.
+"""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .controller import Samples
+
+__all__ = ["FakeClock", "SimulatedService"]
+
+
+@dataclass(slots=True)
+class SimulatedService:
+    """Closed-loop users against ``slots`` FIFO workers (an M/G/c-style queue).
+
+    ``service_ms`` is the mean time a request holds a worker; ``jitter`` the sigma of a
+    lognormal multiplier on it; ``overhead_ms`` client/network time added to every latency
+    without holding a worker; ``error_ratio`` the share of requests that fail;
+    ``stall_every_s``/``stall_s`` freeze the workers periodically. ``seed`` makes runs
+    reproducible.
+    """
+
+    slots: int = 4
+    service_ms: float = 20.0
+    jitter: float = 0.1
+    overhead_ms: float = 1.0
+    think_ms: float = 0.0
+    error_ratio: float = 0.0
+    stall_every_s: float = 0.0
+    stall_s: float = 0.0
+    seed: int = 0
+    names: tuple[str, ...] = ("/work",)
+    weights: tuple[float, ...] = (1.0,)
+    service_ms_by_name: dict[str, float] = field(default_factory=dict)
+    now: float = 0.0
+    _rng: np.random.Generator = field(init=False)
+    _events: list[tuple[float, int, str, int]] = field(init=False, default_factory=list)
+    _seq: int = 0
+    _free: int = 0
+    _queue: list[tuple[int, float, str]] = field(init=False, default_factory=list)
+    _active: int = 0
+    _alive: set[int] = field(init=False, default_factory=set)
+    _next_user: int = 0
+    _end: list[float] = field(init=False, default_factory=list)
+    _lat: list[float] = field(init=False, default_factory=list)
+    _ok: list[bool] = field(init=False, default_factory=list)
+    _name: list[str] = field(init=False, default_factory=list)
+    _issued: dict[int, tuple[float, str]] = field(init=False, default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._rng = np.random.default_rng(self.seed)
+        self._free = self.slots
+
+    @property
+    def capacity_rps(self) -> float:
+        """Exact saturation throughput of the workers for the configured mix."""
+        w = np.asarray(self.weights, dtype=float)
+        w = w / w.sum()
+        s = np.array([self.service_ms_by_name.get(n, self.service_ms) for n in self.names])
+        return float(self.slots / (float(np.dot(w, s)) / 1000.0))
+
+    # -- event machinery -------------------------------------------------------------------
+    def _push(self, t: float, kind: str, user: int) -> None:
+        self._seq += 1
+        heapq.heappush(self._events, (t, self._seq, kind, user))
+
+    def _stall_delay(self, t: float) -> float:
+        if self.stall_every_s <= 0 or self.stall_s <= 0:
+            return 0.0
+        phase = t % self.stall_every_s
+        start = self.stall_every_s - self.stall_s
+        return (self.stall_every_s - phase) if phase >= start else 0.0
+
+    def _start_service(self, user: int, t: float, name: str) -> None:
+        base = self.service_ms_by_name.get(name, self.service_ms) / 1000.0
+        mult = float(self._rng.lognormal(0.0, self.jitter)) if self.jitter > 0 else 1.0
+        t_start = t + self._stall_delay(t)
+        self._free -= 1
+        self._push(t_start + base * mult, "done", user)
+
+    def _issue(self, user: int, t: float) -> None:
+        if len(self.names) == 1:
+            name = self.names[0]
+        else:
+            w = np.asarray(self.weights, dtype=float)
+            name = self.names[int(self._rng.choice(len(self.names), p=w / w.sum()))]
+        self._issued[user] = (t, name)
+        if self._free > 0:
+            self._start_service(user, t, name)
+        else:
+            self._queue.append((user, t, name))
+
+    def _process_until(self, t_end: float) -> None:
+        while self._events and self._events[0][0] <= t_end:
+            t, _, kind, user = heapq.heappop(self._events)
+            if kind == "issue":
+                if user in self._alive:
+                    self._issue(user, t)
+                continue
+            # a worker finished this user's request
+            self._free += 1
+            issued_at, name = self._issued.pop(user)
+            done_at = t + self.overhead_ms / 1000.0
+            ok = not (self.error_ratio > 0 and self._rng.random() < self.error_ratio)
+            self._end.append(done_at)
+            self._lat.append((done_at - issued_at) * 1000.0)
+            self._ok.append(ok)
+            self._name.append(name)
+            if self._queue:
+                nxt, _, qname = self._queue.pop(0)
+                self._start_service(nxt, t, qname)
+            if user in self._alive:
+                self._push(done_at + self.think_ms / 1000.0, "issue", user)
+        self.now = max(self.now, t_end)
+
+    # -- LoadGenerator interface -----------------------------------------------------------
+    def set_users(self, users: int) -> None:
+        """Grow or shrink the set of live users (new users issue at once)."""
+        alive = sorted(self._alive)
+        while len(alive) < users:
+            uid = self._next_user
+            self._next_user += 1
+            self._alive.add(uid)
+            alive.append(uid)
+            self._push(self.now, "issue", uid)
+        for uid in alive[users:]:
+            self._alive.discard(uid)
+        self._process_until(self.now)
+
+    def count_since(self, t: float) -> int:
+        """Requests completed at or after ``t`` (up to now)."""
+        return len(self._end) - bisect.bisect_left(self._end, t)
+
+    def window(self, start_s: float, stop_s: float) -> Samples:
+        """Requests completed in ``[start_s, stop_s)``."""
+        # completion times are appended in order except for the fixed overhead shift
+        i = bisect.bisect_left(self._end, start_s)
+        j = bisect.bisect_left(self._end, stop_s)
+        names = self._name[i:j]
+        err = tuple("HTTPError 500" for k in range(i, j) if not self._ok[k])
+        return Samples(
+            np.asarray(self._end[i:j]), np.asarray(self._lat[i:j]), np.asarray(self._ok[i:j], bool),
+            np.asarray(names, dtype=object), start_s, stop_s, err,
+        )
+
+
+@dataclass(slots=True)
+class FakeClock:
+    """A clock whose ``sleep`` advances a :class:`SimulatedService` instead of waiting."""
+
+    service: SimulatedService
+
+    def now(self) -> float:
+        """Simulated time in seconds."""
+        return self.service.now
+
+    def sleep(self, seconds: float) -> None:
+        """Advance simulated time, processing every event on the way."""
+        self.service._process_until(self.service.now + max(seconds, 0.0))
