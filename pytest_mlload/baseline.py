@@ -1,0 +1,937 @@
+"""Baselines: the recorded figures CI gates compare against, kept in one reviewable YAML file.
+
+A baseline file holds one :class:`BaselineEntry` per capacity test, keyed by
+:func:`baseline_key` (the test file's path relative to the baseline file, ``::``, the test
+name), so the same test gets the same key on every machine and from every working directory.
+Each entry keeps the comparable settings it was measured with, the environment fingerprint
+of the newest run and the last ``history`` runs; gates compare against the robust aggregates
+(:attr:`BaselineEntry.capacity_rps`, :attr:`BaselineEntry.p99_ms`).
+
+The file is written to be reviewed in pull requests:
+
+- tests sorted by key, schema fields in a fixed order (``settings, fingerprint, runs``;
+  ``recorded_at, capacity_rps, p50_ms, p95_ms, p99_ms, users, ...`` in a run), free-form
+  mappings (settings, fingerprint, endpoints, extra) sorted, block style, figures rounded
+  (rps and ms to 2 decimals, ratios to 4), so re-recording an identical figure produces no
+  diff and the same data always gives the same bytes;
+- plain YAML only (``yaml.safe_dump``/``safe_load``), no Python tags, no anchors;
+- validated on load against a closed schema (``schema: 1``): a hand-edit that breaks it is a
+  :class:`~pytest_mlload.errors.BaselineError` naming the file, the entry and the field,
+  never a silent default; duplicate keys (a bad merge) are errors too;
+- never corrupted: :meth:`BaselineStore.update` does read-modify-write under an exclusive
+  ``flock`` on a sibling ``<name>.lock`` file (so pytest-xdist workers lose no entries), and
+  replaces the file atomically (temp file in the same directory, fsync, ``os.replace``).
+  Entries not being updated are written back with exactly the data they had. YAML comments
+  are not preserved by a rewrite.
+
+Nothing here imports pytest or Locust.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import secrets
+import stat
+import statistics
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path, PurePath
+from typing import Any
+
+import yaml
+
+from .config import RunSettings
+from .errors import BaselineError
+from .results import CapacityResult
+
+try:  # POSIX only; update() says so instead of failing at import time elsewhere.
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "BaselineEntry",
+    "BaselineRun",
+    "BaselineStore",
+    "baseline_key",
+    "environment_fingerprint",
+    "fingerprint_differences",
+]
+
+SCHEMA_VERSION = 1
+"""The baseline file schema this version of pytest-mlload reads and writes."""
+
+_HEADER = (
+    "# pytest-mlload baselines: one entry per capacity test, keyed by test path relative to"
+    " this file.\n"
+    "# Record or refresh with: pytest --mlload-update-baseline\n"
+)
+_WAY_OUT = "fix or delete the entry, or rerun with --mlload-update-baseline"
+
+# Decimals kept per unit suffix: enough to be meaningful, few enough that run-to-run float
+# noise in an identical figure does not show up as a diff.
+_DECIMALS = {"_rps": 2, "_ms": 2, "_ratio": 4}
+
+_RUN_FIELDS = (
+    "recorded_at",
+    "capacity_rps",
+    "p50_ms",
+    "p95_ms",
+    "p99_ms",
+    "users",
+    "error_ratio",
+    "requests",
+    "endpoints",
+    "extra",
+)
+_ENTRY_FIELDS = ("settings", "fingerprint", "runs")
+
+
+# --------------------------------------------------------------------------- plain data
+
+
+class _Invalid(Exception):
+    """A validation problem at ``where`` (a field path); turned into BaselineError/ValueError."""
+
+    def __init__(self, where: str, problem: str) -> None:
+        super().__init__(f"{where}: {problem}" if where else problem)
+        self.where = where
+        self.problem = problem
+
+
+def _join(where: str, name: str | int) -> str:
+    if isinstance(name, int):
+        return f"{where}[{name}]"
+    return f"{where}.{name}" if where else name
+
+
+def _plain(value: Any, where: str) -> Any:
+    """A fresh deep copy of ``value`` as plain YAML data, or :class:`_Invalid`.
+
+    Plain means str, bool, int, finite float, None, lists (tuples become lists) and mappings
+    with string keys. Fresh containers keep the dumper from emitting anchors.
+    """
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise _Invalid(where, f"{value!r} is not a finite number (NaN/inf are never stored)")
+        return value + 0.0  # -0.0 -> 0.0: the same figure always dumps to the same bytes
+    if isinstance(value, list | tuple):
+        return [_plain(v, _join(where, i)) for i, v in enumerate(value)]
+    if isinstance(value, Mapping):
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise _Invalid(where, f"mapping key {k!r} is not a string")
+            out[k] = _plain(v, _join(where, k))
+        return out
+    raise _Invalid(
+        where,
+        f"{type(value).__name__} {value!r} is not plain data "
+        "(expected str, number, bool, null, list or mapping)",
+    )
+
+
+def _mapping(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise _Invalid(where, f"expected a mapping, got {_describe(value)}")
+    return _plain(value, where)
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "nothing (null)"
+    return f"{type(value).__name__} {value!r}"
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _number(
+    d: Mapping[str, Any],
+    name: str,
+    where: str,
+    *,
+    optional: bool = False,
+    maximum: float | None = None,
+) -> float | None:
+    """A finite number >= 0 (<= ``maximum``) at ``d[name]``; None allowed when ``optional``."""
+    here = _join(where, name)
+    if name not in d:
+        raise _Invalid(here, "missing")
+    v = d[name]
+    if v is None and optional:
+        return None
+    want = "a number >= 0" + (f" and <= {maximum:g}" if maximum is not None else "")
+    if optional:
+        want += " or null"
+    if not _is_number(v) or not math.isfinite(v) or v < 0 or (maximum is not None and v > maximum):
+        raise _Invalid(here, f"expected {want}, got {_describe(v)}")
+    return float(v) + 0.0
+
+
+def _integer(d: Mapping[str, Any], name: str, where: str, *, minimum: int) -> int:
+    here = _join(where, name)
+    if name not in d:
+        raise _Invalid(here, "missing")
+    v = d[name]
+    if isinstance(v, float) and v.is_integer():
+        v = int(v)
+    if not isinstance(v, int) or isinstance(v, bool) or v < minimum:
+        raise _Invalid(here, f"expected an integer >= {minimum}, got {_describe(v)}")
+    return v
+
+
+def _rounded(name: str, value: Any) -> Any:
+    """Round a figure by its unit suffix (``_rps``/``_ms`` 2 decimals, ``_ratio`` 4)."""
+    if not isinstance(value, float):
+        return value
+    for suffix, decimals in _DECIMALS.items():
+        if name.endswith(suffix):
+            return round(value, decimals) + 0.0
+    return value
+
+
+def _check_keys(d: Mapping[str, Any], allowed: tuple[str, ...], where: str) -> None:
+    unknown = sorted(str(k) for k in d if k not in allowed)
+    if unknown:
+        raise _Invalid(
+            _join(where, unknown[0]),
+            f"unknown field (expected only {', '.join(allowed)})",
+        )
+
+
+def _utc_stamp(now: datetime | None) -> str:
+    if now is None:
+        now = datetime.now(UTC)
+    elif now.tzinfo is None:
+        raise ValueError(f"now={now!r} is naive; pass an aware datetime (e.g. datetime.now(UTC))")
+    return now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _settings_dict(settings: RunSettings | Mapping[str, Any]) -> dict[str, Any]:
+    raw = settings.comparable() if isinstance(settings, RunSettings) else settings
+    try:
+        return _mapping(raw, "settings")
+    except _Invalid as exc:
+        raise ValueError(str(exc)) from None
+
+
+# --------------------------------------------------------------------------- model
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BaselineRun:
+    """One recorded capacity run: an element of an entry's history.
+
+    ``recorded_at`` is ISO-8601 UTC at seconds precision with a ``Z`` suffix. ``endpoints``
+    maps a request name to ``capacity_rps, p50_ms, p95_ms, p99_ms, requests, failures,
+    error_ratio``. ``extra`` holds free-form plain YAML data (rate limits, HPA, modes, ...).
+    """
+
+    recorded_at: str
+    capacity_rps: float
+    p50_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+    users: int
+    error_ratio: float
+    requests: int
+    endpoints: dict[str, dict[str, float | int | None]] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_result(
+        cls,
+        result: CapacityResult,
+        *,
+        extra: Mapping[str, Any] | None = None,
+        now: datetime | None = None,
+    ) -> BaselineRun:
+        """The run to record for ``result``, figures rounded as they will be stored.
+
+        Only converged results make baselines (an inconclusive search has no trustworthy
+        operating point): anything else raises :class:`ValueError`. ``result.extra`` is not
+        copied; pass what the baseline should keep as ``extra``. ``now`` (aware) defaults
+        to the current time.
+        """
+        if not result.converged:
+            raise ValueError(
+                f"{result.name}: an {result.status!r} result cannot be recorded as a baseline"
+                + (f" ({result.reason})" if result.reason else "")
+            )
+        endpoints = {
+            name: {
+                "capacity_rps": _rounded("capacity_rps", ep.capacity_rps),
+                "p50_ms": _rounded("p50_ms", ep.p50_ms),
+                "p95_ms": _rounded("p95_ms", ep.p95_ms),
+                "p99_ms": _rounded("p99_ms", ep.p99_ms),
+                "requests": ep.requests,
+                "failures": ep.failures,
+                "error_ratio": _rounded("error_ratio", ep.error_ratio),
+            }
+            for name, ep in result.endpoints.items()
+        }
+        try:
+            extra_plain = _mapping(extra or {}, "extra")
+        except _Invalid as exc:
+            raise ValueError(str(exc)) from None
+        return cls(
+            recorded_at=_utc_stamp(now),
+            capacity_rps=_rounded("capacity_rps", result.capacity_rps),
+            p50_ms=_rounded("p50_ms", result.p50_ms),
+            p95_ms=_rounded("p95_ms", result.p95_ms),
+            p99_ms=_rounded("p99_ms", result.p99_ms),
+            users=result.users,
+            error_ratio=_rounded("error_ratio", result.error_ratio),
+            requests=result.requests,
+            endpoints=endpoints,
+            extra=extra_plain,
+        )
+
+    @classmethod
+    def from_dict(cls, d: Any, *, where: str = "run") -> BaselineRun:
+        """Validate and build from stored data; :class:`ValueError` names the bad field."""
+        try:
+            return _run_from_dict(d, where)
+        except _Invalid as exc:
+            raise ValueError(str(exc)) from None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data as stored: figures rounded, validated (NaN/inf -> :class:`ValueError`).
+
+        ``extra`` is left out when empty.
+        """
+        d: dict[str, Any] = {
+            "recorded_at": self.recorded_at,
+            "capacity_rps": _rounded("capacity_rps", self.capacity_rps),
+            "p50_ms": _rounded("p50_ms", self.p50_ms),
+            "p95_ms": _rounded("p95_ms", self.p95_ms),
+            "p99_ms": _rounded("p99_ms", self.p99_ms),
+            "users": self.users,
+            "error_ratio": _rounded("error_ratio", self.error_ratio),
+            "requests": self.requests,
+            "endpoints": {
+                str(name): {k: _rounded(k, v) for k, v in fields.items()}
+                for name, fields in self.endpoints.items()
+            },
+        }
+        if self.extra:
+            d["extra"] = self.extra
+        # Validate with the loader's own rules: whatever we write, we can read back.
+        try:
+            _run_from_dict(d, "run")
+            return _plain(d, "run")
+        except _Invalid as exc:
+            raise ValueError(f"refusing to store {exc}") from None
+
+
+def _run_from_dict(d: Any, where: str) -> BaselineRun:
+    if not isinstance(d, Mapping):
+        raise _Invalid(where, f"expected a mapping, got {_describe(d)}")
+    _check_keys(d, _RUN_FIELDS, where)
+    stamp = d.get("recorded_at")
+    here = _join(where, "recorded_at")
+    if not isinstance(stamp, str):
+        raise _Invalid(
+            here,
+            "expected a quoted ISO-8601 UTC time like '2026-11-25T23:59:01Z', "
+            f"got {_describe(stamp)}",
+        )
+    try:
+        parsed = datetime.fromisoformat(stamp)
+    except ValueError:
+        parsed = None
+    if parsed is None or parsed.tzinfo is None:
+        raise _Invalid(here, f"{stamp!r} is not an ISO-8601 UTC time like '2026-11-25T23:59:01Z'")
+    endpoints_raw = d.get("endpoints", {})
+    if endpoints_raw is None:
+        endpoints_raw = {}
+    endpoints = _mapping(endpoints_raw, _join(where, "endpoints"))
+    for name, figures in endpoints.items():
+        ep_where = _join(_join(where, "endpoints"), name)
+        if not isinstance(figures, dict):
+            raise _Invalid(ep_where, f"expected a mapping of figures, got {_describe(figures)}")
+        for k, v in figures.items():
+            if v is not None and not (_is_number(v) and v >= 0):
+                raise _Invalid(
+                    _join(ep_where, k), f"expected a number >= 0 or null, got {_describe(v)}"
+                )
+    extra_raw = d.get("extra", {})
+    extra = _mapping({} if extra_raw is None else extra_raw, _join(where, "extra"))
+    return BaselineRun(
+        recorded_at=stamp,
+        capacity_rps=_number(d, "capacity_rps", where),  # type: ignore[arg-type]
+        p50_ms=_number(d, "p50_ms", where, optional=True),
+        p95_ms=_number(d, "p95_ms", where, optional=True),
+        p99_ms=_number(d, "p99_ms", where, optional=True),
+        users=_integer(d, "users", where, minimum=1),
+        error_ratio=_number(d, "error_ratio", where, maximum=1.0),  # type: ignore[arg-type]
+        requests=_integer(d, "requests", where, minimum=0),
+        endpoints=endpoints,
+        extra=extra,
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BaselineEntry:
+    """Everything kept for one test id: settings, fingerprint and the last runs (newest last).
+
+    Gates compare against the robust aggregates :attr:`capacity_rps` and :attr:`p99_ms`
+    (medians over the kept runs) at :attr:`users` (the newest run's operating load).
+    """
+
+    key: str
+    settings: dict[str, Any]
+    fingerprint: dict[str, Any]
+    runs: tuple[BaselineRun, ...]
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.key, str) or not self.key:
+            raise ValueError(f"a baseline key must be a non-empty string, got {self.key!r}")
+        if not isinstance(self.runs, tuple):
+            object.__setattr__(self, "runs", tuple(self.runs))
+        if not self.runs:
+            raise ValueError(f"baseline entry {self.key!r} needs at least one run")
+
+    @property
+    def latest(self) -> BaselineRun:
+        """The newest run."""
+        return self.runs[-1]
+
+    @property
+    def capacity_rps(self) -> float:
+        """Median capacity over the kept runs, in req/s (one noisy run cannot move it much)."""
+        return float(statistics.median(r.capacity_rps for r in self.runs))
+
+    @property
+    def p99_ms(self) -> float | None:
+        """Median P99 over the kept runs that measured one, in ms; None when none did."""
+        values = [r.p99_ms for r in self.runs if r.p99_ms is not None]
+        return float(statistics.median(values)) if values else None
+
+    @property
+    def users(self) -> int:
+        """Concurrent users of the newest run: the load at which the baseline P99 holds."""
+        return self.latest.users
+
+    @property
+    def capacity_spread_ratio(self) -> float:
+        """How far the kept runs disagree: ``(max - min) / median`` of capacity.
+
+        0.0 for a single run or identical runs; 0.25 means the runs span a quarter of the
+        median. With a zero median and differing runs it is ``inf``. A gate can use it to
+        tell a noisy baseline from a regression.
+        """
+        caps = [r.capacity_rps for r in self.runs]
+        spread = max(caps) - min(caps)
+        if spread == 0:
+            return 0.0
+        median = statistics.median(caps)
+        return spread / median if median > 0 else math.inf
+
+    @classmethod
+    def from_result(
+        cls,
+        key: str,
+        result: CapacityResult,
+        settings: RunSettings | Mapping[str, Any],
+        fingerprint: Mapping[str, Any] | None = None,
+        *,
+        extra: Mapping[str, Any] | None = None,
+        now: datetime | None = None,
+    ) -> BaselineEntry:
+        """A one-run entry for ``result``; ``fingerprint`` defaults to this machine's.
+
+        ``settings`` is a :class:`RunSettings` (its :meth:`~RunSettings.comparable` part is
+        kept) or that mapping already. See :meth:`BaselineRun.from_result` for the rest.
+        """
+        run = BaselineRun.from_result(result, extra=extra, now=now)
+        fp = environment_fingerprint() if fingerprint is None else fingerprint
+        return cls(
+            key=key, settings=_settings_dict(settings), fingerprint=_fp_dict(fp), runs=(run,)
+        )
+
+    def with_run(
+        self,
+        run: BaselineRun,
+        settings: RunSettings | Mapping[str, Any],
+        fingerprint: Mapping[str, Any],
+        history: int,
+    ) -> BaselineEntry:
+        """This entry with ``run`` appended, keeping the newest ``history`` runs.
+
+        If ``settings`` differ from the stored ones the old runs are not comparable, so the
+        history restarts with just ``run``. The fingerprint becomes ``fingerprint`` (the
+        newest run's environment).
+        """
+        if not isinstance(history, int) or isinstance(history, bool) or history < 1:
+            raise ValueError(f"history must be an integer >= 1, got {history!r}")
+        new_settings = _settings_dict(settings)
+        kept = self.runs if new_settings == self.settings else ()
+        runs = (*kept, run)[-history:]
+        return BaselineEntry(
+            key=self.key, settings=new_settings, fingerprint=_fp_dict(fingerprint), runs=runs
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data as stored under the entry's key (the key itself is not included)."""
+        try:
+            return {
+                "settings": _mapping(self.settings, "settings"),
+                "fingerprint": _mapping(self.fingerprint, "fingerprint"),
+                "runs": [run.to_dict() for run in self.runs],
+            }
+        except _Invalid as exc:
+            raise ValueError(f"refusing to store entry {self.key!r}: {exc}") from None
+
+    @classmethod
+    def from_dict(cls, key: str, d: Any) -> BaselineEntry:
+        """Validate and build from stored data; :class:`ValueError` names the bad field."""
+        try:
+            return _entry_from_dict(key, d)
+        except _Invalid as exc:
+            raise ValueError(f"entry {key!r}, {exc}") from None
+
+
+def _fp_dict(fingerprint: Mapping[str, Any]) -> dict[str, Any]:
+    try:
+        return _mapping(fingerprint, "fingerprint")
+    except _Invalid as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _entry_from_dict(key: str, d: Any) -> BaselineEntry:
+    if not isinstance(d, Mapping):
+        raise _Invalid(
+            "", f"expected a mapping with settings, fingerprint and runs, got {_describe(d)}"
+        )
+    _check_keys(d, _ENTRY_FIELDS, "")
+    if "settings" not in d:
+        raise _Invalid("settings", "missing")
+    settings = _mapping(d["settings"], "settings")
+    fingerprint = _mapping(d.get("fingerprint") or {}, "fingerprint")
+    runs_raw = d.get("runs")
+    if not isinstance(runs_raw, list) or not runs_raw:
+        raise _Invalid("runs", f"expected a non-empty list of runs, got {_describe(runs_raw)}")
+    runs = tuple(_run_from_dict(r, _join("runs", i)) for i, r in enumerate(runs_raw))
+    return BaselineEntry(key=key, settings=settings, fingerprint=fingerprint, runs=runs)
+
+
+# --------------------------------------------------------------------------- environment
+
+
+def _cpu_model(cpuinfo: str) -> str | None:
+    """The first ``model name`` of a /proc/cpuinfo text, whitespace-normalised."""
+    for line in cpuinfo.splitlines():
+        name, sep, value = line.partition(":")
+        if sep and name.strip() == "model name" and value.strip():
+            return " ".join(value.split())
+    return None
+
+
+def _total_memory_bytes() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, OSError, ValueError):  # pragma: no cover - non-POSIX
+        try:
+            import psutil
+
+            return int(psutil.virtual_memory().total)
+        except Exception:
+            return None
+
+
+def environment_fingerprint() -> dict[str, Any]:
+    """What about this machine can move capacity figures, as plain data.
+
+    Keys: ``python`` ("3.11"), ``implementation``, ``system``, ``machine``, ``cpu_count``,
+    ``cpu_model`` (``model name`` from /proc/cpuinfo, else :func:`platform.processor`, else
+    None) and ``memory_gib`` (total memory, whole GiB). Hostname and CPU MHz are left out on
+    purpose: they differ between otherwise identical CI runners.
+    """
+    model: str | None = None
+    with suppress(OSError, UnicodeDecodeError):
+        model = _cpu_model(Path("/proc/cpuinfo").read_text(encoding="utf-8"))
+    if model is None:
+        model = platform.processor() or None
+    memory = _total_memory_bytes()
+    return {
+        "python": f"{platform.python_version_tuple()[0]}.{platform.python_version_tuple()[1]}",
+        "implementation": platform.python_implementation(),
+        "system": platform.system(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "cpu_model": model,
+        "memory_gib": round(memory / 2**30) if memory else None,
+    }
+
+
+def fingerprint_differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
+    """Human-readable ``"cpu_count: 2 -> 8"`` lines for every key that differs, sorted.
+
+    A key present on one side only shows ``(missing)`` on the other. Empty when equal.
+    """
+
+    def show(d: Mapping[str, Any], k: str) -> str:
+        if k not in d:
+            return "(missing)"
+        return "null" if d[k] is None else str(d[k])
+
+    return [
+        f"{k}: {show(a, k)} -> {show(b, k)}"
+        for k in sorted(set(a) | set(b))
+        if a.get(k, _MISSING) != b.get(k, _MISSING)
+    ]
+
+
+_MISSING = object()
+
+
+# --------------------------------------------------------------------------- keys
+
+
+def baseline_key(test_path: Path, test_name: str, baseline_path: Path) -> str:
+    """The stable id of a test inside a baseline file: ``<relative path>::<test name>``.
+
+    The path is ``test_path`` relative to the baseline file's directory in POSIX form
+    (``../`` when the file lives elsewhere); ``test_name`` is the node id part after the
+    file, e.g. ``test_classify`` or ``TestX::test_y[param]``. Directories are resolved
+    (symlinks, ``..``) so the key depends on neither the working directory nor pytest's
+    rootdir; pass absolute paths, as pytest gives them.
+    """
+    if not test_name or not isinstance(test_name, str):
+        raise ValueError(f"test_name must be a non-empty string, got {test_name!r}")
+    test_abs = os.path.abspath(test_path)
+    test_real = os.path.join(
+        os.path.realpath(os.path.dirname(test_abs)), os.path.basename(test_abs)
+    )
+    base_dir = os.path.realpath(os.path.dirname(os.path.abspath(baseline_path)))
+    rel = os.path.relpath(test_real, base_dir)
+    return f"{PurePath(rel).as_posix()}::{test_name.removeprefix('::')}"
+
+
+# --------------------------------------------------------------------------- YAML
+
+
+# libyaml parses ~10x faster and yields the same data; the dumper stays pure Python (below) so
+# the bytes written never depend on whether libyaml is installed.
+_SafeLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _Loader(_SafeLoader):  # type: ignore[valid-type,misc]
+    """``safe_load`` that rejects duplicate mapping keys instead of keeping the last one."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        self.flatten_mapping(node)
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+                seen.add(key)
+            except TypeError:
+                continue  # unhashable: the base class reports it
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping",
+                    node.start_mark,
+                    f"found duplicate key {key!r}",
+                    key_node.start_mark,
+                )
+        return super().construct_mapping(node, deep=deep)
+
+
+class _Dumper(yaml.SafeDumper):
+    """Pure-Python ``safe_dump`` without anchors/aliases (no ``&id001`` for shared objects)."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def _sorted_deep(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _sorted_deep(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [_sorted_deep(v) for v in value]
+    return value
+
+
+def _canonical_entry(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """Schema fields in schema order (headline figures first), free-form mappings sorted."""
+    out = {f: _sorted_deep(entry[f]) for f in _ENTRY_FIELDS if f in entry and f != "runs"}
+    out["runs"] = [
+        {f: _sorted_deep(run[f]) for f in _RUN_FIELDS if f in run} for run in entry["runs"]
+    ]
+    return out
+
+
+def _dumps(tests: Mapping[str, Any]) -> bytes:
+    """The file's bytes: header, ``schema``, then ``tests`` sorted by key."""
+    body = yaml.dump(
+        {
+            "schema": SCHEMA_VERSION,
+            "tests": {k: _canonical_entry(tests[k]) for k in sorted(tests)},
+        },
+        Dumper=_Dumper,
+        sort_keys=False,  # the order is made explicit above
+        default_flow_style=False,
+        allow_unicode=True,
+        width=10_000,  # never fold long strings: a folded line diffs badly
+        indent=2,
+    )
+    return (_HEADER + body).encode("utf-8")
+
+
+def _parse(data: bytes, path: Path) -> tuple[dict[str, Any], dict[str, BaselineEntry]]:
+    """Raw ``tests`` mapping and validated entries of a baseline file's bytes."""
+
+    def fail(problem: str) -> BaselineError:
+        return BaselineError(f"baseline file {path}: {problem}; {_WAY_OUT}", path=str(path))
+
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise fail(f"not UTF-8 text (byte {exc.start})") from None
+    try:
+        doc = yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = " ".join(p for p in (exc.context, exc.problem) if p)
+        raise fail(f"{line}invalid YAML ({problem})") from None
+    except yaml.YAMLError as exc:
+        raise fail(f"invalid YAML ({exc})") from None
+    if doc is None:  # empty or comments only
+        return {}, {}
+    if not isinstance(doc, dict):
+        raise fail(f"expected a mapping with 'schema' and 'tests' at the top, got {_describe(doc)}")
+    schema = doc.get("schema")
+    if "schema" not in doc:
+        raise fail(f"missing 'schema: {SCHEMA_VERSION}' at the top")
+    if schema != SCHEMA_VERSION or isinstance(schema, bool):
+        raise fail(
+            f"schema {schema!r} is not supported: this pytest-mlload reads schema {SCHEMA_VERSION}"
+            " (upgrade pytest-mlload, or re-record the file)"
+        )
+    unknown = sorted(str(k) for k in doc if k not in ("schema", "tests"))
+    if unknown:
+        raise fail(f"unknown top-level field {unknown[0]!r} (expected only schema and tests)")
+    tests = doc.get("tests")
+    if tests is None:
+        tests = {}
+    if not isinstance(tests, dict):
+        raise fail(f"'tests' must be a mapping of test key to entry, got {_describe(tests)}")
+    entries: dict[str, BaselineEntry] = {}
+    for key in sorted(tests, key=str):
+        if not isinstance(key, str) or not key:
+            raise fail(f"test key {key!r} is not a non-empty string")
+        try:
+            entries[key] = _entry_from_dict(key, tests[key])
+        except _Invalid as exc:
+            where = f"field {exc.where}: " if exc.where else ""
+            raise fail(f"entry {key!r}, {where}{exc.problem}") from None
+    return {k: _plain(v, k) for k, v in tests.items()}, entries
+
+
+# --------------------------------------------------------------------------- store
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` all at once: readers see the old or the new file."""
+    try:
+        mode: int | None = stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        mode = None  # new file: 0o666 minus the umask, like any other file we create
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            if mode is not None:
+                os.chmod(tmp, mode)
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with suppress(OSError):
+            os.unlink(tmp)
+        raise
+    # Make the rename itself durable (best effort: not every platform opens directories).
+    with suppress(OSError):
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+class BaselineStore:
+    """The baseline YAML file at ``path``, keeping the last ``history`` runs per test.
+
+    Reads never modify the file. :meth:`update` and :meth:`record` change it under an
+    exclusive lock on ``<name>.lock`` next to it (waiting up to ``lock_timeout_s``), so
+    concurrent pytest processes (xdist workers) lose no entries. The lock file is left in
+    place on purpose: removing it would race with a waiting process. ``flock`` locks die
+    with their process, so a leftover lock file never blocks anyone.
+    """
+
+    def __init__(self, path: Path, *, history: int = 5, lock_timeout_s: float = 30.0) -> None:
+        if not isinstance(history, int) or isinstance(history, bool) or history < 1:
+            raise ValueError(f"history must be an integer >= 1, got {history!r}")
+        if not (_is_number(lock_timeout_s) and lock_timeout_s >= 0):
+            raise ValueError(f"lock_timeout_s must be a number >= 0, got {lock_timeout_s!r}")
+        self.path = Path(path)
+        self.history = history
+        self.lock_timeout_s = float(lock_timeout_s)
+
+    def __repr__(self) -> str:
+        return f"BaselineStore({str(self.path)!r}, history={self.history})"
+
+    @property
+    def lock_path(self) -> Path:
+        """The sibling lock file, ``<name>.lock`` (next to the real file if ``path`` is a link)."""
+        real = self._real_path()
+        return real.with_name(real.name + ".lock")
+
+    def _real_path(self) -> Path:
+        return Path(os.path.realpath(self.path))
+
+    def _read(self) -> tuple[bytes | None, dict[str, Any], dict[str, BaselineEntry]]:
+        try:
+            data = self._real_path().read_bytes()
+        except FileNotFoundError:
+            return None, {}, {}
+        except OSError as exc:
+            raise BaselineError(
+                f"cannot read baseline file {self.path}: {exc}", path=str(self.path)
+            ) from None
+        raw, entries = _parse(data, self.path)
+        return data, raw, entries
+
+    def load(self) -> dict[str, BaselineEntry]:
+        """All entries by key (sorted); ``{}`` when the file does not exist.
+
+        A malformed file raises :class:`BaselineError` naming the file, the entry and the
+        field. The file is never modified.
+        """
+        return self._read()[2]
+
+    def get(self, key: str) -> BaselineEntry | None:
+        """The entry for ``key``, or None when there is none."""
+        return self.load().get(key)
+
+    def update(self, entries: Mapping[str, BaselineEntry]) -> None:
+        """Write ``entries`` (replacing those keys), leaving every other entry as it was.
+
+        Read-modify-write under the lock; atomic replace; file mode kept. If the existing
+        file is malformed, :class:`BaselineError` is raised and the file is not touched.
+        An entry that cannot be stored (NaN, non-plain data) raises :class:`ValueError`
+        before anything is written.
+        """
+        prepared = self._prepare(entries)
+        self._transaction(lambda _existing: prepared)
+
+    def record(
+        self,
+        key: str,
+        result: CapacityResult,
+        settings: RunSettings | Mapping[str, Any],
+        *,
+        fingerprint: Mapping[str, Any] | None = None,
+        extra: Mapping[str, Any] | None = None,
+        now: datetime | None = None,
+    ) -> BaselineEntry:
+        """Append ``result`` as a run to ``key``'s entry (creating it) and return the entry.
+
+        Reading the existing entry happens under the same lock as the write, so concurrent
+        recorders of one key lose no runs. ``fingerprint`` defaults to this machine's;
+        ``now`` (aware) to the current time.
+        """
+        fp = environment_fingerprint() if fingerprint is None else fingerprint
+        fresh = BaselineEntry.from_result(key, result, settings, fp, extra=extra, now=now)
+        fresh.to_dict()  # fail on unstorable data before taking the lock
+        out: list[BaselineEntry] = []
+
+        def merge(existing: Mapping[str, BaselineEntry]) -> dict[str, dict[str, Any]]:
+            old = existing.get(key)
+            new = (
+                fresh
+                if old is None
+                else old.with_run(fresh.latest, fresh.settings, fresh.fingerprint, self.history)
+            )
+            out.append(new)
+            return self._prepare({key: new})
+
+        self._transaction(merge)
+        return out[0]
+
+    @staticmethod
+    def _prepare(entries: Mapping[str, BaselineEntry]) -> dict[str, dict[str, Any]]:
+        prepared = {}
+        for key, entry in entries.items():
+            if not isinstance(entry, BaselineEntry):
+                raise TypeError(
+                    f"entry {key!r}: expected a BaselineEntry, got {type(entry).__name__}"
+                )
+            if key != entry.key:
+                raise ValueError(f"entry stored under {key!r} has key {entry.key!r}")
+            prepared[key] = entry.to_dict()
+        return prepared
+
+    def _transaction(
+        self, change: Callable[[Mapping[str, BaselineEntry]], Mapping[str, dict[str, Any]]]
+    ) -> None:
+        target = self._real_path()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with self._locked():
+            old_bytes, raw, entries = self._read()
+            changes = change(entries)
+            if not changes and old_bytes is None:
+                return  # nothing to record: do not create an empty file
+            raw.update(changes)
+            new_bytes = _dumps(raw)
+            if new_bytes != old_bytes:  # an identical rewrite would only churn mtimes
+                _atomic_write(target, new_bytes)
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        if fcntl is None:  # pragma: no cover - Windows
+            raise BaselineError(
+                f"cannot lock {self.lock_path}: baseline updates need POSIX file locks (fcntl)",
+                path=str(self.path),
+            )
+        lock = self.lock_path
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            deadline = time.monotonic() + self.lock_timeout_s
+            delay = 0.002
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise BaselineError(
+                            f"could not lock {lock} within {self.lock_timeout_s:g} s: another "
+                            "process (a pytest-xdist worker?) is updating the baseline file "
+                            f"{self.path}; wait for it to finish and rerun",
+                            path=str(self.path),
+                        ) from None
+                    time.sleep(min(delay, remaining))
+                    delay = min(delay * 2, 0.05)
+            try:
+                yield
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)

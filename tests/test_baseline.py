@@ -1,0 +1,615 @@
+"""Unit tests of the baseline model and YAML store (no pytest plugin, no sleeping)."""
+
+from __future__ import annotations
+
+import fcntl
+import math
+import multiprocessing
+import os
+import stat
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from pytest_mlload.baseline import (
+    BaselineEntry,
+    BaselineRun,
+    BaselineStore,
+    _cpu_model,
+    baseline_key,
+    environment_fingerprint,
+    fingerprint_differences,
+)
+from pytest_mlload.config import RunSettings
+from pytest_mlload.errors import BaselineError
+from pytest_mlload.results import CapacityResult, EndpointResult
+
+NOW = datetime(2026, 11, 25, 23, 59, 1, tzinfo=UTC)
+FP = {
+    "python": "3.11",
+    "implementation": "CPython",
+    "system": "Linux",
+    "machine": "x86_64",
+    "cpu_count": 8,
+    "cpu_model": "Intel(R) Xeon(R) Gold 6248 CPU @ 2.50GHz",
+    "memory_gib": 31,
+}
+KEY = "test_capacity.py::test_classify"
+
+
+def make_result(
+    capacity_rps: float = 183.41,
+    *,
+    p99_ms: float | None = 97.3,
+    users: int = 12,
+    status: str = "converged",
+    error_ratio: float = 0.0012,
+) -> CapacityResult:
+    endpoint = EndpointResult(
+        name="/predict",
+        capacity_rps=capacity_rps,
+        p50_ms=40.1,
+        p95_ms=80.2,
+        p99_ms=p99_ms,
+        requests=1000,
+        failures=1,
+        error_ratio=error_ratio,
+    )
+    return CapacityResult(
+        name="test_classify",
+        host="http://127.0.0.1:8000",
+        status=status,
+        reason="" if status == "converged" else "time cap reached",
+        capacity_rps=capacity_rps,
+        p50_ms=40.1,
+        p95_ms=80.2,
+        p99_ms=p99_ms,
+        users=users,
+        requests=1000,
+        failures=1,
+        error_ratio=error_ratio,
+        measure_s=4.0,
+        elapsed_s=30.0,
+        target_p99_ms=120.0,
+        endpoints={"/predict": endpoint},
+    )
+
+
+SETTINGS = RunSettings(target_p99_ms=120.0)
+
+
+def store_at(tmp_path: Path, **kw: Any) -> BaselineStore:
+    return BaselineStore(tmp_path / "baselines.yaml", **kw)
+
+
+# ---------------------------------------------------------------- round trip and format
+
+
+def test_round_trip_keeps_every_field(tmp_path: Path) -> None:
+    store = store_at(tmp_path)
+    extra = {"rate_limit": {"limit_rps": 50, "observed_429_ratio": 0.01}, "modes": ["individual"]}
+    entry = store.record(KEY, make_result(), SETTINGS, fingerprint=FP, extra=extra, now=NOW)
+
+    loaded = store.load()
+    assert list(loaded) == [KEY]
+    assert loaded[KEY] == entry
+    assert store.get(KEY) == entry
+    assert store.get("nope.py::test_x") is None
+    run = entry.latest
+    assert run.recorded_at == "2026-11-25T23:59:01Z"
+    assert (run.capacity_rps, run.p99_ms, run.users, run.error_ratio) == (183.41, 97.3, 12, 0.0012)
+    assert run.endpoints["/predict"]["failures"] == 1
+    assert run.extra == extra
+    assert entry.settings == SETTINGS.comparable()
+    assert entry.fingerprint == FP
+
+
+def test_file_is_plain_sorted_schema_versioned_yaml(tmp_path: Path) -> None:
+    store = store_at(tmp_path)
+    store.record("b.py::test_b", make_result(), SETTINGS, fingerprint=FP, now=NOW)
+    store.record("a.py::test_ä[µ]", make_result(), SETTINGS, fingerprint=FP, now=NOW)
+    text = store.path.read_text(encoding="utf-8")
+
+    assert text.startswith("# pytest-mlload baselines:")
+    assert "--mlload-update-baseline" in text.splitlines()[1]
+    assert "!!" not in text and "&id" not in text  # no Python tags, no anchors
+    assert "test_ä[µ]" in text  # unicode written as is
+    doc = yaml.safe_load(text)
+    assert doc["schema"] == 1
+    assert list(doc["tests"]) == ["a.py::test_ä[µ]", "b.py::test_b"]
+    assert text.index("a.py::") < text.index("b.py::")
+    assert "recorded_at: '2026-11-25T23:59:01Z'" in text
+
+
+def test_same_data_dumps_to_same_bytes(tmp_path: Path) -> None:
+    a = store_at(tmp_path / "a")
+    b = store_at(tmp_path / "b")
+    for store in (a, b):
+        store.record(KEY, make_result(), SETTINGS, fingerprint=FP, now=NOW)
+    first = a.path.read_bytes()
+    assert first == b.path.read_bytes()
+
+    a.update(a.load())  # rewrite what was read
+    assert a.path.read_bytes() == first
+
+
+def test_float_noise_in_an_identical_figure_produces_no_diff(tmp_path: Path) -> None:
+    a = store_at(tmp_path / "a")
+    b = store_at(tmp_path / "b")
+    a.record(
+        KEY, make_result(183.41000000001, error_ratio=0.00120001), SETTINGS, fingerprint=FP, now=NOW
+    )
+    b.record(
+        KEY, make_result(183.40999999, error_ratio=0.00119999), SETTINGS, fingerprint=FP, now=NOW
+    )
+    assert a.path.read_bytes() == b.path.read_bytes()
+    assert "capacity_rps: 183.41\n" in a.path.read_text()
+
+
+def test_rerecording_the_same_numbers_only_changes_recorded_at(tmp_path: Path) -> None:
+    store = store_at(tmp_path, history=1)
+    store.record(KEY, make_result(), SETTINGS, fingerprint=FP, now=NOW)
+    before = store.path.read_text().splitlines()
+    store.record(KEY, make_result(), SETTINGS, fingerprint=FP, now=NOW + timedelta(days=1))
+    after = store.path.read_text().splitlines()
+
+    changed = [(x, y) for x, y in zip(before, after, strict=True) if x != y]
+    assert changed == [
+        ("    - recorded_at: '2026-11-25T23:59:01Z'", "    - recorded_at: '2026-11-26T23:59:01Z'")
+    ]
+
+
+def test_recorded_at_is_utc_seconds_with_z() -> None:
+    plus2 = datetime(2026, 1, 2, 3, 4, 5, 678_000, tzinfo=timezone(timedelta(hours=2)))
+    run = BaselineRun.from_result(make_result(), now=plus2)
+    assert run.recorded_at == "2026-01-02T01:04:05Z"
+    with pytest.raises(ValueError, match="naive"):
+        BaselineRun.from_result(make_result(), now=datetime(2026, 1, 2))
+    assert BaselineRun.from_result(make_result()).recorded_at.endswith("Z")
+
+
+def test_inconclusive_result_is_not_a_baseline() -> None:
+    with pytest.raises(ValueError, match="'inconclusive'.*time cap reached"):
+        BaselineEntry.from_result(KEY, make_result(status="inconclusive"), SETTINGS, FP, now=NOW)
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_nan_and_inf_are_never_written(tmp_path: Path, bad: float) -> None:
+    store = store_at(tmp_path)
+    store.record(KEY, make_result(), SETTINGS, fingerprint=FP, now=NOW)
+    before = store.path.read_bytes()
+
+    with pytest.raises(ValueError, match="capacity_rps"):
+        store.record("x.py::test_x", make_result(bad), SETTINGS, fingerprint=FP, now=NOW)
+    with pytest.raises(ValueError, match="extra.score"):
+        store.record("x.py::test_x", make_result(), SETTINGS, fingerprint=FP, extra={"score": bad})
+    entry = BaselineEntry.from_result(KEY, make_result(), SETTINGS, FP, now=NOW)
+    broken = replace(entry, runs=(replace(entry.latest, p99_ms=bad),))
+    with pytest.raises(ValueError, match="p99_ms"):
+        store.update({KEY: broken})
+    assert store.path.read_bytes() == before
+
+
+def test_non_plain_extra_is_refused() -> None:
+    with pytest.raises(ValueError, match="extra.when"):
+        BaselineEntry.from_result(KEY, make_result(), SETTINGS, FP, extra={"when": NOW})
+
+
+# ---------------------------------------------------------------- history and aggregates
+
+
+def test_history_keeps_last_n_and_aggregates_are_medians(tmp_path: Path) -> None:
+    store = store_at(tmp_path, history=5)
+    figures = [
+        (100, 50.0),
+        (200, 60.0),
+        (300, None),
+        (400, 80.0),
+        (500, 90.0),
+        (10, 10.0),
+        (1000, 99.0),
+    ]
+    for i, (cap, p99) in enumerate(figures):
+        entry = store.record(
+            KEY,
+            make_result(cap, p99_ms=p99, users=i + 1),
+            SETTINGS,
+            fingerprint=FP,
+            now=NOW + timedelta(hours=i),
+        )
+
+    assert [r.capacity_rps for r in entry.runs] == [300, 400, 500, 10, 1000]  # newest last
+    assert entry.capacity_rps == 400  # median of the kept runs
+    assert entry.p99_ms == (80.0 + 90.0) / 2  # median over runs with a P99: 80, 90, 10, 99
+    assert entry.users == 7  # the newest run's operating load
+    assert entry.capacity_spread_ratio == pytest.approx((1000 - 10) / 400)
+    assert entry.latest.recorded_at == "2026-11-26T05:59:01Z"
+    assert store.load()[KEY] == entry
+
+
+def test_aggregates_of_a_single_run_and_of_no_p99() -> None:
+    entry = BaselineEntry.from_result(KEY, make_result(250.0, p99_ms=None), SETTINGS, FP, now=NOW)
+    assert entry.capacity_rps == 250.0
+    assert entry.p99_ms is None
+    assert entry.capacity_spread_ratio == 0.0
+    zero = BaselineEntry.from_result(KEY, make_result(0.0), SETTINGS, FP, now=NOW)
+    assert zero.capacity_spread_ratio == 0.0
+    mixed = zero.with_run(
+        BaselineRun.from_result(make_result(5.0), now=NOW), SETTINGS, FP, history=3
+    ).with_run(BaselineRun.from_result(make_result(0.0), now=NOW), SETTINGS, FP, history=3)
+    assert mixed.capacity_spread_ratio == math.inf
+
+
+def test_settings_change_restarts_history(tmp_path: Path) -> None:
+    store = store_at(tmp_path)
+    for cap in (100, 110, 120):
+        store.record(KEY, make_result(cap), SETTINGS, fingerprint=FP, now=NOW)
+    other = RunSettings(target_p99_ms=200.0)
+    entry = store.record(KEY, make_result(300), other, fingerprint=FP, now=NOW)
+
+    assert [r.capacity_rps for r in entry.runs] == [300]
+    assert entry.settings["target_p99_ms"] == 200.0
+    assert store.get(KEY) == entry
+    # Settings outside the comparable set do not restart it.
+    entry = store.record(
+        KEY, make_result(310), replace(other, min_samples=50), fingerprint=FP, now=NOW
+    )
+    assert [r.capacity_rps for r in entry.runs] == [300, 310]
+
+
+def test_with_run_takes_the_newest_fingerprint_and_validates_history() -> None:
+    entry = BaselineEntry.from_result(KEY, make_result(), SETTINGS, FP, now=NOW)
+    newer = {**FP, "cpu_count": 16}
+    grown = entry.with_run(entry.latest, SETTINGS, newer, history=5)
+    assert grown.fingerprint == newer
+    assert len(grown.runs) == 2
+    with pytest.raises(ValueError, match="history"):
+        entry.with_run(entry.latest, SETTINGS, FP, history=0)
+    with pytest.raises(ValueError, match="at least one run"):
+        BaselineEntry(key=KEY, settings={}, fingerprint={}, runs=())
+
+
+# ---------------------------------------------------------------- update semantics
+
+
+HAND_WRITTEN = """\
+schema: 1
+tests:
+  other.py::test_keep:
+    settings: {client: http, max_users: 8, min_users: 1, mode: [spike],
+               target_p99_ms: 50, wait_time_s: 0.5}
+    fingerprint: {cpu_count: 2}
+    runs:
+    - {recorded_at: '2025-01-01T00:00:00Z', capacity_rps: 12, p50_ms: null, p95_ms: null,
+       p99_ms: 40.123456, users: 3, error_ratio: 0, requests: 99, endpoints: {},
+       extra: {note: "hand edited", limits: [1, 2.5]}}
+"""
+
+
+def test_update_leaves_other_entries_untouched(tmp_path: Path) -> None:
+    store = store_at(tmp_path)
+    store.path.write_text(HAND_WRITTEN)
+    kept_before = yaml.safe_load(HAND_WRITTEN)["tests"]["other.py::test_keep"]
+
+    store.record(KEY, make_result(), SETTINGS, fingerprint=FP, now=NOW)
+    doc = yaml.safe_load(store.path.read_text())
+    assert doc["tests"]["other.py::test_keep"] == kept_before  # same data, not re-rounded
+    assert isinstance(doc["tests"]["other.py::test_keep"]["runs"][0]["capacity_rps"], int)
+
+    first = store.path.read_bytes()
+    store.record(KEY, make_result(200), SETTINGS, fingerprint=FP, now=NOW)
+    doc = yaml.safe_load(store.path.read_text())
+    assert doc["tests"]["other.py::test_keep"] == kept_before
+
+    def keep_block(data: bytes) -> bytes:
+        return data[data.index(b"  other.py::test_keep:") : data.index(b"  test_capacity.py::")]
+
+    assert keep_block(store.path.read_bytes()) == keep_block(first)  # byte-for-byte
+
+
+def test_update_writes_several_entries_and_checks_keys(tmp_path: Path) -> None:
+    store = store_at(tmp_path)
+    a = BaselineEntry.from_result("a.py::t", make_result(1), SETTINGS, FP, now=NOW)
+    b = BaselineEntry.from_result("b.py::t", make_result(2), SETTINGS, FP, now=NOW)
+    store.update({a.key: a, b.key: b})
+    assert store.load() == {a.key: a, b.key: b}
+    with pytest.raises(ValueError, match="has key"):
+        store.update({"c.py::t": a})
+
+
+def test_reads_do_not_create_files_and_writes_leave_no_temp_files(tmp_path: Path) -> None:
+    store = BaselineStore(tmp_path / "sub" / "dir" / "baselines.yaml")
+    assert store.load() == {}
+    assert not (tmp_path / "sub").exists()
+
+    store.record(KEY, make_result(), SETTINGS, fingerprint=FP, now=NOW)
+    store.record(KEY, make_result(), SETTINGS, fingerprint=FP, now=NOW)
+    assert sorted(p.name for p in store.path.parent.iterdir()) == [
+        "baselines.yaml",
+        "baselines.yaml.lock",
+    ]
+    assert store.lock_path == store.path.with_name("baselines.yaml.lock")
+
+
+def test_empty_file_is_an_empty_store(tmp_path: Path) -> None:
+    store = store_at(tmp_path)
+    store.path.write_text("# nothing recorded yet\n")
+    assert store.load() == {}
+    store.record(KEY, make_result(), SETTINGS, fingerprint=FP, now=NOW)
+    assert list(store.load()) == [KEY]
+
+
+def test_file_mode_is_preserved(tmp_path: Path) -> None:
+    store = store_at(tmp_path)
+    store.record(KEY, make_result(), SETTINGS, fingerprint=FP, now=NOW)
+    os.chmod(store.path, 0o640)
+    store.record(KEY, make_result(150), SETTINGS, fingerprint=FP, now=NOW)
+    assert stat.S_IMODE(os.stat(store.path).st_mode) == 0o640
+
+
+def test_symlinked_file_is_updated_through_the_link(tmp_path: Path) -> None:
+    real = store_at(tmp_path / "real")
+    real.record(KEY, make_result(), SETTINGS, fingerprint=FP, now=NOW)
+    link = tmp_path / "link.yaml"
+    link.symlink_to(real.path)
+    BaselineStore(link).record("b.py::t", make_result(), SETTINGS, fingerprint=FP, now=NOW)
+    assert link.is_symlink()
+    assert sorted(real.load()) == ["b.py::t", KEY]
+
+
+def test_lock_held_elsewhere_times_out_naming_the_lock(tmp_path: Path) -> None:
+    store = store_at(tmp_path, lock_timeout_s=0)
+    store.record(KEY, make_result(), SETTINGS, fingerprint=FP, now=NOW)
+    before = store.path.read_bytes()
+    # flock locks belong to the open file description: a second open() conflicts in-process.
+    fd = os.open(store.lock_path, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(BaselineError, match=r"could not lock .*baselines\.yaml\.lock"):
+            store.record(KEY, make_result(1), SETTINGS, fingerprint=FP, now=NOW)
+    finally:
+        os.close(fd)
+    assert store.path.read_bytes() == before
+    store.record(KEY, make_result(1), SETTINGS, fingerprint=FP, now=NOW)  # released: works again
+
+
+# ---------------------------------------------------------------- malformed files
+
+
+def _valid_doc() -> dict[str, Any]:
+    entry = BaselineEntry.from_result(KEY, make_result(), SETTINGS, FP, now=NOW)
+    return {"schema": 1, "tests": {KEY: entry.to_dict()}}
+
+
+def _with(path: tuple[Any, ...], value: Any) -> str:
+    doc = _valid_doc()
+    node = doc
+    for part in path[:-1]:
+        node = node[part]
+    if value is _DELETE:
+        del node[path[-1]]
+    else:
+        node[path[-1]] = value
+    return yaml.safe_dump(doc)
+
+
+_DELETE = object()
+RUN0 = ("tests", KEY, "runs", 0)
+
+MALFORMED: dict[str, tuple[str | bytes, list[str]]] = {
+    "bad yaml": ("schema: 1\ntests:\n  a.py::t: [unclosed\n", ["line 4", "invalid YAML"]),
+    "merge conflict": (
+        "schema: 1\ntests:\n<<<<<<< HEAD\n  a: 1\n=======\n",
+        ["line", "invalid YAML"],
+    ),
+    "wrong schema": (_with(("schema",), 2), ["schema 2", "reads schema 1"]),
+    "no schema": (_with(("schema",), _DELETE), ["missing 'schema: 1'"]),
+    "top is a list": ("- 1\n- 2\n", ["expected a mapping"]),
+    "tests not a mapping": ("schema: 1\ntests: [1]\n", ["'tests' must be a mapping"]),
+    "negative capacity": (
+        _with((*RUN0, "capacity_rps"), -3.0),
+        [KEY, "runs[0].capacity_rps", ">= 0"],
+    ),
+    "string capacity": (
+        _with((*RUN0, "capacity_rps"), "fast"),
+        [KEY, "runs[0].capacity_rps", "'fast'"],
+    ),
+    "string p99": (_with((*RUN0, "p99_ms"), "97 ms"), [KEY, "runs[0].p99_ms", "number"]),
+    "missing runs": (_with(("tests", KEY, "runs"), _DELETE), [KEY, "runs", "non-empty list"]),
+    "empty runs": (_with(("tests", KEY, "runs"), []), [KEY, "runs", "non-empty list"]),
+    "missing capacity": (
+        _with((*RUN0, "capacity_rps"), _DELETE),
+        [KEY, "runs[0].capacity_rps", "missing"],
+    ),
+    "zero users": (_with((*RUN0, "users"), 0), [KEY, "runs[0].users", "integer >= 1"]),
+    "error ratio as percent": (
+        _with((*RUN0, "error_ratio"), 12),
+        [KEY, "runs[0].error_ratio", "<= 1"],
+    ),
+    "nan": (_with((*RUN0, "p50_ms"), math.nan), [KEY, "runs[0].p50_ms"]),
+    "settings not a mapping": (
+        _with(("tests", KEY, "settings"), "fast"),
+        [KEY, "settings", "mapping"],
+    ),
+    "unquoted timestamp": (
+        _with((*RUN0, "recorded_at"), NOW),
+        [KEY, "runs[0].recorded_at", "quoted ISO-8601"],
+    ),
+    "typo field": (_with((*RUN0, "p99ms"), 3.0), [KEY, "runs[0].p99ms", "unknown field"]),
+    "endpoint figure": (
+        _with((*RUN0, "endpoints", "/predict", "p99_ms"), "slow"),
+        [KEY, "runs[0].endpoints./predict.p99_ms"],
+    ),
+    "entry not a mapping": (_with(("tests", KEY), [1, 2]), [KEY, "expected a mapping"]),
+    "duplicate key": (
+        "schema: 1\ntests:\n  a.py::t: {}\n  a.py::t: {}\n",
+        ["line 4", "duplicate key 'a.py::t'"],
+    ),
+    "python tag": ("schema: 1\ntests: !!python/object:os.system {}\n", ["line 2", "invalid YAML"]),
+    "not utf-8": (b"schema: 1\ntests: {}\n# \xff\n", ["not UTF-8"]),
+}
+
+
+@pytest.mark.parametrize("case", list(MALFORMED))
+def test_malformed_file_raises_naming_file_and_field_and_is_left_alone(
+    tmp_path: Path, case: str
+) -> None:
+    content, fragments = MALFORMED[case]
+    store = store_at(tmp_path)
+    data = content if isinstance(content, bytes) else content.encode("utf-8")
+    store.path.write_bytes(data)
+
+    for attempt in (
+        store.load,
+        lambda: store.get(KEY),
+        lambda: store.record(KEY, make_result(), SETTINGS, fingerprint=FP, now=NOW),
+        lambda: store.update({}),
+    ):
+        with pytest.raises(BaselineError) as info:
+            attempt()
+        message = str(info.value)
+        assert str(store.path) in message
+        assert info.value.path == str(store.path)
+        for fragment in fragments:
+            assert fragment in message
+        assert "fix or delete the entry, or rerun with --mlload-update-baseline" in message
+        assert store.path.read_bytes() == data
+    assert sorted(p.name for p in tmp_path.iterdir()) in (
+        ["baselines.yaml"],
+        ["baselines.yaml", "baselines.yaml.lock"],
+    )
+
+
+def test_valid_doc_helper_is_valid(tmp_path: Path) -> None:
+    # Guards the malformed cases above: each breaks exactly one thing in a valid file.
+    store = store_at(tmp_path)
+    store.path.write_text(yaml.safe_dump(_valid_doc()))
+    assert list(store.load()) == [KEY]
+
+
+# ---------------------------------------------------------------- concurrency
+
+
+def _record_many(path: str, worker: int, start: Any) -> None:
+    start.wait(30)
+    store = BaselineStore(Path(path), history=100)
+    for i in range(20):
+        store.record(
+            f"w{worker}.py::test_{i:02d}", make_result(100 + i), SETTINGS, fingerprint=FP, now=NOW
+        )
+        store.record("shared.py::test_both", make_result(worker), SETTINGS, fingerprint=FP, now=NOW)
+
+
+def test_concurrent_updates_from_two_processes_lose_nothing(tmp_path: Path) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    start = ctx.Event()
+    path = tmp_path / "baselines.yaml"
+    procs = [ctx.Process(target=_record_many, args=(str(path), w, start)) for w in (1, 2)]
+    for p in procs:
+        p.start()
+    start.set()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0]
+
+    entries = BaselineStore(path).load()
+    expected = {f"w{w}.py::test_{i:02d}" for w in (1, 2) for i in range(20)}
+    assert set(entries) == expected | {"shared.py::test_both"}
+    assert len(entries["shared.py::test_both"].runs) == 40  # no run lost either
+    assert yaml.safe_load(path.read_text())["schema"] == 1
+
+
+# ---------------------------------------------------------------- keys
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> dict[str, Path]:
+    (tmp_path / "repo" / "tests" / "perf").mkdir(parents=True)
+    (tmp_path / "repo" / "baselines").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    return {
+        "root": tmp_path,
+        "test": tmp_path / "repo" / "tests" / "perf" / "test_capacity.py",
+        "inside": tmp_path / "repo" / "tests" / "baselines.yaml",
+        "outside": tmp_path / "repo" / "baselines" / "mlload.yaml",
+    }
+
+
+@pytest.mark.parametrize(
+    ("baseline", "expected"),
+    [
+        ("inside", "perf/test_capacity.py::TestX::test_y[bert-8]"),
+        ("outside", "../tests/perf/test_capacity.py::TestX::test_y[bert-8]"),
+    ],
+)
+def test_baseline_key_does_not_depend_on_cwd(
+    tree: dict[str, Path], monkeypatch: pytest.MonkeyPatch, baseline: str, expected: str
+) -> None:
+    keys = set()
+    for cwd in (
+        tree["root"],
+        tree["test"].parent,
+        tree["root"] / "elsewhere",
+        tree["outside"].parent,
+    ):
+        monkeypatch.chdir(cwd)
+        keys.add(baseline_key(tree["test"], "TestX::test_y[bert-8]", tree[baseline]))
+    assert keys == {expected}
+
+
+def test_baseline_key_ignores_how_the_directories_are_spelled(tree: dict[str, Path]) -> None:
+    link = tree["root"] / "link"
+    link.symlink_to(tree["root"] / "repo")
+    spelled = tree["root"] / "repo" / "tests" / ".." / "tests" / "perf" / "test_capacity.py"
+    via_link = link / "tests" / "perf" / "test_capacity.py"
+    keys = {
+        baseline_key(t, "test_classify", tree["inside"]) for t in (tree["test"], spelled, via_link)
+    }
+    assert keys == {"perf/test_capacity.py::test_classify"}
+    with pytest.raises(ValueError, match="test_name"):
+        baseline_key(tree["test"], "", tree["inside"])
+
+
+# ---------------------------------------------------------------- fingerprint
+
+
+def test_environment_fingerprint_is_stable_plain_data() -> None:
+    fp = environment_fingerprint()
+    assert set(fp) == {
+        "python",
+        "implementation",
+        "system",
+        "machine",
+        "cpu_count",
+        "cpu_model",
+        "memory_gib",
+    }
+    assert fp["python"] == "3.11"
+    assert isinstance(fp["cpu_count"], int)
+    assert fp == environment_fingerprint()
+    text = repr(fp).lower()
+    assert os.uname().nodename.lower() not in text
+    assert "mhz" not in text
+
+
+def test_cpu_model_comes_from_model_name_not_mhz() -> None:
+    cpuinfo = "processor\t: 0\ncpu MHz\t\t: 2494.140\nmodel name\t: Intel(R)  Xeon(R) CPU\n"
+    assert _cpu_model(cpuinfo) == "Intel(R) Xeon(R) CPU"
+    assert _cpu_model("processor : 0\nHardware : BCM2835\n") is None
+
+
+def test_fingerprint_differences() -> None:
+    assert fingerprint_differences(FP, dict(FP)) == []
+    other = {**FP, "cpu_count": 2, "memory_gib": None}
+    del other["machine"]
+    other["new"] = "x"
+    assert fingerprint_differences(FP, other) == [
+        "cpu_count: 8 -> 2",
+        "machine: x86_64 -> (missing)",
+        "memory_gib: 31 -> null",
+        "new: (missing) -> x",
+    ]
