@@ -1,0 +1,112 @@
+"""Reports: the end-of-session table, the JSON report, the Markdown summary.
+
+Everything here is plain data in, text out; the plugin decides where it goes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from .gates import Verdict
+from .results import CapacityResult
+
+__all__ = ["TestRecord", "json_report", "markdown_table", "summary_rows", "text_table", "write_json"]
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(slots=True)
+class TestRecord:
+    """What one capacity test produced: its result(s), verdicts and final outcome."""
+
+    nodeid: str
+    key: str
+    results: list[CapacityResult] = field(default_factory=list)
+    verdicts: list[Verdict] = field(default_factory=list)
+    outcome: str = "not judged"  # pass | regression | inconclusive | no-baseline | recorded | ...
+    message: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly form, raw trajectory included."""
+        return {
+            "nodeid": self.nodeid,
+            "key": self.key,
+            "outcome": self.outcome,
+            "message": self.message,
+            "results": [r.to_dict() for r in self.results],
+            "verdicts": [v.to_dict() for v in self.verdicts],
+        }
+
+
+def _fmt(x: float | None, spec: str = ".1f") -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def summary_rows(records: list[TestRecord]) -> list[list[str]]:
+    """Header + one row per result: test, capacity, P99, users, errors, change, verdict."""
+    rows = [["test", "capacity req/s", "P99 ms", "users", "errors", "capacity change", "verdict"]]
+    for rec in records:
+        cap_v = next((v for v in rec.verdicts if v.metric == "capacity"), None)
+        change = "-"
+        if cap_v and cap_v.change is not None:
+            change = f"{cap_v.change * 100:+.1f} %"
+            if cap_v.low is not None and cap_v.high is not None:
+                change += f" [{cap_v.low * 100:+.1f}, {cap_v.high * 100:+.1f}]"
+        if not rec.results:
+            rows.append([rec.key, "-", "-", "-", "-", change, rec.outcome])
+        for r in rec.results:
+            cap = _fmt(r.capacity_rps)
+            if r.capacity_ci:
+                cap += f" ±{(r.capacity_ci[1] - r.capacity_ci[0]) / 2:.1f}"
+            rows.append([
+                rec.key if len(rec.results) == 1 else f"{rec.key} [{r.name}]",
+                cap, f"{_fmt(r.p99_ms)}/{r.target_p99_ms:g}", str(r.users),
+                f"{r.error_ratio:.2%}", change, rec.outcome,
+            ])
+    return rows
+
+
+def text_table(rows: list[list[str]]) -> list[str]:
+    """Align rows into fixed-width text lines."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return lines
+
+
+def markdown_table(records: list[TestRecord]) -> str:
+    """The summary table as GitHub-flavoured Markdown."""
+    rows = summary_rows(records)
+    out = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+    out += ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in rows[1:]]
+    return "\n".join(out) + "\n"
+
+
+def json_report(records: list[TestRecord], *, meta: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Everything: results, verdicts, trajectories, with a schema version."""
+    return {
+        "schema": SCHEMA_VERSION,
+        "generated_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        **(meta or {}),
+        "tests": [r.to_dict() for r in records],
+    }
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write JSON atomically (temp file + rename), creating parent folders."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2, sort_keys=True, allow_nan=False, default=str)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
