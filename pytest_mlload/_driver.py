@@ -86,7 +86,7 @@ class LocustLoad:
 
     def window(self, start_s: float, stop_s: float) -> Samples:
         i = bisect.bisect_left(self._end, start_s)
-        j = bisect.bisect_left(self._end, stop_s)
+        j = bisect.bisect_right(self._end, stop_s)
         errors = tuple(self._err[k] for k in range(i, j) if k in self._err)
         return Samples(
             np.asarray(self._end[i:j]), np.asarray(self._lat[i:j]),

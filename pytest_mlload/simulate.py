@@ -140,13 +140,13 @@ class SimulatedService:
 
     def count_since(self, t: float) -> int:
         """Requests completed at or after ``t`` (up to now)."""
-        return len(self._end) - bisect.bisect_left(self._end, t)
+        return bisect.bisect_right(self._end, self.now) - bisect.bisect_left(self._end, t)
 
     def window(self, start_s: float, stop_s: float) -> Samples:
-        """Requests completed in ``[start_s, stop_s)``."""
+        """Requests completed in ``[start_s, stop_s]``."""
         # completion times are appended in order except for the fixed overhead shift
         i = bisect.bisect_left(self._end, start_s)
-        j = bisect.bisect_left(self._end, stop_s)
+        j = bisect.bisect_right(self._end, stop_s)
         names = self._name[i:j]
         err = tuple("HTTPError 500" for k in range(i, j) if not self._ok[k])
         return Samples(
