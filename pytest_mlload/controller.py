@@ -36,7 +36,7 @@ import numpy as np
 
 from .config import RunSettings
 from .results import CapacityResult, EndpointResult, ProbeResult, WindowRecord
-from .stats import percentiles, quantile_ci, rate_ci
+from .stats import min_samples_for_quantile, percentiles, quantile_ci, rate_ci
 
 __all__ = [
     "CapacitySearch",
@@ -52,6 +52,7 @@ __all__ = [
 # a coarse P99 is enough); refinement and measurement use settings.min_samples.
 RAMP_MIN_SAMPLES = 100
 TICK_S = 0.05
+P99_CI_SAMPLES = min_samples_for_quantile(0.99)  # 299 for a 95 % interval
 RAMP_HEADROOM = 0.8  # aim the ramp at 80 % of the target, so the step rarely overshoots
 MAX_SETTLE_S = 2.0
 
@@ -211,10 +212,12 @@ class CapacitySearch:
             return Step("ramp", self.users, settle, min(RAMP_MIN_SAMPLES, s.min_samples), 0.5, 1.5)
         if self.phase == "refine":
             return Step("refine", self.users, settle, s.min_samples, 1.0, 3.0)
+        # Gated windows need enough samples for a P99 confidence interval.
+        gated = max(s.min_samples, P99_CI_SAMPLES)
         if self.phase == "measure":
-            return Step("measure", self.users, settle, s.min_samples, s.measure_s, 3 * s.measure_s)
+            return Step("measure", self.users, settle, gated, s.measure_s, 3 * s.measure_s)
         if self.phase == "probe":
-            return Step("probe", self.users, settle, s.min_samples, s.probe_s, 2 * s.probe_s)
+            return Step("probe", self.users, settle, gated, s.probe_s, 3 * s.probe_s)
         raise AssertionError(f"unknown phase {self.phase}")
 
     def _too_many_errors(self, w: Samples) -> bool:

@@ -94,6 +94,9 @@ def _compare(
     t = f"{threshold * 100:g} %"
     if d.verdict == "regression":
         msg = f"{head}, past the {t} threshold; {UPDATE_HINT}."
+    elif d.verdict == "inconclusive" and not (math.isfinite(d.low) and math.isfinite(d.high)):
+        msg = (f"{head}: too few samples for a confidence interval, so the run cannot decide; "
+               f"lengthen measure_s / probe_s or lower the load's latency.")
     elif d.verdict == "inconclusive":
         msg = (f"{head}: the interval straddles the {t} threshold, so the run cannot decide; "
                f"rerun, or lengthen measure_s / probe_s for a tighter interval.")
