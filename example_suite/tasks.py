@@ -41,7 +41,5 @@ class Infer(_JsonPost):
 
     endpoint = "/v2/models/resnet/infer"
     payload = {
-        "inputs": [
-            {"name": "input__0", "shape": [1, 16], "datatype": "FP32", "data": IMAGE[0]}
-        ]
+        "inputs": [{"name": "input__0", "shape": [1, 16], "datatype": "FP32", "data": IMAGE[0]}]
     }

@@ -1,6 +1,15 @@
-"""pytest-mlload: adaptive Locust capacity search and regression gates for ML inference APIs."""
+"""pytest-mlload: adaptive Locust capacity search and regression gates for ML inference APIs.
+
+The public API. Light names are imported at once; the ones that pull numpy/scipy/yaml
+(``run_capacity``, gates, baselines) load on first use, so importing the package (which
+pytest does for every session through the plugin entry point) stays cheap. Nothing here
+imports pytest or Locust.
+"""
 
 from __future__ import annotations
+
+import importlib
+from typing import Any
 
 from .config import RunSettings, resolve_settings
 from .errors import (
@@ -19,24 +28,59 @@ from .results import CapacityResult, EndpointResult, ProbeResult, WindowRecord
 
 __version__ = "0.1.0"
 
-__all__ = sorted(
-    [
-        "BaselineError",
-        "CapacityResult",
-        "ConfigError",
-        "EndpointResult",
-        "GateFailure",
-        "HostUnreachable",
-        "Inconclusive",
-        "LoadError",
-        "MissingBaseline",
-        "MlloadError",
-        "PerformanceRegression",
-        "ProbeResult",
-        "RunSettings",
-        "SettingsMismatch",
-        "WindowRecord",
-        "__version__",
-        "resolve_settings",
-    ]
-)
+_LAZY = {
+    "run_capacity": "engine",
+    "check_host": "engine",
+    "evaluate": "gates",
+    "check_no_regression": "gates",
+    "Verdict": "gates",
+    "BaselineStore": "baseline",
+    "BaselineEntry": "baseline",
+    "baseline_key": "baseline",
+    "CapacitySearch": "controller",
+    "run_search": "controller",
+    "SimulatedService": "simulate",
+    "FakeClock": "simulate",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pytest_mlload' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+__all__ = [
+    "BaselineEntry",
+    "BaselineError",
+    "BaselineStore",
+    "CapacityResult",
+    "CapacitySearch",
+    "ConfigError",
+    "EndpointResult",
+    "FakeClock",
+    "GateFailure",
+    "HostUnreachable",
+    "Inconclusive",
+    "LoadError",
+    "MissingBaseline",
+    "MlloadError",
+    "PerformanceRegression",
+    "ProbeResult",
+    "RunSettings",
+    "SettingsMismatch",
+    "SimulatedService",
+    "Verdict",
+    "WindowRecord",
+    "__version__",
+    "baseline_key",
+    "check_host",
+    "check_no_regression",
+    "evaluate",
+    "resolve_settings",
+    "run_capacity",
+    "run_search",
+]

@@ -13,8 +13,6 @@ import os
 os.environ.pop("LOCUST_SKIP_MONKEY_PATCH", None)
 os.environ.pop("LOCUST_SKIP_URLLIB3_PATCH", None)
 
-import locust  # noqa: E402  (patches this process with gevent, as intended)
-
 import bisect  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
@@ -25,6 +23,7 @@ import traceback  # noqa: E402
 from typing import Any  # noqa: E402
 
 import gevent  # noqa: E402
+import locust  # noqa: E402  (patches this process with gevent, as intended)
 import numpy as np  # noqa: E402
 from locust.env import Environment  # noqa: E402
 
@@ -65,8 +64,14 @@ class LocustLoad:
         self._cpu: list[tuple[float, float]] = [(time.monotonic(), time.process_time())]
         env.events.request.add_listener(self._on_request)
 
-    def _on_request(self, request_type: str, name: str, response_time: float,
-                    exception: BaseException | None = None, **_: Any) -> None:
+    def _on_request(
+        self,
+        request_type: str,
+        name: str,
+        response_time: float,
+        exception: BaseException | None = None,
+        **_: Any,
+    ) -> None:
         self._end.append(time.monotonic())
         self._lat.append(float(response_time))
         self._ok.append(exception is None)
@@ -89,9 +94,13 @@ class LocustLoad:
         j = bisect.bisect_right(self._end, stop_s)
         errors = tuple(self._err[k] for k in range(i, j) if k in self._err)
         return Samples(
-            np.asarray(self._end[i:j]), np.asarray(self._lat[i:j]),
-            np.asarray(self._ok[i:j], dtype=bool), np.asarray(self._name[i:j], dtype=object),
-            start_s, stop_s, errors,
+            np.asarray(self._end[i:j]),
+            np.asarray(self._lat[i:j]),
+            np.asarray(self._ok[i:j], dtype=bool),
+            np.asarray(self._name[i:j], dtype=object),
+            start_s,
+            stop_s,
+            errors,
         )
 
     def cpu_ratio(self, start_s: float, stop_s: float) -> float | None:
@@ -180,8 +189,12 @@ def main() -> int:
     try:
         user_cls = build_user_class(job)
     except Exception as exc:  # the user's module failed to import: report, do not hang
-        emit("error", kind="target", message=f"{type(exc).__name__}: {exc}",
-             trace=traceback.format_exc(limit=5))
+        emit(
+            "error",
+            kind="target",
+            message=f"{type(exc).__name__}: {exc}",
+            trace=traceback.format_exc(limit=5),
+        )
         return 2
     env = Environment(user_classes=[user_cls], host=job["host"], events=locust.events)
     load = LocustLoad(env)
@@ -191,10 +204,18 @@ def main() -> int:
     def on_window(step: Step, w: Samples) -> None:
         cpu = load.cpu_ratio(w.start_s, w.stop_s)
         cpu_by_phase[step.phase] = cpu
-        emit("window", phase=step.phase, users=step.users, rps=round(w.rps, 3),
-             p99_ms=w.p99_ms(), requests=w.requests, failures=w.failures,
-             elapsed_s=round(time.monotonic() - t0, 3), cpu=cpu,
-             target_p99_ms=settings.target_p99_ms)
+        emit(
+            "window",
+            phase=step.phase,
+            users=step.users,
+            rps=round(w.rps, 3),
+            p99_ms=w.p99_ms(),
+            requests=w.requests,
+            failures=w.failures,
+            elapsed_s=round(time.monotonic() - t0, 3),
+            cpu=cpu,
+            target_p99_ms=settings.target_p99_ms,
+        )
 
     def should_stop() -> str | None:
         return "the pytest process went away" if os.getppid() != parent else None
@@ -204,8 +225,12 @@ def main() -> int:
     finally:
         load.quit()
     result = build_result(
-        search, name=job.get("name", ""), host=job["host"], elapsed_s=time.monotonic() - t0,
-        epoch_offset=epoch_offset, generator_cpu_ratio=cpu_by_phase.get("measure"),
+        search,
+        name=job.get("name", ""),
+        host=job["host"],
+        elapsed_s=time.monotonic() - t0,
+        epoch_offset=epoch_offset,
+        generator_cpu_ratio=cpu_by_phase.get("measure"),
     )
     emit("result", result=result.to_dict())
     return 0

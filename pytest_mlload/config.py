@@ -53,30 +53,45 @@ class RunSettings:
     Units are suffixes: ``_ms``, ``_s``, ``_ratio``; ratios are fractions (0.10 = 10 %).
     """
 
-    target_p99_ms: float = _opt(1000.0, "P99 latency target in ms; the operating point is the highest load at or under it")
+    target_p99_ms: float = _opt(
+        1000.0, "P99 latency target in ms; the operating point is the highest load at or under it"
+    )
     min_users: int = _opt(1, "concurrent users to start the search from")
     max_users: int = _opt(64, "upper bound on concurrent users")
     threshold: float = _opt(0.10, "regression threshold as a ratio (0.10 = 10 %)")
     max_duration_s: float = _opt(60.0, "hard cap on one capacity search, in seconds")
     tolerance: float = _opt(0.10, "the search stops once P99 is within this ratio under the target")
     max_error_ratio: float = _opt(0.01, "error ratio above which a run is never a pass")
-    mode: tuple[str, ...] = _opt(("individual",), "traffic modes: individual, production, exploration, spike", _parse_modes)
+    mode: tuple[str, ...] = _opt(
+        ("individual",), "traffic modes: individual, production, exploration, spike", _parse_modes
+    )
     client: str = _opt("fast", "Locust client: fast (FastHttpUser) or http (HttpUser)")
     request_timeout_s: float = _opt(10.0, "per-request timeout in seconds")
     wait_time_s: float = _opt(0.0, "think time between a user's requests, in seconds")
     settle_s: float = _opt(0.3, "minimum settle time after every user-count change, in seconds")
     min_samples: int = _opt(300, "requests per search window before a decision")
-    measure_s: float = _opt(4.0, "length of the window that measures the operating point, in seconds")
-    probe_s: float = _opt(2.5, "length of the window measuring P99 at the baseline's user count, in seconds")
+    measure_s: float = _opt(
+        4.0, "length of the window that measures the operating point, in seconds"
+    )
+    probe_s: float = _opt(
+        2.5, "length of the window measuring P99 at the baseline's user count, in seconds"
+    )
 
     def __post_init__(self) -> None:
         def bad(name: str, value: Any, want: str) -> ConfigError:
             return ConfigError(
                 f"capacity setting {name}={value!r} is invalid: {want} "
-                f"(set it on the marker, with --mlload-{name.replace('_', '-')} or ini mlload_{name})"
+                f"(set it on the marker, with --mlload-{name.replace('_', '-')} "
+                f"or ini mlload_{name})"
             )
 
-        for name in ("target_p99_ms", "max_duration_s", "request_timeout_s", "measure_s", "probe_s"):
+        for name in (
+            "target_p99_ms",
+            "max_duration_s",
+            "request_timeout_s",
+            "measure_s",
+            "probe_s",
+        ):
             v = getattr(self, name)
             if not (isinstance(v, int | float) and math.isfinite(v) and v > 0):
                 raise bad(name, v, "expected a positive number")
@@ -113,7 +128,11 @@ class RunSettings:
     def to_dict(self) -> dict[str, Any]:
         """All settings as plain JSON/YAML-friendly values."""
         return {
-            f.name: (list(getattr(self, f.name)) if isinstance(getattr(self, f.name), tuple) else getattr(self, f.name))
+            f.name: (
+                list(getattr(self, f.name))
+                if isinstance(getattr(self, f.name), tuple)
+                else getattr(self, f.name)
+            )
             for f in dataclasses.fields(self)
         }
 
@@ -163,10 +182,15 @@ def resolve_settings(
     unknown = sorted(set(marker) - set(known))
     if unknown:
         raise ConfigError(
-            f"{where}: unknown argument(s) {', '.join(unknown)}; accepted: {', '.join(sorted(known))}"
+            f"{where}: unknown argument(s) {', '.join(unknown)}; "
+            f"accepted: {', '.join(sorted(known))}"
         )
     values: dict[str, Any] = {}
-    for layer, source in ((ini or {}, "ini mlload_*"), (cli or {}, "command line --mlload-*"), (marker, where)):
+    for layer, source in (
+        (ini or {}, "ini mlload_*"),
+        (cli or {}, "command line --mlload-*"),
+        (marker, where),
+    ):
         for name, value in layer.items():
             if name in known and value is not None and value != "":
                 values[name] = _coerce(known[name], value, source)

@@ -11,8 +11,8 @@ The search, for a P99 target ``T``:
    ``T / P99``) while the window's P99 stays at or under ``T`` (and errors under the cap),
    up to ``max_users``.
 2. **Refine.** Interpolate (safeguarded like bisection) on the user count between the highest
-   good level ``lo`` and the lowest bad level ``hi`` until they are adjacent, or ``lo``'s P99 is within ``tolerance`` under
-   ``T`` (close enough: throughput barely moves there).
+   good level ``lo`` and the lowest bad level ``hi`` until they are adjacent, or ``lo``'s
+   P99 is within ``tolerance`` under ``T`` (close enough: throughput barely moves there).
 3. **Measure.** Hold ``lo`` users for a longer window (``measure_s``, extended until
    ``min_samples`` requests): that window *is* the operating point. Its successful-request
    throughput is the capacity.
@@ -124,8 +124,12 @@ class Samples:
         """The subset of this window whose request name is ``name``."""
         sel = self.name == name
         return Samples(
-            self.end_s[sel], self.latency_ms[sel], self.ok[sel], self.name[sel],
-            self.start_s, self.stop_s,
+            self.end_s[sel],
+            self.latency_ms[sel],
+            self.ok[sel],
+            self.name[sel],
+            self.start_s,
+            self.stop_s,
         )
 
 
@@ -230,7 +234,9 @@ class CapacitySearch:
 
     def _is_good(self, w: Samples) -> bool:
         p99 = w.p99_ms()
-        return p99 is not None and p99 <= self.settings.target_p99_ms and not self._too_many_errors(w)
+        return (
+            p99 is not None and p99 <= self.settings.target_p99_ms and not self._too_many_errors(w)
+        )
 
     def _in_band(self, level: _Level) -> bool:
         t = self.settings.target_p99_ms
@@ -277,9 +283,12 @@ class CapacitySearch:
                 self.hi = level
                 if self.lo is None:
                     decision = "over target at min_users"
-                    self._finish("inconclusive", self._error_reason(w, step.users)
-                                 if self._too_many_errors(w)
-                                 else self._over_reason(w, step.users, "at min_users"))
+                    self._finish(
+                        "inconclusive",
+                        self._error_reason(w, step.users)
+                        if self._too_many_errors(w)
+                        else self._over_reason(w, step.users, "at min_users"),
+                    )
                 else:
                     decision = "over target: refine"
                     self._refine_or_measure()
@@ -298,8 +307,14 @@ class CapacitySearch:
             self._finish("converged")
         self.trajectory.append(
             WindowRecord(
-                phase=step.phase, users=step.users, start_s=w.start_s, end_s=w.stop_s,
-                requests=w.requests, failures=w.failures, rps=w.rps, p99_ms=p99,
+                phase=step.phase,
+                users=step.users,
+                start_s=w.start_s,
+                end_s=w.stop_s,
+                requests=w.requests,
+                failures=w.failures,
+                rps=w.rps,
+                p99_ms=p99,
                 decision=decision,
             )
         )
@@ -444,8 +459,13 @@ def _endpoint_results(w: Samples) -> dict[str, EndpointResult]:
         sub = w.for_name(name)
         pct = percentiles(sub.ok_latencies())
         out[name] = EndpointResult(
-            name=name, capacity_rps=sub.rps, p50_ms=pct["p50_ms"], p95_ms=pct["p95_ms"],
-            p99_ms=pct["p99_ms"], requests=sub.requests, failures=sub.failures,
+            name=name,
+            capacity_rps=sub.rps,
+            p50_ms=pct["p50_ms"],
+            p95_ms=pct["p95_ms"],
+            p99_ms=pct["p99_ms"],
+            requests=sub.requests,
+            failures=sub.failures,
             error_ratio=sub.error_ratio,
         )
     return out
@@ -490,22 +510,42 @@ def build_result(
         pw = search.probe
         pp = percentiles(pw.ok_latencies())
         probe = ProbeResult(
-            users=search.probe_users, p50_ms=pp["p50_ms"], p99_ms=pp["p99_ms"],
-            requests=pw.requests, failures=pw.failures, duration_s=pw.duration_s,
+            users=search.probe_users,
+            p50_ms=pp["p50_ms"],
+            p99_ms=pp["p99_ms"],
+            requests=pw.requests,
+            failures=pw.failures,
+            duration_s=pw.duration_s,
             p99_ci=_ci(quantile_ci(pw.ok_latencies(), 0.99)) if pw.successes else None,
         )
     off = epoch_offset
     return CapacityResult(
-        name=name, host=host, status=status, reason=reason, capacity_rps=cap,
-        p50_ms=pct["p50_ms"], p95_ms=pct["p95_ms"], p99_ms=pct["p99_ms"], users=users,
-        requests=req, failures=fail, error_ratio=err, measure_s=dur, elapsed_s=elapsed_s,
-        target_p99_ms=search.settings.target_p99_ms, endpoints=endpoints, probe=probe,
-        trajectory=tuple(search.trajectory), error_samples=errors,
+        name=name,
+        host=host,
+        status=status,
+        reason=reason,
+        capacity_rps=cap,
+        p50_ms=pct["p50_ms"],
+        p95_ms=pct["p95_ms"],
+        p99_ms=pct["p99_ms"],
+        users=users,
+        requests=req,
+        failures=fail,
+        error_ratio=err,
+        measure_s=dur,
+        elapsed_s=elapsed_s,
+        target_p99_ms=search.settings.target_p99_ms,
+        endpoints=endpoints,
+        probe=probe,
+        trajectory=tuple(search.trajectory),
+        error_samples=errors,
         generator_cpu_ratio=generator_cpu_ratio,
         window_start_epoch=(start + off) if (start is not None and off is not None) else None,
         window_end_epoch=(stop + off) if (stop is not None and off is not None) else None,
-        capacity_ci=cap_ci, p99_ci=p99_ci,
-        settings=search.settings.to_dict(), extra=dict(extra or {}),
+        capacity_ci=cap_ci,
+        p99_ci=p99_ci,
+        settings=search.settings.to_dict(),
+        extra=dict(extra or {}),
     )
 
 

@@ -59,11 +59,17 @@ def check_host(host: str, *, timeout_s: float = 3.0) -> tuple[str, int]:
     t.start()
     t.join(timeout_s)
     if not answer:
-        raise HostUnreachable(f"cannot resolve {parts.hostname!r} within {timeout_s:g} s "
-                              f"(host {host}); check --mlload-host", host=host)
+        raise HostUnreachable(
+            f"cannot resolve {parts.hostname!r} within {timeout_s:g} s "
+            f"(host {host}); check --mlload-host",
+            host=host,
+        )
     if isinstance(answer[0], OSError):
-        raise HostUnreachable(f"cannot resolve {parts.hostname!r} ({answer[0]}); check the host "
-                              f"name in --mlload-host ({host})", host=host)
+        raise HostUnreachable(
+            f"cannot resolve {parts.hostname!r} ({answer[0]}); check the host "
+            f"name in --mlload-host ({host})",
+            host=host,
+        )
     family, stype, proto, _, addr = answer[0][0]
     try:
         with socket.socket(family, stype, proto) as s:
@@ -72,7 +78,8 @@ def check_host(host: str, *, timeout_s: float = 3.0) -> tuple[str, int]:
     except OSError as exc:
         raise HostUnreachable(
             f"cannot connect to {host} ({exc.strerror or exc}); is the server running and is "
-            f"--mlload-host right?", host=host,
+            f"--mlload-host right?",
+            host=host,
         ) from None
     return parts.hostname, port
 
@@ -128,7 +135,11 @@ def run_capacity(
     with tempfile.TemporaryFile("w+") as err:
         proc = subprocess.Popen(
             [sys.executable, "-m", "pytest_mlload._driver"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True, env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+            env=env,
             start_new_session=True,  # Ctrl-C reaches us, and we stop the child ourselves
         )
         try:
@@ -143,7 +154,9 @@ def run_capacity(
     if isinstance(result, dict) and result.get("event") == "result":
         return CapacityResult.from_dict(result["result"])
     if isinstance(result, dict) and result.get("event") == "error":
-        raise ConfigError(f"the load driver could not load target {spec.label}: {result['message']}")
+        raise ConfigError(
+            f"the load driver could not load target {spec.label}: {result['message']}"
+        )
     if result == "timeout":
         raise LoadError(
             f"the load driver overran its time cap ({cap_s:g} s = max_duration_s + "
@@ -180,7 +193,7 @@ def _read_events(
                 line = raw.decode("utf-8", "replace")
                 if not line.startswith(MARK):
                     continue  # user code printed something: not ours
-                event = json.loads(line[len(MARK):])
+                event = json.loads(line[len(MARK) :])
                 if event.get("event") in ("result", "error"):
                     return event
                 if on_event:

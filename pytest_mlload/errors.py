@@ -2,16 +2,16 @@
 
 ::
 
-    MlloadError                                  root: catch this to catch everything we raise
-    ├── ConfigError(MlloadError, ValueError)      bad settings, marker arguments, targets, config files
-    ├── BaselineError(MlloadError, ValueError)    a baseline file that cannot be read or trusted
-    ├── LoadError(MlloadError, RuntimeError)      the load run itself broke (host unreachable, driver died)
-    │   └── HostUnreachable                        DNS failure, refused connection, timeout on connect
-    └── GateFailure(MlloadError, AssertionError)  a verdict that fails the test
-        ├── PerformanceRegression                  capacity / P99 / HPA / rate-limit moved past the threshold
-        ├── Inconclusive                           too little data, time cap, error ratio above cap, ...
-        ├── MissingBaseline                        no entry to compare with
-        └── SettingsMismatch                       the baseline was measured with other settings
+    MlloadError                                 root: catch it to catch all we raise
+    ├── ConfigError(MlloadError, ValueError)     bad settings, marker args, targets, files
+    ├── BaselineError(MlloadError, ValueError)   a baseline file that cannot be trusted
+    ├── LoadError(MlloadError, RuntimeError)     the load run broke (driver died, overran)
+    │   └── HostUnreachable                      DNS failure, refused connection, timeout
+    └── GateFailure(MlloadError, AssertionError) a verdict that fails the test
+        ├── PerformanceRegression                a metric moved past its threshold
+        ├── Inconclusive                         too little data, time cap, errors, ...
+        ├── MissingBaseline                      no entry to compare with
+        └── SettingsMismatch                     baseline measured with other settings
 
 Gate failures derive from :class:`AssertionError` so pytest reports them as plain test
 failures (not errors) of the test that called the assertion helper.

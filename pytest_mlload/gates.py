@@ -76,32 +76,61 @@ def _spread(values: list[float]) -> tuple[float, float]:
 
 
 def _compare(
-    metric: str, label: str, unit: str, observed: float, observed_ci: tuple[float, float] | None,
-    base_values: list[float], threshold: float, *, higher_is_better: bool, extra: str = "",
+    metric: str,
+    label: str,
+    unit: str,
+    observed: float,
+    observed_ci: tuple[float, float] | None,
+    base_values: list[float],
+    threshold: float,
+    *,
+    higher_is_better: bool,
+    extra: str = "",
 ) -> Verdict:
     base, spread = _spread(base_values)
     if base <= 0:
-        return Verdict(metric, "inconclusive", base, observed, None, None, None, threshold, unit,
-                       f"{label}: the baseline value is {base:g} {unit}, nothing to compare with")
+        return Verdict(
+            metric,
+            "inconclusive",
+            base,
+            observed,
+            None,
+            None,
+            None,
+            threshold,
+            unit,
+            f"{label}: the baseline value is {base:g} {unit}, nothing to compare with",
+        )
     change = ratio_change(base, observed)
     low, high = change_interval(observed, observed_ci, base, spread)
     d = decide(change, low, high, threshold, higher_is_better=higher_is_better)
-    ci = (f"95 % CI {_pct(d.low)}..{_pct(d.high)}" if math.isfinite(d.low) and math.isfinite(d.high)
-          else "no confidence interval")
-    moved = ("fell" if change < 0 else "rose")
-    head = (f"{label} {moved} {abs(change) * 100:.1f} % ({base:.1f} -> {observed:.1f} {unit}"
-            f"{extra}, {ci})")
+    ci = (
+        f"95 % CI {_pct(d.low)}..{_pct(d.high)}"
+        if math.isfinite(d.low) and math.isfinite(d.high)
+        else "no confidence interval"
+    )
+    moved = "fell" if change < 0 else "rose"
+    head = (
+        f"{label} {moved} {abs(change) * 100:.1f} % ({base:.1f} -> {observed:.1f} {unit}"
+        f"{extra}, {ci})"
+    )
     t = f"{threshold * 100:g} %"
     if d.verdict == "regression":
         msg = f"{head}, past the {t} threshold; {UPDATE_HINT}."
     elif d.verdict == "inconclusive" and not (math.isfinite(d.low) and math.isfinite(d.high)):
-        msg = (f"{head}: too few samples for a confidence interval, so the run cannot decide; "
-               f"lengthen measure_s / probe_s or lower the load's latency.")
+        msg = (
+            f"{head}: too few samples for a confidence interval, so the run cannot decide; "
+            f"lengthen measure_s / probe_s or lower the load's latency."
+        )
     elif d.verdict == "inconclusive":
-        msg = (f"{head}: the interval straddles the {t} threshold, so the run cannot decide; "
-               f"rerun, or lengthen measure_s / probe_s for a tighter interval.")
+        msg = (
+            f"{head}: the interval straddles the {t} threshold, so the run cannot decide; "
+            f"rerun, or lengthen measure_s / probe_s for a tighter interval."
+        )
     elif d.verdict == "improvement":
-        msg = f"{head}: better than the baseline beyond {t}; record it with --mlload-update-baseline."
+        msg = (
+            f"{head}: better than the baseline beyond {t}; record it with --mlload-update-baseline."
+        )
     else:
         msg = f"{head}: within the {t} threshold."
     return Verdict(metric, d.verdict, base, observed, d.change, d.low, d.high, threshold, unit, msg)
@@ -124,10 +153,13 @@ def evaluate(
     (which may themselves be regressions: see :func:`check_no_regression`).
     """
     if not result.converged:
-        raise Inconclusive(f"{key}: inconclusive, so not a pass: {result.reason}", reason=result.reason)
+        raise Inconclusive(
+            f"{key}: inconclusive, so not a pass: {result.reason}", reason=result.reason
+        )
     if result.error_ratio > settings.max_error_ratio:
         raise Inconclusive(
-            f"{key}: error ratio {result.error_ratio:.2%} above the {settings.max_error_ratio:.2%} cap",
+            f"{key}: error ratio {result.error_ratio:.2%} above the "
+            f"{settings.max_error_ratio:.2%} cap",
             reason="errors",
         )
     if entry is None:
@@ -136,8 +168,11 @@ def evaluate(
             f"Record it with: {record_command}"
         )
     wanted = settings.comparable()
-    diffs = [f"{k}: baseline {entry.settings.get(k)!r}, now {v!r}" for k, v in wanted.items()
-             if entry.settings.get(k) != v]
+    diffs = [
+        f"{k}: baseline {entry.settings.get(k)!r}, now {v!r}"
+        for k, v in wanted.items()
+        if entry.settings.get(k) != v
+    ]
     if diffs:
         raise SettingsMismatch(
             f"{key}: the baseline in {baseline_path} was measured with other settings "
@@ -150,27 +185,80 @@ def evaluate(
             note = f" [baseline from another machine: {', '.join(fp)}]"
     t = settings.threshold
     verdicts = [
-        _compare("capacity", f"capacity of {key}", "req/s", result.capacity_rps,
-                 result.capacity_ci, [r.capacity_rps for r in entry.runs], t,
-                 higher_is_better=True, extra=f" at {result.users} users"),
+        _compare(
+            "capacity",
+            f"capacity of {key}",
+            "req/s",
+            result.capacity_rps,
+            result.capacity_ci,
+            [r.capacity_rps for r in entry.runs],
+            t,
+            higher_is_better=True,
+            extra=f" at {result.users} users",
+        ),
     ]
     same_load = [r.p99_ms for r in entry.runs if r.users == entry.users and r.p99_ms is not None]
     probe = result.probe
     if not same_load:
-        verdicts.append(Verdict("p99", "inconclusive", None, None, None, None, None, t, "ms",
-                                f"P99 of {key}: the baseline holds no P99 at {entry.users} users"))
+        verdicts.append(
+            Verdict(
+                "p99",
+                "inconclusive",
+                None,
+                None,
+                None,
+                None,
+                None,
+                t,
+                "ms",
+                f"P99 of {key}: the baseline holds no P99 at {entry.users} users",
+            )
+        )
     elif probe is None or probe.users != entry.users or probe.p99_ms is None:
-        verdicts.append(Verdict(
-            "p99", "inconclusive", float(statistics.median(same_load)), None, None, None, None,
-            t, "ms", f"P99 of {key}: no probe window at the baseline's {entry.users} users "
-                     f"(run through the mlload fixture, or pass probe_users={entry.users})"))
+        verdicts.append(
+            Verdict(
+                "p99",
+                "inconclusive",
+                float(statistics.median(same_load)),
+                None,
+                None,
+                None,
+                None,
+                t,
+                "ms",
+                f"P99 of {key}: no probe window at the baseline's {entry.users} users "
+                f"(run through the mlload fixture, or pass probe_users={entry.users})",
+            )
+        )
     else:
-        verdicts.append(_compare(
-            "p99", f"P99 of {key} at the baseline's {entry.users} users", "ms", probe.p99_ms,
-            probe.p99_ci, same_load, t, higher_is_better=False))
+        verdicts.append(
+            _compare(
+                "p99",
+                f"P99 of {key} at the baseline's {entry.users} users",
+                "ms",
+                probe.p99_ms,
+                probe.p99_ci,
+                same_load,
+                t,
+                higher_is_better=False,
+            )
+        )
     if note:
-        verdicts = [Verdict(v.metric, v.verdict, v.baseline, v.observed, v.change, v.low, v.high,
-                            v.threshold, v.unit, v.message + note) for v in verdicts]
+        verdicts = [
+            Verdict(
+                v.metric,
+                v.verdict,
+                v.baseline,
+                v.observed,
+                v.change,
+                v.low,
+                v.high,
+                v.threshold,
+                v.unit,
+                v.message + note,
+            )
+            for v in verdicts
+        ]
     return verdicts
 
 
@@ -180,8 +268,12 @@ def check_no_regression(verdicts: list[Verdict]) -> None:
     if bad:
         worst = bad[0]
         raise PerformanceRegression(
-            "\n".join(v.message for v in bad), metric=worst.metric, baseline=worst.baseline,
-            observed=worst.observed, change_ratio=worst.change, threshold_ratio=worst.threshold,
+            "\n".join(v.message for v in bad),
+            metric=worst.metric,
+            baseline=worst.baseline,
+            observed=worst.observed,
+            change_ratio=worst.change,
+            threshold_ratio=worst.threshold,
         )
     unsure = [v for v in verdicts if v.verdict == "inconclusive"]
     if unsure:

@@ -24,16 +24,23 @@ import sys  # noqa: E402
 import tempfile  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
+from typing import (
+    TYPE_CHECKING,  # noqa: E402
+    Any,  # noqa: E402
+)
 
 import pytest  # noqa: E402
 
-from . import gates  # noqa: E402
-from .baseline import BaselineEntry, BaselineStore, baseline_key, environment_fingerprint  # noqa: E402
 from .config import RunSettings, resolve_settings, setting_fields  # noqa: E402
 from .errors import ConfigError, GateFailure, Inconclusive, MlloadError  # noqa: E402
-from .report import TestRecord, json_report, summary_rows, text_table, write_json  # noqa: E402
 from .results import CapacityResult  # noqa: E402
+
+if TYPE_CHECKING:
+    from .baseline import BaselineEntry, BaselineStore
+    from .report import TestRecord
+
+# numpy, scipy and yaml load only once a capacity test runs (imports inside functions), so
+# installing the plugin does not slow down every pytest session.
 
 PLUGIN_NAME = "mlload-state"
 DEFAULT_BASELINE = "mlload-baseline.yaml"
@@ -48,22 +55,38 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         ("history", "recorded runs kept per test in the baseline (default 5)", None),
     ]
     for name, help_text, default in plain:
-        group.addoption(f"--mlload-{name}", dest=f"mlload_{name}", default=default,
-                        metavar=name.upper(),
-                        help=f"{help_text} [ini: mlload_{name}]".replace("%", "%%"))
+        group.addoption(
+            f"--mlload-{name}",
+            dest=f"mlload_{name}",
+            default=default,
+            metavar=name.upper(),
+            help=f"{help_text} [ini: mlload_{name}]".replace("%", "%%"),
+        )
         parser.addini(f"mlload_{name}", help_text, default=None)
-    group.addoption("--mlload-update-baseline", dest="mlload_update_baseline",
-                    action="store_true", default=None,
-                    help="record the results of the tests that run as new baselines instead of "
-                         "comparing [ini: mlload_update_baseline]")
-    parser.addini("mlload_update_baseline", "record baselines instead of comparing",
-                  type="bool", default=False)
+    group.addoption(
+        "--mlload-update-baseline",
+        dest="mlload_update_baseline",
+        action="store_true",
+        default=None,
+        help="record the results of the tests that run as new baselines instead of "
+        "comparing [ini: mlload_update_baseline]",
+    )
+    parser.addini(
+        "mlload_update_baseline",
+        "record baselines instead of comparing",
+        type="bool",
+        default=False,
+    )
     for f in setting_fields():
         opt = f.name.replace("_", "-")
-        group.addoption(f"--mlload-{opt}", dest=f"mlload_{f.name}", default=None,
-                        metavar="VALUE",
-                        help=f"{f.metadata['help']} (default {_show(f.default)}; marker "
-                             f"argument {f.name}) [ini: mlload_{f.name}]".replace("%", "%%"))
+        group.addoption(
+            f"--mlload-{opt}",
+            dest=f"mlload_{f.name}",
+            default=None,
+            metavar="VALUE",
+            help=f"{f.metadata['help']} (default {_show(f.default)}; marker "
+            f"argument {f.name}) [ini: mlload_{f.name}]".replace("%", "%%"),
+        )
         parser.addini(f"mlload_{f.name}", f.metadata["help"], default=None)
 
 
@@ -118,15 +141,34 @@ class MlloadState:
                 f"--mlload-history={history!r} is invalid: expected an integer >= 1"
             ) from None
         update = config.getoption("mlload_update_baseline", default=None)
-        self.update = bool(update) if update is not None else bool(config.getini("mlload_update_baseline"))
+        self.update = (
+            bool(update) if update is not None else bool(config.getini("mlload_update_baseline"))
+        )
         path = _option(config, "baseline")
         base = Path(path) if path else Path(config.rootpath) / DEFAULT_BASELINE
-        self.baseline_path = (Path(config.invocation_params.dir) / base).resolve() if not base.is_absolute() else base
-        self.store = BaselineStore(self.baseline_path, history=self.history)
+        self.baseline_path = (
+            (Path(config.invocation_params.dir) / base).resolve()
+            if not base.is_absolute()
+            else base
+        )
+        self._store: BaselineStore | None = None
         report = _option(config, "report")
-        self.report_path = (Path(config.invocation_params.dir) / report).resolve() if report else None
+        self.report_path = (
+            (Path(config.invocation_params.dir) / report).resolve() if report else None
+        )
 
-    def settings_for(self, item: pytest.Item, overrides: dict[str, Any] | None = None) -> RunSettings:
+    @property
+    def store(self) -> BaselineStore:
+        """The baseline store (created on first use)."""
+        if self._store is None:
+            from .baseline import BaselineStore
+
+            self._store = BaselineStore(self.baseline_path, history=self.history)
+        return self._store
+
+    def settings_for(
+        self, item: pytest.Item, overrides: dict[str, Any] | None = None
+    ) -> RunSettings:
         marker = item.get_closest_marker("capacity")
         kwargs = dict(marker.kwargs) if marker else {}
         kwargs.update(overrides or {})
@@ -155,19 +197,25 @@ class MlloadState:
         if self.pending and not self.interrupted and exitstatus != pytest.ExitCode.INTERRUPTED:
             self.store.update(self.pending)
         if self.report_path is not None:
+            from .report import json_report, write_json
+
             meta = {"baseline": str(self.baseline_path), "update_baseline": self.update}
             write_json(self.report_path, json_report(self.records, meta=meta))
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if not self.records:
             return
+        from .report import summary_rows, text_table
+
         tr = terminalreporter
         tr.section("mlload capacity summary")
         for line in text_table(summary_rows(self.records)):
             tr.write_line(line)
         if self.pending:
             verb = "not written (interrupted)" if self.interrupted else "recorded in"
-            tr.write_line(f"baselines {verb} {self.baseline_path}: {', '.join(sorted(self.pending))}")
+            tr.write_line(
+                f"baselines {verb} {self.baseline_path}: {', '.join(sorted(self.pending))}"
+            )
         if self.report_path is not None:
             tr.write_line(f"JSON report: {self.report_path}")
 
@@ -189,6 +237,9 @@ class MlloadFixture:
     """The ``mlload`` fixture: run capacity searches and gate them against the baseline."""
 
     def __init__(self, request: pytest.FixtureRequest, host: str | None) -> None:
+        from .baseline import baseline_key
+        from .report import TestRecord
+
         self._request = request
         self._item = request.node
         self._state = _state(request.config)
@@ -217,28 +268,41 @@ class MlloadFixture:
         ``overrides`` are marker arguments for this run only.
         """
         if not self.host:
-            pytest.skip("no --mlload-host given (or mlload_host ini / fixture): capacity test skipped")
+            pytest.skip(
+                "no --mlload-host given (or mlload_host ini / fixture): capacity test skipped"
+            )
         try:
             settings = self._state.settings_for(self._item, overrides)
         except ConfigError as exc:
             raise pytest.UsageError(str(exc)) from None
         entry = None if self._state.update else self.baseline
-        probe = entry.users if entry is not None and entry.settings == settings.comparable() else None
+        probe = (
+            entry.users if entry is not None and entry.settings == settings.comparable() else None
+        )
         progress = _Progress(self._request.config)
         from .engine import run_capacity
 
         with _exclusive_load():
             try:
-                result = run_capacity(target, host=self.host, settings=settings,
-                                      name=self.key, probe_users=probe, on_event=progress)
+                result = run_capacity(
+                    target,
+                    host=self.host,
+                    settings=settings,
+                    name=self.key,
+                    probe_users=probe,
+                    on_event=progress,
+                )
             finally:
                 progress.close()
         self.record.results.append(result)
         props = self._item.user_properties
-        props += [("mlload_capacity_rps", round(result.capacity_rps, 3)),
-                  ("mlload_p99_ms", None if result.p99_ms is None else round(result.p99_ms, 3)),
-                  ("mlload_users", result.users), ("mlload_error_ratio", result.error_ratio),
-                  ("mlload_status", result.status)]
+        props += [
+            ("mlload_capacity_rps", round(result.capacity_rps, 3)),
+            ("mlload_p99_ms", None if result.p99_ms is None else round(result.p99_ms, 3)),
+            ("mlload_users", result.users),
+            ("mlload_error_ratio", result.error_ratio),
+            ("mlload_status", result.status),
+        ]
         return result
 
     def assert_no_regression(self, result: CapacityResult) -> None:
@@ -246,22 +310,34 @@ class MlloadFixture:
 
         With ``--mlload-update-baseline`` the result is recorded instead (when conclusive).
         """
+        from . import gates
+        from .baseline import BaselineEntry, BaselineRun, environment_fingerprint
+
         settings = self._state.settings_for(self._item)
         try:
             if self._state.update:
                 if not result.converged:
-                    raise Inconclusive(f"{self.key}: not recorded, the run is inconclusive: {result.reason}",
-                                       reason=result.reason)
+                    raise Inconclusive(
+                        f"{self.key}: not recorded, the run is inconclusive: {result.reason}",
+                        reason=result.reason,
+                    )
                 old = self._state.store.get(self.key)
                 fp = environment_fingerprint()
-                new = (old.with_run(_run_of(result), settings, fp, self._state.history) if old
-                       else BaselineEntry.from_result(self.key, result, settings, fp))
+                new = (
+                    old.with_run(BaselineRun.from_result(result), settings, fp, self._state.history)
+                    if old
+                    else BaselineEntry.from_result(self.key, result, settings, fp)
+                )
                 self._state.pending[self.key] = new
                 self.record.outcome = "recorded"
                 return
             verdicts = gates.evaluate(
-                result, self.baseline, settings, key=self.key,
-                baseline_path=str(self._state.baseline_path), record_command=self.record_command,
+                result,
+                self.baseline,
+                settings,
+                key=self.key,
+                baseline_path=str(self._state.baseline_path),
+                record_command=self.record_command,
                 fingerprint=environment_fingerprint(),
             )
             self.record.verdicts = verdicts
@@ -278,12 +354,6 @@ class MlloadFixture:
             raise
 
 
-def _run_of(result: CapacityResult) -> Any:
-    from .baseline import BaselineRun
-
-    return BaselineRun.from_result(result)
-
-
 class _Progress:
     """One updating terminal line per run: phase, users, req/s, P99 vs target."""
 
@@ -296,9 +366,11 @@ class _Progress:
         if not self.on or event.get("event") != "window":
             return
         p99 = event.get("p99_ms")
-        text = (f"[mlload] {event['phase']:<7} users={event['users']:<4} "
-                f"{event['rps']:8.1f} req/s  P99 {'-' if p99 is None else f'{p99:.1f}'}"
-                f"/{event['target_p99_ms']:g} ms  t={event['elapsed_s']:.0f}s")
+        text = (
+            f"[mlload] {event['phase']:<7} users={event['users']:<4} "
+            f"{event['rps']:8.1f} req/s  P99 {'-' if p99 is None else f'{p99:.1f}'}"
+            f"/{event['target_p99_ms']:g} ms  t={event['elapsed_s']:.0f}s"
+        )
         self.tr.write("\r" + text.ljust(self.width))
         self.width = len(text)
 

@@ -16,7 +16,14 @@ from typing import Any
 from .gates import Verdict
 from .results import CapacityResult
 
-__all__ = ["TestRecord", "json_report", "markdown_table", "summary_rows", "text_table", "write_json"]
+__all__ = [
+    "TestRecord",
+    "json_report",
+    "markdown_table",
+    "summary_rows",
+    "text_table",
+    "write_json",
+]
 
 SCHEMA_VERSION = 1
 
@@ -64,11 +71,17 @@ def summary_rows(records: list[TestRecord]) -> list[list[str]]:
             cap = _fmt(r.capacity_rps)
             if r.capacity_ci:
                 cap += f" ±{(r.capacity_ci[1] - r.capacity_ci[0]) / 2:.1f}"
-            rows.append([
-                rec.key if len(rec.results) == 1 else f"{rec.key} [{r.name}]",
-                cap, f"{_fmt(r.p99_ms)}/{r.target_p99_ms:g}", str(r.users),
-                f"{r.error_ratio:.2%}", change, rec.outcome,
-            ])
+            rows.append(
+                [
+                    rec.key if len(rec.results) == 1 else f"{rec.key} [{r.name}]",
+                    cap,
+                    f"{_fmt(r.p99_ms)}/{r.target_p99_ms:g}",
+                    str(r.users),
+                    f"{r.error_ratio:.2%}",
+                    change,
+                    rec.outcome,
+                ]
+            )
     return rows
 
 

@@ -137,7 +137,9 @@ class CapacityResult:
     def from_dict(cls, d: dict[str, Any]) -> CapacityResult:
         """Rebuild from :meth:`to_dict` output (e.g. the driver's JSON)."""
         kw = {k: d.get(k) for k in cls.__dataclass_fields__ if k in d}
-        kw["endpoints"] = {k: EndpointResult.from_dict(v) for k, v in (d.get("endpoints") or {}).items()}
+        kw["endpoints"] = {
+            k: EndpointResult.from_dict(v) for k, v in (d.get("endpoints") or {}).items()
+        }
         kw["probe"] = ProbeResult.from_dict(d["probe"]) if d.get("probe") else None
         kw["trajectory"] = tuple(WindowRecord(**w) for w in d.get("trajectory") or ())
         kw["error_samples"] = tuple(d.get("error_samples") or ())

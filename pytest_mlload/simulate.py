@@ -150,8 +150,13 @@ class SimulatedService:
         names = self._name[i:j]
         err = tuple("HTTPError 500" for k in range(i, j) if not self._ok[k])
         return Samples(
-            np.asarray(self._end[i:j]), np.asarray(self._lat[i:j]), np.asarray(self._ok[i:j], bool),
-            np.asarray(names, dtype=object), start_s, stop_s, err,
+            np.asarray(self._end[i:j]),
+            np.asarray(self._lat[i:j]),
+            np.asarray(self._ok[i:j], bool),
+            np.asarray(names, dtype=object),
+            start_s,
+            stop_s,
+            err,
         )
 
 

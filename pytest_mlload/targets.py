@@ -104,10 +104,12 @@ def _check_taskset(obj: Any, where: str) -> None:
     if not inspect.isclass(obj):
         raise ConfigError(f"{where}: {obj!r} is not a class; expected a TaskSet class")
     missing = [
-        a for a, ok in (
+        a
+        for a, ok in (
             ("endpoint", isinstance(getattr(obj, "endpoint", None), str)),
             ("test_endpoint", callable(getattr(obj, "test_endpoint", None))),
-        ) if not ok
+        )
+        if not ok
     ]
     if missing:
         raise ConfigError(
@@ -135,7 +137,9 @@ def weights_from(obj: Any) -> Mapping[Any, Any]:
             )
         obj = weights
     if not isinstance(obj, Mapping):
-        raise ConfigError(f"weights must be a mapping {{TaskSet: weight}}, got {type(obj).__name__}")
+        raise ConfigError(
+            f"weights must be a mapping {{TaskSet: weight}}, got {type(obj).__name__}"
+        )
     return obj
 
 
@@ -151,9 +155,13 @@ def taskset_weights(obj: Any, where: str = "weights") -> tuple[tuple[type, float
         try:
             wf = float(w)
         except (TypeError, ValueError):
-            raise ConfigError(f"{where}: weight of {cls.__qualname__} is {w!r}, not a number") from None
+            raise ConfigError(
+                f"{where}: weight of {cls.__qualname__} is {w!r}, not a number"
+            ) from None
         if not math.isfinite(wf) or wf < 0:
-            raise ConfigError(f"{where}: weight of {cls.__qualname__} is {w!r}; weights must be >= 0")
+            raise ConfigError(
+                f"{where}: weight of {cls.__qualname__} is {w!r}; weights must be >= 0"
+            )
         if cls.endpoint in seen:
             raise ConfigError(
                 f"{where}: {cls.__qualname__} and {seen[cls.endpoint]} share endpoint "

@@ -127,7 +127,9 @@ def test_failures_are_counted_not_dropped():
 
 def test_per_endpoint_figures_in_a_mix():
     svc = SimulatedService(
-        names=("/a", "/b"), weights=(3.0, 1.0), service_ms_by_name={"/a": 10.0, "/b": 40.0},
+        names=("/a", "/b"),
+        weights=(3.0, 1.0),
+        service_ms_by_name={"/a": 10.0, "/b": 40.0},
         seed=5,
     )
     r, _ = search(svc, target_p99_ms=200.0)

@@ -27,8 +27,9 @@ from engine_targets.tasks import Classify, WorkUser  # noqa: E402
 
 pytestmark = pytest.mark.engine
 
-FAST = dict(target_p99_ms=120, max_users=48, measure_s=2.5, probe_s=1.5, min_samples=200,
-            max_duration_s=40)
+FAST = dict(
+    target_p99_ms=120, max_users=48, measure_s=2.5, probe_s=1.5, min_samples=200, max_duration_s=40
+)
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +45,10 @@ def wrk_rps(url: str, path: str, connections: int, seconds: int = 3) -> float:
     lua = Path(__file__).parent / "engine_targets" / "post.lua"
     out = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", str(lua), url + path],
-        capture_output=True, text=True, timeout=seconds + 15, check=True,
+        capture_output=True,
+        text=True,
+        timeout=seconds + 15,
+        check=True,
     ).stdout
     return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
 
@@ -61,7 +65,10 @@ def test_capacity_within_10_percent_of_wrk_truth(demo):
     assert set(result.endpoints) == {"/v1/classify"}
     assert result.capacity_ci is not None
     assert result.capacity_ci[0] <= result.capacity_rps <= result.capacity_ci[1]
-    assert result.window_start_epoch is not None and result.window_end_epoch > result.window_start_epoch
+    assert (
+        result.window_start_epoch is not None
+        and result.window_end_epoch > result.window_start_epoch
+    )
     assert wall <= FAST["max_duration_s"] + 10
     # the P99 comes from raw latencies, not Locust's 2-digit buckets: not a round number
     assert result.p99_ms != round(result.p99_ms)
@@ -109,8 +116,9 @@ def test_all_errors_is_inconclusive_with_error_sample(demo):
 
 def test_time_cap_bounds_the_run(demo):
     t0 = time.monotonic()
-    result = run_capacity(Classify, host=demo.url,
-                          settings=RunSettings(**{**FAST, "max_duration_s": 3.0}))
+    result = run_capacity(
+        Classify, host=demo.url, settings=RunSettings(**{**FAST, "max_duration_s": 3.0})
+    )
     assert result.status == "inconclusive" and "time cap" in result.reason
     assert time.monotonic() - t0 < 3.0 + 5.0  # the cap plus interpreter start and import
 
