@@ -29,7 +29,18 @@ from locust.env import Environment  # noqa: E402
 
 from .config import resolve_settings  # noqa: E402
 from .controller import CapacitySearch, Samples, Step, build_result, run_search  # noqa: E402
+from .openloop import OpenLoopSamples, arrival_times, recovery_time_s, summarize  # noqa: E402
+from .results import CapacityResult  # noqa: E402
 from .targets import import_class  # noqa: E402
+
+OPEN_LOOP_MAX_WORKERS = 2000
+SPIKE_PRE_S = 3.0
+SPIKE_WARMUP_S = 0.5
+SPIKE_POST_S = 5.0
+# Above this dispatch lag the generator, not the server, sets the pace.
+MAX_DISPATCH_LAG_MS = 50.0
+# How long in-flight open-loop requests may take to finish after the last arrival.
+OPEN_LOOP_DRAIN_S = 5.0
 
 MARK = "@@mlload@@ "
 
@@ -117,6 +128,125 @@ class LocustLoad:
         self.runner.quit()
 
 
+class OpenLoopRunner:
+    """Sends one task execution per scheduled arrival, whatever the server does.
+
+    Each worker greenlet owns one User instance (its own connections) and takes arrivals from
+    a queue; a worker is added whenever arrivals wait and fewer than ``max_workers`` exist, so
+    a stalled server makes requests pile up and their latency counts from the intended time.
+    """
+
+    def __init__(self, env: Environment, user_cls: type, max_workers: int) -> None:
+        self.env, self.user_cls, self.max_workers = env, user_cls, max_workers
+        self.peak_workers = 0
+        self._failed: set[int] = set()
+        env.events.request.add_listener(self._on_request)
+
+    def _on_request(self, exception: BaseException | None = None, **_: Any) -> None:
+        if exception is not None:
+            self._failed.add(id(gevent.getcurrent()))
+
+    def run(self, times: np.ndarray, deadline: float) -> OpenLoopSamples:
+        from gevent.queue import Queue
+
+        n = int(times.size)
+        dispatched = np.full(n, np.inf)
+        end = np.full(n, np.inf)
+        ok = np.zeros(n, dtype=bool)
+        queue: Queue = Queue()
+        idle = [0]
+        workers: list[gevent.Greenlet] = []
+
+        def worker() -> None:
+            user = self.user_cls(self.env)
+            if hasattr(user, "on_start"):
+                user.on_start()
+            try:
+                while True:
+                    i = queue.get()
+                    if i is None:
+                        return
+                    idle[0] -= 1
+                    me = id(gevent.getcurrent())
+                    self._failed.discard(me)
+                    good = True
+                    try:
+                        random.choice(user.tasks)(user)
+                    except Exception:
+                        good = False
+                    end[i] = time.monotonic()
+                    ok[i] = good and me not in self._failed
+                    idle[0] += 1
+            finally:
+                if hasattr(user, "on_stop"):
+                    user.on_stop()
+
+        def spawn() -> None:
+            idle[0] += 1
+            workers.append(gevent.spawn(worker))
+            self.peak_workers = max(self.peak_workers, len(workers))
+
+        sent = 0
+        for i in range(n):
+            now = time.monotonic()
+            if now >= deadline:
+                break
+            if times[i] > now:
+                gevent.sleep(times[i] - now)
+            dispatched[i] = time.monotonic()
+            queue.put(i)
+            sent += 1
+            if queue.qsize() > idle[0] and len(workers) < self.max_workers:
+                spawn()
+        while time.monotonic() < deadline and np.count_nonzero(np.isfinite(end[:sent])) < sent:
+            gevent.sleep(0.01)
+        for _ in workers:
+            queue.put(None)
+        gevent.joinall(workers, timeout=2.0)
+        gevent.killall([g for g in workers if not g.dead], block=False)
+        return OpenLoopSamples(times, dispatched, end, ok)
+
+
+def run_open_loop_confirm(
+    env: Environment, user_cls: type, rate: float, duration: float, deadline: float
+) -> dict[str, Any]:
+    """The open-loop confirmation of an operating point: ``rate`` req/s for ``duration``."""
+    start = time.monotonic() + 0.05
+    times = arrival_times(start, [(duration, rate)])
+    runner = OpenLoopRunner(env, user_cls, max_workers=OPEN_LOOP_MAX_WORKERS)
+    samples = runner.run(times, deadline)
+    summary = summarize(samples, start, start + duration, rate)
+    return {**summary.to_dict(), "peak_workers": runner.peak_workers}
+
+
+def run_spike(
+    env: Environment, user_cls: type, settings: Any, deadline: float
+) -> tuple[dict[str, Any], OpenLoopSamples, tuple[float, float]]:
+    """Pre-spike, spike, recovery at fixed arrival rates; figures of each."""
+    target = settings.spike_target_rps
+    base = target * settings.spike_base_ratio
+    pre_s, dur, post_s = SPIKE_PRE_S, settings.spike_duration_s, max(SPIKE_POST_S, 2 * SPIKE_PRE_S)
+    start = time.monotonic() + 0.05
+    times = arrival_times(start, [(pre_s, base), (dur, target), (post_s, base)])
+    runner = OpenLoopRunner(env, user_cls, max_workers=OPEN_LOOP_MAX_WORKERS)
+    samples = runner.run(times, deadline)
+    spike_start, spike_end = start + pre_s, start + pre_s + dur
+    pre = summarize(samples, start + SPIKE_WARMUP_S, spike_start, base)
+    spike = summarize(samples, spike_start, spike_end, target)
+    recovery = recovery_time_s(samples, spike_end, pre.p99_ms) if pre.p99_ms is not None else None
+    figures = {
+        "target_rps": target,
+        "base_rps": base,
+        "duration_s": dur,
+        "pre": pre.to_dict(),
+        "spike": spike.to_dict(),
+        "recovery_s": recovery,
+        "recovery_limit_s": post_s,
+        "peak_workers": runner.peak_workers,
+    }
+    return figures, samples, (spike_start, spike_end)
+
+
 def build_user_class(job: dict[str, Any]) -> type:
     """The Locust User class that runs the job's target with its settings."""
     from locust import FastHttpUser, HttpUser, constant, task
@@ -197,6 +327,9 @@ def main() -> int:
         )
         return 2
     env = Environment(user_classes=[user_cls], host=job["host"], events=locust.events)
+    deadline = t0 + settings.max_duration_s
+    if job.get("kind") == "spike":
+        return spike_main(job, env, user_cls, settings, t0, epoch_offset, deadline)
     load = LocustLoad(env)
     search = CapacitySearch(settings, probe_users=job.get("probe_users"))
     cpu_by_phase: dict[str, float | None] = {}
@@ -220,8 +353,27 @@ def main() -> int:
     def should_stop() -> str | None:
         return "the pytest process went away" if os.getppid() != parent else None
 
+    extra: dict[str, Any] = {}
     try:
         run_search(search, load, RealClock(), on_window=on_window, should_stop=should_stop)
+        if search.status == "converged" and search.measurement is not None:
+            load.runner.stop()
+            rate = job.get("open_loop_rps") or search.measurement.rps * settings.open_loop_ratio
+            duration = max(settings.measure_s, 300.0 / max(rate, 1e-9))
+            cap = time.monotonic() + duration + OPEN_LOOP_DRAIN_S
+            extra["open_loop"] = run_open_loop_confirm(env, user_cls, rate, duration, cap)
+            emit(
+                "window",
+                phase="openloop",
+                users=extra["open_loop"]["peak_workers"],
+                rps=round(extra["open_loop"]["goodput_rps"], 3),
+                p99_ms=extra["open_loop"]["p99_ms"],
+                requests=extra["open_loop"]["requests"],
+                failures=extra["open_loop"]["failures"],
+                elapsed_s=round(time.monotonic() - t0, 3),
+                cpu=None,
+                target_p99_ms=settings.target_p99_ms,
+            )
     finally:
         load.quit()
     result = build_result(
@@ -231,6 +383,67 @@ def main() -> int:
         elapsed_s=time.monotonic() - t0,
         epoch_offset=epoch_offset,
         generator_cpu_ratio=cpu_by_phase.get("measure"),
+        extra=extra,
+    )
+    emit("result", result=result.to_dict())
+    return 0
+
+
+def spike_main(
+    job: dict[str, Any],
+    env: Environment,
+    user_cls: type,
+    settings: Any,
+    t0: float,
+    epoch_offset: float,
+    deadline: float,
+) -> int:
+    """Run the spike job and emit its result."""
+    cpu0, wall0 = time.process_time(), time.monotonic()
+    hard = max(deadline, wall0 + SPIKE_PRE_S + settings.spike_duration_s + 2 * SPIKE_POST_S + 5)
+    figures, samples, (s0, s1) = run_spike(env, user_cls, settings, hard)
+    cpu = (time.process_time() - cpu0) / max(time.monotonic() - wall0, 1e-9)
+    spike = figures["spike"]
+    status, reason = "converged", ""
+    lag = spike["dispatch_lag_p95_ms"]
+    if spike["sent_rps"] < 0.9 * figures["target_rps"] or (
+        lag is not None and lag > MAX_DISPATCH_LAG_MS
+    ):
+        status = "inconclusive"
+        reason = (
+            f"the load generator could not reach the spike rate: it sent "
+            f"{spike['sent_rps']:.1f} req/s of the {figures['target_rps']:g} req/s asked "
+            f"(p95 dispatch lag {lag or 0:.0f} ms, generator CPU {cpu:.0%}); lower "
+            f"spike_target_rps or add load-generator capacity"
+        )
+    elif spike["requests"] == 0:
+        status, reason = "inconclusive", "no request was sent during the spike"
+    elif figures["pre"]["p99_ms"] is None:
+        status, reason = "inconclusive", "no successful request before the spike"
+    w = samples.between(s0, s1)
+    okw = w.ok & np.isfinite(w.end_s)
+    result = CapacityResult(
+        name=job.get("name", ""),
+        host=job["host"],
+        status=status,
+        reason=reason,
+        capacity_rps=spike["goodput_rps"],
+        p50_ms=spike["p50_ms"],
+        p95_ms=spike["p95_ms"],
+        p99_ms=spike["p99_ms"],
+        users=figures["peak_workers"],
+        requests=spike["requests"],
+        failures=spike["failures"],
+        error_ratio=spike["error_ratio"],
+        measure_s=figures["duration_s"],
+        elapsed_s=time.monotonic() - t0,
+        target_p99_ms=settings.target_p99_ms,
+        p99_ci=tuple(spike["p99_ci"]) if spike["p99_ci"] else None,
+        generator_cpu_ratio=cpu,
+        window_start_epoch=s0 + epoch_offset,
+        window_end_epoch=s1 + epoch_offset,
+        settings=settings.to_dict(),
+        extra={"spike": figures, "spike_ok_requests": int(np.count_nonzero(okw))},
     )
     emit("result", result=result.to_dict())
     return 0

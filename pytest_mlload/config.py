@@ -77,6 +77,22 @@ class RunSettings:
         2.5, "length of the window measuring P99 at the baseline's user count, in seconds"
     )
 
+    weights_module: str = _opt(
+        "", "dotted module holding production_weights (the mix for production/exploration/spike)"
+    )
+    spike_target_rps: float = _opt(100.0, "spike mode: request rate of the spike, req/s")
+    spike_duration_s: float = _opt(10.0, "spike mode: how long the spike lasts, in seconds")
+    spike_base_ratio: float = _opt(
+        0.2, "spike mode: rate before and after the spike, as a ratio of spike_target_rps"
+    )
+    open_loop: bool = _opt(
+        False, "gate P99 on the open-loop confirmation (fixed arrival rate) instead of closed loop"
+    )
+    open_loop_ratio: float = _opt(
+        0.9, "open-loop confirmation rate as a ratio of the measured capacity"
+    )
+    safety_factor: float = _opt(0.7, "recommended rate limit = capacity x safety_factor")
+
     def __post_init__(self) -> None:
         def bad(name: str, value: Any, want: str) -> ConfigError:
             return ConfigError(
@@ -95,6 +111,14 @@ class RunSettings:
             v = getattr(self, name)
             if not (isinstance(v, int | float) and math.isfinite(v) and v > 0):
                 raise bad(name, v, "expected a positive number")
+        for name in ("spike_target_rps", "spike_duration_s"):
+            v = getattr(self, name)
+            if not (isinstance(v, int | float) and math.isfinite(v) and v > 0):
+                raise bad(name, v, "expected a positive number")
+        for name in ("spike_base_ratio", "open_loop_ratio", "safety_factor"):
+            v = getattr(self, name)
+            if not (isinstance(v, int | float) and 0 < v <= 1):
+                raise bad(name, v, "expected a ratio in (0, 1]")
         for name in ("wait_time_s", "settle_s"):
             v = getattr(self, name)
             if not (isinstance(v, int | float) and math.isfinite(v) and v >= 0):
@@ -116,11 +140,13 @@ class RunSettings:
 
     # The settings a baseline was measured with; a baseline with other values is not comparable.
     COMPARABLE = ("target_p99_ms", "min_users", "max_users", "mode", "client", "wait_time_s")
+    SPIKE_COMPARABLE = ("spike_target_rps", "spike_duration_s", "spike_base_ratio")
 
     def comparable(self) -> dict[str, Any]:
         """The settings that must match for a baseline comparison to mean anything."""
         out: dict[str, Any] = {}
-        for name in self.COMPARABLE:
+        names = self.COMPARABLE + (self.SPIKE_COMPARABLE if "spike" in self.mode else ())
+        for name in names:
             v = getattr(self, name)
             out[name] = list(v) if isinstance(v, tuple) else v
         return out

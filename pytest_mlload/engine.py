@@ -33,7 +33,7 @@ __all__ = ["check_host", "run_capacity"]
 MARK = "@@mlload@@ "
 # Time the child may take beyond max_duration_s: interpreter start, `import locust`, the
 # final measurement window finishing, and shutdown.
-STARTUP_GRACE_S = 20.0
+STARTUP_GRACE_S = 30.0
 
 
 def check_host(host: str, *, timeout_s: float = 3.0) -> tuple[str, int]:
@@ -106,13 +106,18 @@ def run_capacity(
     settings: RunSettings | None = None,
     name: str = "",
     probe_users: int | None = None,
+    open_loop_rps: float | None = None,
+    kind: str = "search",
     on_event: Callable[[dict[str, Any]], None] | None = None,
 ) -> CapacityResult:
     """Run one adaptive capacity search of ``target`` against ``host``.
 
     ``target``: a seed-style TaskSet, a Locust User class, or a ``{TaskSet: weight}`` mix
     (see :mod:`pytest_mlload.targets`). ``probe_users`` additionally measures P99 at that
-    user count (the baseline's operating load). ``on_event`` receives every progress event.
+    user count (the baseline's operating load); ``open_loop_rps`` sets the rate of the
+    open-loop confirmation (default: ``open_loop_ratio`` x the measured capacity).
+    ``kind="spike"`` runs the spike job instead of the search (see ``settings.spike_*``).
+    ``on_event`` receives every progress event.
     Raises :class:`ConfigError` for a bad target, :class:`HostUnreachable` when the host
     cannot be reached, :class:`LoadError` when the driver fails or overruns its time cap.
     An inconclusive search is *returned* (``result.status``), not raised: gates decide.
@@ -125,13 +130,18 @@ def run_capacity(
         "host": host.rstrip("/"),
         "settings": settings.to_dict(),
         "probe_users": probe_users,
+        "open_loop_rps": open_loop_rps,
+        "kind": kind,
         "name": name or spec.label,
         "sys_path": [p for p in sys.path if p],
     }
     env = dict(os.environ)
     env.pop("LOCUST_SKIP_MONKEY_PATCH", None)
     env.pop("LOCUST_SKIP_URLLIB3_PATCH", None)
-    cap_s = settings.max_duration_s + STARTUP_GRACE_S
+    run_s = settings.max_duration_s
+    if kind == "spike":
+        run_s = max(run_s, settings.spike_duration_s + 20.0)
+    cap_s = run_s + STARTUP_GRACE_S
     with tempfile.TemporaryFile("w+") as err:
         proc = subprocess.Popen(
             [sys.executable, "-m", "pytest_mlload._driver"],
@@ -149,6 +159,9 @@ def run_capacity(
             result = _read_events(proc, cap_s, on_event)
         finally:
             _stop(proc)
+            for pipe in (proc.stdin, proc.stdout):
+                if pipe is not None:
+                    pipe.close()  # else a ResourceWarning (unclosed file) in the caller
             err.seek(0)
             stderr_tail = err.read()[-2000:]
     if isinstance(result, dict) and result.get("event") == "result":

@@ -1,0 +1,146 @@
+"""Open-loop (fixed arrival rate) measurement: schedules and summaries, pure numpy.
+
+Locust users are closed-loop: a slow server slows the senders, so the latency of a stall is
+sampled only once per user and P99 comes out too kind (coordinated omission). An open-loop
+phase sends requests at *scheduled* times whatever the server does, and measures latency
+from the intended send time, so queueing behind a stall counts in full (as wrk2 does).
+The executor lives in the load driver; this module decides what to send and what it meant.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from .stats import percentiles, quantile_ci
+
+__all__ = ["OpenLoopSamples", "arrival_times", "recovery_time_s", "summarize"]
+
+
+def arrival_times(start_s: float, segments: Sequence[tuple[float, float]]) -> np.ndarray:
+    """Evenly spaced arrival times for consecutive ``(duration_s, rate_rps)`` segments."""
+    out: list[np.ndarray] = []
+    t = start_s
+    for duration, rate in segments:
+        if duration <= 0:
+            continue
+        n = int(math.floor(duration * rate))
+        if n > 0:
+            out.append(t + np.arange(n) / rate)
+        t += duration
+    return np.concatenate(out) if out else np.empty(0)
+
+
+@dataclass(frozen=True, slots=True)
+class OpenLoopSamples:
+    """Per-arrival records: intended send time, actual dispatch time, completion, success."""
+
+    intended_s: np.ndarray
+    dispatched_s: np.ndarray
+    end_s: np.ndarray
+    ok: np.ndarray
+
+    @property
+    def latency_ms(self) -> np.ndarray:
+        """Latency from the *intended* send time (coordinated-omission free), in ms."""
+        return (self.end_s - self.intended_s) * 1000.0
+
+    def between(self, start_s: float, stop_s: float) -> OpenLoopSamples:
+        """Arrivals intended in ``[start_s, stop_s)``."""
+        sel = (self.intended_s >= start_s) & (self.intended_s < stop_s)
+        return OpenLoopSamples(
+            self.intended_s[sel], self.dispatched_s[sel], self.end_s[sel], self.ok[sel]
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class OpenLoopSummary:
+    """What an open-loop window showed."""
+
+    rate_rps: float
+    sent_rps: float
+    goodput_rps: float
+    requests: int
+    failures: int
+    error_ratio: float
+    p50_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+    p99_ci: tuple[float, float] | None
+    dispatch_lag_p95_ms: float | None
+    duration_s: float
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-friendly form."""
+        d = asdict(self)
+        d["p99_ci"] = list(self.p99_ci) if self.p99_ci else None
+        return d
+
+
+def summarize(
+    samples: OpenLoopSamples, start_s: float, stop_s: float, rate_rps: float
+) -> OpenLoopSummary:
+    """Summarize arrivals intended in ``[start_s, stop_s)``; unfinished ones count as failures.
+
+    ``sent_rps`` counts arrivals actually dispatched inside the window: when it falls short of
+    ``rate_rps`` the generator, not the server, was the limit.
+    """
+    w = samples.between(start_s, stop_s)
+    duration = max(stop_s - start_s, 1e-9)
+    done = np.isfinite(w.end_s)
+    ok = w.ok & done
+    lat = w.latency_ms[ok]
+    pct = percentiles(lat)
+    ci = quantile_ci(lat, 0.99) if lat.size else None
+    sent = np.count_nonzero((w.dispatched_s >= start_s) & (w.dispatched_s < stop_s))
+    lag = (w.dispatched_s - w.intended_s) * 1000.0
+    n = int(w.intended_s.size)
+    failures = n - int(np.count_nonzero(ok))
+    return OpenLoopSummary(
+        rate_rps=rate_rps,
+        sent_rps=sent / duration,
+        goodput_rps=int(np.count_nonzero(ok)) / duration,
+        requests=n,
+        failures=failures,
+        error_ratio=failures / n if n else 0.0,
+        p50_ms=pct["p50_ms"],
+        p95_ms=pct["p95_ms"],
+        p99_ms=pct["p99_ms"],
+        p99_ci=(float(ci[0]), float(ci[1])) if ci else None,
+        dispatch_lag_p95_ms=float(np.percentile(lag, 95)) if lag.size else None,
+        duration_s=duration,
+    )
+
+
+def recovery_time_s(
+    samples: OpenLoopSamples,
+    spike_end_s: float,
+    pre_p99_ms: float,
+    *,
+    window_s: float = 1.0,
+    step_s: float = 0.25,
+    factor: float = 1.25,
+    min_samples: int = 10,
+) -> float | None:
+    """Seconds after the spike until a window of arrivals has P99 back near the pre-spike P99.
+
+    Windows of ``window_s`` slide by ``step_s`` from the end of the spike; the first whose
+    P99 (latency from intended send time, successes only) is at most ``factor`` x
+    ``pre_p99_ms`` marks recovery, reported as its start minus the spike end. ``None`` when
+    no window recovers within the recorded arrivals.
+    """
+    after = samples.intended_s >= spike_end_s
+    if not np.any(after):
+        return None
+    last = float(samples.intended_s[after].max())
+    t = spike_end_s
+    while t + window_s <= last + 1e-9:
+        w = samples.between(t, t + window_s)
+        lat = w.latency_ms[w.ok & np.isfinite(w.end_s)]
+        if lat.size >= min_samples and float(np.percentile(lat, 99)) <= factor * pre_p99_ms:
+            return t - spike_end_s
+        t += step_s
+    return None
