@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from .baseline import BaselineEntry, fingerprint_differences
@@ -39,6 +39,7 @@ UPDATE_HINT = "rerun with --mlload-update-baseline if this change is intended"
 # Below this many kept runs the baseline's own spread is unknown, not zero: the observed
 # interval is then all the gate uses (two runs give a Student factor of 12.7, i.e. no gate).
 MIN_RUNS_FOR_SPREAD = 3
+RECOVERY_STEP_S = 0.25  # the recovery scan's resolution (openloop.recovery_time_s)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +56,7 @@ class Verdict:
     threshold: float
     unit: str
     message: str
+    part: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form (nan becomes None)."""
@@ -136,22 +138,16 @@ def _compare(
     return Verdict(metric, d.verdict, base, observed, d.change, d.low, d.high, threshold, unit, msg)
 
 
-def evaluate(
+def _precheck(
     result: CapacityResult,
     entry: BaselineEntry | None,
     settings: RunSettings,
     *,
     key: str,
     baseline_path: str,
-    record_command: str = "pytest --mlload-update-baseline",
-    fingerprint: dict[str, Any] | None = None,
-) -> list[Verdict]:
-    """All verdicts for ``result`` against ``entry``; raises for what cannot be compared.
-
-    Raises :class:`Inconclusive` (run did not converge / too few samples / errors),
-    :class:`MissingBaseline` or :class:`SettingsMismatch`. Returns capacity and P99 verdicts
-    (which may themselves be regressions: see :func:`check_no_regression`).
-    """
+    record_command: str,
+) -> BaselineEntry:
+    """Raise for what cannot be compared; return the entry otherwise."""
     if not result.converged:
         raise Inconclusive(
             f"{key}: inconclusive, so not a pass: {result.reason}", reason=result.reason
@@ -178,11 +174,41 @@ def evaluate(
             f"{key}: the baseline in {baseline_path} was measured with other settings "
             f"({'; '.join(diffs)}), so it is not compared; {UPDATE_HINT} ({record_command})."
         )
-    note = ""
-    if fingerprint is not None:
-        fp = fingerprint_differences(entry.fingerprint, fingerprint)
-        if fp:
-            note = f" [baseline from another machine: {', '.join(fp)}]"
+    return entry
+
+
+def _machine_note(entry: BaselineEntry, fingerprint: dict[str, Any] | None) -> str:
+    if fingerprint is None:
+        return ""
+    fp = fingerprint_differences(entry.fingerprint, fingerprint)
+    return f" [baseline from another machine: {', '.join(fp)}]" if fp else ""
+
+
+def _noted(verdicts: list[Verdict], note: str, part: str) -> list[Verdict]:
+    return [replace(v, message=v.message + note, part=part) for v in verdicts]
+
+
+def evaluate(
+    result: CapacityResult,
+    entry: BaselineEntry | None,
+    settings: RunSettings,
+    *,
+    key: str,
+    baseline_path: str,
+    record_command: str = "pytest --mlload-update-baseline",
+    fingerprint: dict[str, Any] | None = None,
+    part: str = "",
+) -> list[Verdict]:
+    """All verdicts for ``result`` against ``entry``; raises for what cannot be compared.
+
+    Raises :class:`Inconclusive` (run did not converge / too few samples / errors),
+    :class:`MissingBaseline` or :class:`SettingsMismatch`. Returns capacity and P99 verdicts
+    (which may themselves be regressions: see :func:`check_no_regression`). With
+    ``settings.open_loop`` the P99 verdict uses the open-loop confirmation instead.
+    """
+    entry = _precheck(
+        result, entry, settings, key=key, baseline_path=baseline_path, record_command=record_command
+    )
     t = settings.threshold
     verdicts = [
         _compare(
@@ -195,14 +221,129 @@ def evaluate(
             t,
             higher_is_better=True,
             extra=f" at {result.users} users",
-        ),
+        )
     ]
+    verdicts.append(
+        _open_loop_verdict(result, entry, key, t)
+        if settings.open_loop
+        else _probe_verdict(result, entry, key, t)
+    )
+    return _noted(verdicts, _machine_note(entry, fingerprint), part)
+
+
+def _probe_verdict(result: CapacityResult, entry: BaselineEntry, key: str, t: float) -> Verdict:
     same_load = [r.p99_ms for r in entry.runs if r.users == entry.users and r.p99_ms is not None]
     probe = result.probe
     if not same_load:
-        verdicts.append(
+        return Verdict(
+            "p99",
+            "inconclusive",
+            None,
+            None,
+            None,
+            None,
+            None,
+            t,
+            "ms",
+            f"P99 of {key}: the baseline holds no P99 at {entry.users} users",
+        )
+    if probe is None or probe.users != entry.users or probe.p99_ms is None:
+        return Verdict(
+            "p99",
+            "inconclusive",
+            float(statistics.median(same_load)),
+            None,
+            None,
+            None,
+            None,
+            t,
+            "ms",
+            f"P99 of {key}: no probe window at the baseline's {entry.users} users "
+            f"(run through the mlload fixture, or pass probe_users={entry.users})",
+        )
+    return _compare(
+        "p99",
+        f"P99 of {key} at the baseline's {entry.users} users",
+        "ms",
+        probe.p99_ms,
+        probe.p99_ci,
+        same_load,
+        t,
+        higher_is_better=False,
+    )
+
+
+def open_loop_of(run_extra: dict[str, Any]) -> dict[str, Any] | None:
+    """The open-loop figures stored with a result or a baseline run, if any."""
+    ol = run_extra.get("open_loop")
+    return ol if isinstance(ol, dict) and ol.get("p99_ms") is not None else None
+
+
+def _open_loop_verdict(result: CapacityResult, entry: BaselineEntry, key: str, t: float) -> Verdict:
+    base = [ol for r in entry.runs if (ol := open_loop_of(r.extra))]
+    now = open_loop_of(result.extra)
+    if not base or now is None:
+        why = "the baseline has no open-loop P99" if not base else "this run has none"
+        return Verdict(
+            "p99_open_loop",
+            "inconclusive",
+            None,
+            None,
+            None,
+            None,
+            None,
+            t,
+            "ms",
+            f"open-loop P99 of {key}: {why}; record one with --mlload-update-baseline",
+        )
+    rate = base[-1]["rate_rps"]
+    same_rate = [b["p99_ms"] for b in base if abs(b["rate_rps"] / rate - 1) < 0.01]
+    ci = tuple(now["p99_ci"]) if now.get("p99_ci") else None
+    return _compare(
+        "p99_open_loop",
+        f"open-loop P99 of {key} at {now['rate_rps']:.1f} req/s",
+        "ms",
+        now["p99_ms"],
+        ci,
+        same_rate,
+        t,
+        higher_is_better=False,
+    )  # type: ignore[arg-type]
+
+
+def spike_figures(run_extra: dict[str, Any]) -> dict[str, Any] | None:
+    """The spike figures stored with a result or a baseline run, if any."""
+    sp = run_extra.get("spike")
+    return sp if isinstance(sp, dict) else None
+
+
+def evaluate_spike(
+    result: CapacityResult,
+    entry: BaselineEntry | None,
+    settings: RunSettings,
+    *,
+    key: str,
+    baseline_path: str,
+    record_command: str = "pytest --mlload-update-baseline",
+    fingerprint: dict[str, Any] | None = None,
+    part: str = "spike",
+) -> list[Verdict]:
+    """Spike verdicts: P99 and error ratio during the spike, time to recover.
+
+    P99 uses the interval rule; the error ratio regresses when it rose by more than the
+    error cap (absolute); recovery regresses when it took longer than the baseline by more
+    than the threshold plus one 0.25 s step of the recovery scan, or did not happen at all.
+    """
+    entry = _precheck(
+        result, entry, settings, key=key, baseline_path=baseline_path, record_command=record_command
+    )
+    t = settings.threshold
+    now = spike_figures(result.extra) or {}
+    base_runs = [sp for r in entry.runs if (sp := spike_figures(r.extra))]
+    if not base_runs or result.p99_ms is None:
+        return [
             Verdict(
-                "p99",
+                "spike",
                 "inconclusive",
                 None,
                 None,
@@ -210,56 +351,114 @@ def evaluate(
                 None,
                 None,
                 t,
-                "ms",
-                f"P99 of {key}: the baseline holds no P99 at {entry.users} users",
+                "",
+                f"spike of {key}: no spike figures to compare",
+                part,
             )
-        )
-    elif probe is None or probe.users != entry.users or probe.p99_ms is None:
-        verdicts.append(
-            Verdict(
-                "p99",
-                "inconclusive",
-                float(statistics.median(same_load)),
-                None,
-                None,
-                None,
-                None,
-                t,
-                "ms",
-                f"P99 of {key}: no probe window at the baseline's {entry.users} users "
-                f"(run through the mlload fixture, or pass probe_users={entry.users})",
-            )
-        )
-    else:
-        verdicts.append(
-            _compare(
-                "p99",
-                f"P99 of {key} at the baseline's {entry.users} users",
-                "ms",
-                probe.p99_ms,
-                probe.p99_ci,
-                same_load,
-                t,
-                higher_is_better=False,
-            )
-        )
-    if note:
-        verdicts = [
-            Verdict(
-                v.metric,
-                v.verdict,
-                v.baseline,
-                v.observed,
-                v.change,
-                v.low,
-                v.high,
-                v.threshold,
-                v.unit,
-                v.message + note,
-            )
-            for v in verdicts
         ]
-    return verdicts
+    verdicts = [
+        _compare(
+            "spike_p99",
+            f"P99 during the spike of {key}",
+            "ms",
+            result.p99_ms,
+            result.p99_ci,
+            [b["p99_ms"] for b in base_runs],
+            t,
+            higher_is_better=False,
+        )
+    ]
+    base_err = statistics.median(b["error_ratio"] for b in base_runs)
+    rise = result.error_ratio - base_err
+    err_verdict = "regression" if rise > settings.max_error_ratio else "pass"
+    verdicts.append(
+        Verdict(
+            "spike_errors",
+            err_verdict,
+            base_err,
+            result.error_ratio,
+            rise,
+            rise,
+            rise,
+            settings.max_error_ratio,
+            "ratio",
+            f"error ratio during the spike of {key}: {base_err:.2%} -> {result.error_ratio:.2%} "
+            f"({'past' if err_verdict == 'regression' else 'within'} the "
+            f"{settings.max_error_ratio:.2%} allowance)"
+            + (f"; {UPDATE_HINT}." if err_verdict == "regression" else ""),
+        )
+    )
+    base_rec = [b["recovery_s"] for b in base_runs if b.get("recovery_s") is not None]
+    rec = now.get("recovery_s")
+    if base_rec:
+        b = float(statistics.median(base_rec))
+        limit = b * (1 + t) + RECOVERY_STEP_S
+        worse = rec is None or rec > limit
+        shown = "did not recover" if rec is None else f"{rec:.2f} s"
+        verdicts.append(
+            Verdict(
+                "spike_recovery",
+                "regression" if worse else "pass",
+                b,
+                rec,
+                None,
+                None,
+                None,
+                t,
+                "s",
+                f"recovery after the spike of {key}: {b:.2f} s -> {shown} (limit "
+                f"{limit:.2f} s = baseline + {t * 100:g} % + {RECOVERY_STEP_S} s)"
+                + (f"; {UPDATE_HINT}." if worse else ""),
+            )
+        )
+    return _noted(verdicts, _machine_note(entry, fingerprint), part)
+
+
+def rate_limit_verdicts(
+    current: dict[str, float], entries: dict[str, BaselineEntry | None], threshold: float
+) -> list[Verdict]:
+    """Recommended rate limits that moved past ``threshold`` since the baseline."""
+    out: list[Verdict] = []
+    for part, now in sorted(current.items()):
+        entry = entries.get(part)
+        base = entry.latest.extra.get("rate_limit_rps") if entry else None
+        if not base:
+            out.append(
+                Verdict(
+                    "rate_limit",
+                    "inconclusive",
+                    None,
+                    now,
+                    None,
+                    None,
+                    None,
+                    threshold,
+                    "req/s",
+                    f"rate limit of {part}: no baseline value",
+                    part,
+                )
+            )
+            continue
+        change = (now - base) / base
+        moved = abs(change) > threshold
+        out.append(
+            Verdict(
+                "rate_limit",
+                "regression" if moved else "pass",
+                base,
+                now,
+                change,
+                change,
+                change,
+                threshold,
+                "req/s",
+                f"recommended rate limit of {part} moved {change * 100:+.1f} % ({base:.1f} -> "
+                f"{now:.1f} req/s), {'past' if moved else 'within'} the {threshold * 100:g} % "
+                f"threshold" + (f"; {UPDATE_HINT}." if moved else ""),
+                part,
+            )
+        )
+    return out
 
 
 def check_no_regression(verdicts: list[Verdict]) -> None:
