@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -163,9 +163,9 @@ class RunSettings:
         }
 
 
-def setting_fields() -> list[dataclasses.Field[Any]]:
-    """The settings that have a marker argument, option and ini key, in declaration order."""
-    return [f for f in dataclasses.fields(RunSettings) if f.metadata.get("help")]
+def setting_fields(cls: type = RunSettings) -> list[dataclasses.Field[Any]]:
+    """The fields of a settings class that are marker arguments, options and ini keys."""
+    return [f for f in dataclasses.fields(cls) if f.metadata.get("help")]
 
 
 def _coerce(f: dataclasses.Field[Any], value: Any, source: str) -> Any:
@@ -197,27 +197,35 @@ def resolve_settings(
     ini: Mapping[str, Any] | None = None,
     *,
     where: str = "capacity marker",
-) -> RunSettings:
-    """Build :class:`RunSettings` with the precedence marker > cli > ini > default.
+    cls: type = RunSettings,
+    also_known: Collection[str] = (),
+    layers: Sequence[tuple[Mapping[str, Any], str]] = (),
+) -> Any:
+    """Build ``cls`` (default :class:`RunSettings`): marker > cli > ``layers`` > ini > default.
 
-    ``None`` values in ``cli``/``ini`` mean "not given". Unknown marker arguments raise
-    :class:`ConfigError` naming the argument and the accepted ones.
+    ``None`` or empty values mean "not given". Marker arguments that are neither fields of
+    ``cls`` nor in ``also_known`` raise :class:`ConfigError` naming the argument and the
+    accepted ones; keys of other settings classes in the layers are ignored. ``layers`` are
+    extra sources between the command line and ini (e.g. a ``--mlload-config`` file),
+    highest first.
     """
-    known = {f.name: f for f in setting_fields()}
+    known = {f.name: f for f in setting_fields(cls)}
     marker = dict(marker or {})
-    unknown = sorted(set(marker) - set(known))
+    unknown = sorted(set(marker) - set(known) - set(also_known))
     if unknown:
+        accepted = sorted(set(known) | set(also_known))
         raise ConfigError(
-            f"{where}: unknown argument(s) {', '.join(unknown)}; "
-            f"accepted: {', '.join(sorted(known))}"
+            f"{where}: unknown argument(s) {', '.join(unknown)}; accepted: {', '.join(accepted)}"
         )
-    values: dict[str, Any] = {}
-    for layer, source in (
+    ordered = [
         (ini or {}, "ini mlload_*"),
+        *reversed(list(layers)),
         (cli or {}, "command line --mlload-*"),
         (marker, where),
-    ):
+    ]
+    values: dict[str, Any] = {}
+    for layer, source in ordered:
         for name, value in layer.items():
             if name in known and value is not None and value != "":
                 values[name] = _coerce(known[name], value, source)
-    return RunSettings(**values)
+    return cls(**values)

@@ -48,9 +48,11 @@ __all__ = [
     "run_search",
 ]
 
-# Requests a window must hold before its P99 is trusted for a ramp decision (far from the target
-# a coarse P99 is enough); refinement and measurement use settings.min_samples.
+# Requests a window must hold before its P99 is trusted for a decision: far from the target
+# (ramp) a coarse P99 is enough, near it (refine) a little more; the gated windows (measure,
+# probe) hold at least settings.min_samples and enough for a P99 confidence interval.
 RAMP_MIN_SAMPLES = 100
+REFINE_MIN_SAMPLES = 200
 TICK_S = 0.05
 P99_CI_SAMPLES = min_samples_for_quantile(0.99)  # 299 for a 95 % interval
 RAMP_HEADROOM = 0.8  # aim the ramp at 80 % of the target, so the step rarely overshoots
@@ -215,7 +217,9 @@ class CapacitySearch:
         if self.phase == "ramp":
             return Step("ramp", self.users, settle, min(RAMP_MIN_SAMPLES, s.min_samples), 0.5, 1.5)
         if self.phase == "refine":
-            return Step("refine", self.users, settle, s.min_samples, 1.0, 3.0)
+            return Step(
+                "refine", self.users, settle, min(REFINE_MIN_SAMPLES, s.min_samples), 0.75, 2.0
+            )
         # Gated windows need enough samples for a P99 confidence interval.
         gated = max(s.min_samples, P99_CI_SAMPLES)
         if self.phase == "measure":
@@ -346,7 +350,7 @@ class CapacitySearch:
             guess = lo.users + (aim - lo.p99_ms) / (hi.p99_ms - lo.p99_ms) * span
         else:
             guess = lo.users + span / 2.0
-        return int(min(max(round(guess), lo.users + margin), hi.users - margin))
+        return int(min(max(math.floor(guess), lo.users + margin), hi.users - margin))
 
     def _after_measure(self, w: Samples, level: _Level) -> str:
         s = self.settings

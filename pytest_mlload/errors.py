@@ -20,6 +20,7 @@ failures (not errors) of the test that called the assertion helper.
 from __future__ import annotations
 
 __all__ = [
+    "MlloadWarning",
     "BaselineError",
     "ConfigError",
     "GateFailure",
@@ -120,3 +121,7 @@ class SettingsMismatch(GateFailure):
     """The baseline entry was measured with different settings; it is not compared blindly."""
 
     verdict = "settings-mismatch"
+
+
+class MlloadWarning(UserWarning):
+    """A problem worth seeing that does not fail the test (ignored config keys, HPA queries)."""

@@ -23,6 +23,7 @@ import fcntl  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
+from dataclasses import replace  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import (
     TYPE_CHECKING,  # noqa: E402
@@ -32,7 +33,7 @@ from typing import (
 import pytest  # noqa: E402
 
 from .config import RunSettings, resolve_settings, setting_fields  # noqa: E402
-from .errors import ConfigError, GateFailure, Inconclusive, MlloadError  # noqa: E402
+from .errors import ConfigError, GateFailure, Inconclusive, MlloadError, MlloadWarning  # noqa: E402
 from .results import CapacityResult  # noqa: E402
 
 if TYPE_CHECKING:
@@ -45,47 +46,68 @@ if TYPE_CHECKING:
 PLUGIN_NAME = "mlload-state"
 DEFAULT_BASELINE = "mlload-baseline.yaml"
 
+# Session-wide options (not marker arguments): name, help, metavar.
+_PLAIN = [
+    ("host", "URL of the service under test, e.g. http://127.0.0.1:8000", "URL"),
+    ("baseline", f"baseline YAML file (default: <rootdir>/{DEFAULT_BASELINE})", "PATH"),
+    ("report", "write a JSON report of every result and verdict to PATH", "PATH"),
+    (
+        "markdown",
+        "write the summary table as Markdown to PATH (also to $GITHUB_STEP_SUMMARY)",
+        "PATH",
+    ),
+    ("plots", "write a PNG per capacity test (users, req/s, P99 over time) into DIR", "DIR"),
+    (
+        "keda_dir",
+        "write KEDA trigger YAML per test into DIR (default <rootdir>/.mlload/keda)",
+        "DIR",
+    ),
+    ("history", "recorded runs kept per test in the baseline (default 5)", "N"),
+    ("config", "an ml-loadtest / Locust locust.conf to take settings from", "PATH"),
+]
+_FLAGS = [
+    (
+        "update_baseline",
+        "record the results of the tests that run as new baselines instead of comparing",
+    ),
+    ("hpa_gate", "apply the HPA drift gate (assert_hpa_stable) to every capacity test"),
+]
+
+
+def _hpa_fields() -> list[Any]:
+    from .hpa import HpaSettings
+
+    return setting_fields(HpaSettings)
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("mlload", "pytest-mlload capacity gates")
-    plain = [
-        ("host", "URL of the service under test, e.g. http://127.0.0.1:8000", None),
-        ("baseline", f"baseline YAML file (default: <rootdir>/{DEFAULT_BASELINE})", None),
-        ("report", "write a JSON report of every result and verdict to PATH", None),
-        ("history", "recorded runs kept per test in the baseline (default 5)", None),
-    ]
-    for name, help_text, default in plain:
+    for name, help_text, metavar in _PLAIN:
         group.addoption(
-            f"--mlload-{name}",
+            f"--mlload-{name.replace('_', '-')}",
             dest=f"mlload_{name}",
-            default=default,
-            metavar=name.upper(),
+            default=None,
+            metavar=metavar,
             help=f"{help_text} [ini: mlload_{name}]".replace("%", "%%"),
         )
         parser.addini(f"mlload_{name}", help_text, default=None)
-    group.addoption(
-        "--mlload-update-baseline",
-        dest="mlload_update_baseline",
-        action="store_true",
-        default=None,
-        help="record the results of the tests that run as new baselines instead of "
-        "comparing [ini: mlload_update_baseline]",
-    )
-    parser.addini(
-        "mlload_update_baseline",
-        "record baselines instead of comparing",
-        type="bool",
-        default=False,
-    )
-    for f in setting_fields():
-        opt = f.name.replace("_", "-")
+    for name, help_text in _FLAGS:
         group.addoption(
-            f"--mlload-{opt}",
+            f"--mlload-{name.replace('_', '-')}",
+            dest=f"mlload_{name}",
+            action="store_true",
+            default=None,
+            help=f"{help_text} [ini: mlload_{name}]".replace("%", "%%"),
+        )
+        parser.addini(f"mlload_{name}", help_text, type="bool", default=False)
+    for f in [*setting_fields(), *_hpa_fields()]:
+        group.addoption(
+            f"--mlload-{f.name.replace('_', '-')}",
             dest=f"mlload_{f.name}",
             default=None,
             metavar="VALUE",
-            help=f"{f.metadata['help']} (default {_show(f.default)}; marker "
-            f"argument {f.name}) [ini: mlload_{f.name}]".replace("%", "%%"),
+            help=f"{f.metadata['help']} (default {_show(f.default)}; marker argument "
+            f"{f.name}) [ini: mlload_{f.name}]".replace("%", "%%"),
         )
         parser.addini(f"mlload_{f.name}", f.metadata["help"], default=None)
 
@@ -98,7 +120,8 @@ def pytest_configure(config: pytest.Config) -> None:
     args = ", ".join(f"{f.name}={_show(f.default)}" for f in setting_fields())
     config.addinivalue_line(
         "markers",
-        f"capacity({args}): adaptive capacity test; gets the mlload fixture (pytest-mlload)",
+        f"capacity({args}, and the HPA settings listed under --mlload-* in --help): adaptive "
+        f"capacity test; gets the mlload fixture (pytest-mlload)",
     )
     config.pluginmanager.register(MlloadState(config), PLUGIN_NAME)
 
@@ -117,6 +140,11 @@ def _option(config: pytest.Config, name: str) -> Any:
     return value if value not in (None, "") else None
 
 
+def _flag(config: pytest.Config, name: str) -> bool:
+    value = config.getoption(f"mlload_{name}", default=None)
+    return bool(value) if value is not None else bool(config.getini(f"mlload_{name}"))
+
+
 class MlloadState:
     """Per-session plugin state: settings layers, records, pending baseline updates."""
 
@@ -125,11 +153,23 @@ class MlloadState:
         self.records: list[TestRecord] = []
         self.pending: dict[str, BaselineEntry] = {}
         self.interrupted = False
-        cli = {f.name: config.getoption(f"mlload_{f.name}", default=None) for f in setting_fields()}
-        ini = {f.name: config.getini(f"mlload_{f.name}") for f in setting_fields()}
+        here = Path(config.invocation_params.dir)
+        names = [f.name for f in [*setting_fields(), *_hpa_fields()]]
+        self.cli = {n: config.getoption(f"mlload_{n}", default=None) for n in names}
+        self.ini = {n: config.getini(f"mlload_{n}") for n in names}
+        self.file_layer: dict[str, Any] = {}
+        self.file_host: str | None = None
+        conf_path = _option(config, "config")
         try:
-            self.cli, self.ini = cli, ini
-            resolve_settings({}, cli, ini)  # fail fast on a bad option or ini value
+            if conf_path:
+                from .locustconf import load_locust_conf
+
+                conf = load_locust_conf(here / conf_path)
+                self.file_layer, self.file_host = dict(conf.settings), conf.host
+                if conf.warning():
+                    config.issue_config_time_warning(MlloadWarning(conf.warning()), stacklevel=2)
+            self.resolve({}, where="options")  # fail fast on a bad option or ini value
+            self.hpa({}, where="options")
             history = _option(config, "history")
             self.history = int(history) if history is not None else 5
             if self.history < 1:
@@ -140,22 +180,21 @@ class MlloadState:
             raise pytest.UsageError(
                 f"--mlload-history={history!r} is invalid: expected an integer >= 1"
             ) from None
-        update = config.getoption("mlload_update_baseline", default=None)
-        self.update = (
-            bool(update) if update is not None else bool(config.getini("mlload_update_baseline"))
-        )
+        self.update = _flag(config, "update_baseline")
+        self.hpa_gate = _flag(config, "hpa_gate")
         path = _option(config, "baseline")
         base = Path(path) if path else Path(config.rootpath) / DEFAULT_BASELINE
-        self.baseline_path = (
-            (Path(config.invocation_params.dir) / base).resolve()
-            if not base.is_absolute()
-            else base
-        )
+        self.baseline_path = (here / base).resolve()
         self._store: BaselineStore | None = None
-        report = _option(config, "report")
-        self.report_path = (
-            (Path(config.invocation_params.dir) / report).resolve() if report else None
-        )
+
+        def out(name: str, default: Path | None = None) -> Path | None:
+            value = _option(config, name)
+            return (here / value).resolve() if value else default
+
+        self.report_path = out("report")
+        self.markdown_path = out("markdown")
+        self.plots_dir = out("plots")
+        self.keda_dir = out("keda_dir", Path(config.rootpath) / ".mlload" / "keda")
 
     @property
     def store(self) -> BaselineStore:
@@ -166,13 +205,45 @@ class MlloadState:
             self._store = BaselineStore(self.baseline_path, history=self.history)
         return self._store
 
-    def settings_for(
+    def resolve(self, marker: dict[str, Any], *, where: str) -> RunSettings:
+        """Run settings: marker > command line > --mlload-config file > ini > default."""
+        hpa = {f.name for f in _hpa_fields()}
+        return resolve_settings(
+            marker,
+            self.cli,
+            self.ini,
+            where=where,
+            also_known=hpa,
+            layers=[(self.file_layer, "--mlload-config file")],
+        )
+
+    def hpa(self, marker: dict[str, Any], *, where: str) -> Any:
+        """HPA settings, same precedence."""
+        from .hpa import HpaSettings
+
+        return resolve_settings(
+            marker,
+            self.cli,
+            self.ini,
+            where=where,
+            cls=HpaSettings,
+            also_known={f.name for f in setting_fields()},
+        )
+
+    def marker_kwargs(
         self, item: pytest.Item, overrides: dict[str, Any] | None = None
-    ) -> RunSettings:
+    ) -> dict[str, Any]:
         marker = item.get_closest_marker("capacity")
         kwargs = dict(marker.kwargs) if marker else {}
         kwargs.update(overrides or {})
-        return resolve_settings(kwargs, self.cli, self.ini, where=f"{item.nodeid}: capacity marker")
+        return kwargs
+
+    def settings_for(
+        self, item: pytest.Item, overrides: dict[str, Any] | None = None
+    ) -> RunSettings:
+        return self.resolve(
+            self.marker_kwargs(item, overrides), where=f"{item.nodeid}: capacity marker"
+        )
 
     # -- hooks ---------------------------------------------------------------------------
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
@@ -187,6 +258,7 @@ class MlloadState:
                 )
             try:
                 self.settings_for(item)
+                self.hpa(self.marker_kwargs(item), where=f"{item.nodeid}: capacity marker")
             except ConfigError as exc:
                 raise pytest.UsageError(str(exc)) from None
 
@@ -196,11 +268,46 @@ class MlloadState:
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         if self.pending and not self.interrupted and exitstatus != pytest.ExitCode.INTERRUPTED:
             self.store.update(self.pending)
-        if self.report_path is not None:
-            from .report import json_report, write_json
+        if not self.records:
+            return
+        from .report import json_report, markdown_table, write_json
 
+        if self.report_path is not None:
             meta = {"baseline": str(self.baseline_path), "update_baseline": self.update}
             write_json(self.report_path, json_report(self.records, meta=meta))
+        table = markdown_table(self.records)
+        if self.markdown_path is not None:
+            self.markdown_path.parent.mkdir(parents=True, exist_ok=True)
+            self.markdown_path.write_text("## pytest-mlload capacity summary\n\n" + table)
+        step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
+        if step_summary:
+            with open(step_summary, "a") as fh:
+                fh.write("## pytest-mlload capacity summary\n\n" + table + "\n")
+        if self.plots_dir is not None:
+            self._plot()
+
+    def _plot(self) -> None:
+        from .plots import plot_path_for, plot_result
+
+        for rec in self.records:
+            for r in rec.results:
+                key = rec.key if r.name in ("", rec.key) else f"{rec.key}[{r.name}]"
+                entry = self.store.get(key) if not self.update else None
+                outcome = next(
+                    (
+                        v.verdict
+                        for v in rec.verdicts
+                        if v.part in ("", r.name) and v.verdict != "pass"
+                    ),
+                    rec.outcome,
+                )
+                plot_result(
+                    r,
+                    plot_path_for(self.plots_dir, key),
+                    baseline_capacity_rps=entry.capacity_rps if entry else None,
+                    verdict=outcome,
+                    title=key,
+                )
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if not self.records:
@@ -216,8 +323,13 @@ class MlloadState:
             tr.write_line(
                 f"baselines {verb} {self.baseline_path}: {', '.join(sorted(self.pending))}"
             )
-        if self.report_path is not None:
-            tr.write_line(f"JSON report: {self.report_path}")
+        for path, what in (
+            (self.report_path, "JSON report"),
+            (self.markdown_path, "Markdown"),
+            (self.plots_dir, "plots"),
+        ):
+            if path is not None:
+                tr.write_line(f"{what}: {path}")
 
 
 @contextlib.contextmanager
@@ -233,8 +345,25 @@ def _exclusive_load() -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def _round_floats(value: Any) -> Any:
+    """Round floats to 4 significant digits so baseline extras diff cleanly."""
+    if isinstance(value, float):
+        return float(f"{value:.4g}") if value == value and abs(value) != float("inf") else None
+    if isinstance(value, dict):
+        return {k: _round_floats(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_round_floats(v) for v in value]
+    return value
+
+
 class MlloadFixture:
-    """The ``mlload`` fixture: run capacity searches and gate them against the baseline."""
+    """The ``mlload`` fixture: run capacity searches and gate them against the baseline.
+
+    ``run()`` returns a :class:`~pytest_mlload.results.CapacityResult` for one target in
+    individual mode, else a :class:`~pytest_mlload.modes.ModeResults` with one result per
+    part (``individual <endpoint>``, ``production``, ``exploration ...``, ``spike``). Each
+    part has its own baseline entry, keyed ``<test key>[<part>]``.
+    """
 
     def __init__(self, request: pytest.FixtureRequest, host: str | None) -> None:
         from .baseline import baseline_key
@@ -243,7 +372,7 @@ class MlloadFixture:
         self._request = request
         self._item = request.node
         self._state = _state(request.config)
-        self.host = host
+        self.host = host or self._state.file_host
         nodeid = self._item.nodeid
         name = nodeid.split("::", 1)[1] if "::" in nodeid else self._item.name
         self.key = baseline_key(Path(self._item.path), name, self._state.baseline_path)
@@ -251,99 +380,132 @@ class MlloadFixture:
         self._state.records.append(self.record)
         rel = os.path.relpath(self._item.path, self._request.config.invocation_params.dir)
         self.record_command = f"pytest --mlload-update-baseline '{rel}::{name}'"
+        self._overrides: dict[str, Any] = {}
 
     @property
     def settings(self) -> RunSettings:
-        """This test's settings (marker > command line > ini > default)."""
-        return self._state.settings_for(self._item)
+        """This test's settings (marker > command line > config file > ini > default)."""
+        return self._state.settings_for(self._item, self._overrides)
 
     @property
     def baseline(self) -> BaselineEntry | None:
-        """This test's baseline entry, or None."""
+        """This test's baseline entry (single-target runs), or None."""
         return self._state.store.get(self.key)
 
-    def run(self, target: Any, **overrides: Any) -> CapacityResult:
-        """Run the adaptive capacity search of ``target`` against the host.
+    def _part_key(self, part: str) -> str:
+        return self.key if part == "" else f"{self.key}[{part}]"
 
-        ``overrides`` are marker arguments for this run only.
+    def run(self, target: Any = None, *, mixes: list[Any] | None = None, **overrides: Any) -> Any:
+        """Run the capacity search(es) of ``target`` against the host, in the test's modes.
+
+        ``target``: a seed TaskSet, a Locust User, or weights (mapping / module / dotted
+        name; default ``weights_module``). ``mixes``: extra mixes for exploration.
+        ``overrides`` are marker arguments for this run only (e.g. ``mode="production"``).
         """
+        from .modes import Part, run_modes
+        from .targets import is_locust_user, is_seed_taskset
+
         if not self.host:
             pytest.skip(
                 "no --mlload-host given (or mlload_host ini / fixture): capacity test skipped"
             )
         try:
-            settings = self._state.settings_for(self._item, overrides)
+            self._overrides = dict(overrides)
+            settings = self.settings
+            hpa = self._state.hpa(
+                self._state.marker_kwargs(self._item, overrides),
+                where=f"{self._item.nodeid}: run()",
+            )
         except ConfigError as exc:
             raise pytest.UsageError(str(exc)) from None
-        entry = None if self._state.update else self.baseline
-        probe = (
-            entry.users if entry is not None and entry.settings == settings.comparable() else None
+        single = (is_seed_taskset(target) or is_locust_user(target)) and settings.mode == (
+            "individual",
         )
-        progress = _Progress(self._request.config)
+        if single:
+            return self._run_part(Part("", "individual", target), settings, hpa)
+        return run_modes(target, settings, lambda p: self._run_part(p, settings, hpa), mixes=mixes)
+
+    def _run_part(self, part: Any, settings: RunSettings, hpa: Any) -> CapacityResult:
         from .engine import run_capacity
 
+        key = self._part_key(part.name)
+        entry = None if self._state.update else self._state.store.get(key)
+        comparable = entry is not None and entry.settings == settings.comparable()
+        probe = entry.users if comparable and part.kind == "search" else None
+        ol = None
+        if comparable and entry is not None:
+            from .gates import open_loop_of
+
+            base_ol = open_loop_of(entry.latest.extra)
+            ol = base_ol["rate_rps"] if base_ol else None
+        progress = _Progress(self._request.config, part.name or self.key)
         with _exclusive_load():
             try:
                 result = run_capacity(
-                    target,
+                    part.target,
                     host=self.host,
                     settings=settings,
-                    name=self.key,
+                    name=part.name or self.key,
                     probe_users=probe,
+                    open_loop_rps=ol,
+                    kind=part.kind,
                     on_event=progress,
                 )
             finally:
                 progress.close()
+        extra = dict(result.extra)
+        if result.converged and part.kind == "search":
+            extra["rate_limit_rps"] = round(result.capacity_rps * settings.safety_factor, 2)
+        if hpa.prometheus_url and part.kind == "search":
+            extra["hpa"] = self._hpa_report(result, hpa, key)
+        result = replace(result, extra=extra)
         self.record.results.append(result)
-        props = self._item.user_properties
-        props += [
-            ("mlload_capacity_rps", round(result.capacity_rps, 3)),
-            ("mlload_p99_ms", None if result.p99_ms is None else round(result.p99_ms, 3)),
-            ("mlload_users", result.users),
-            ("mlload_error_ratio", result.error_ratio),
-            ("mlload_status", result.status),
-        ]
+        suffix = f"[{part.name}]" if part.name else ""
+        self._item.user_properties.extend(
+            [
+                (f"mlload_capacity_rps{suffix}", round(result.capacity_rps, 3)),
+                (
+                    f"mlload_p99_ms{suffix}",
+                    None if result.p99_ms is None else round(result.p99_ms, 3),
+                ),
+                (f"mlload_users{suffix}", result.users),
+                (f"mlload_error_ratio{suffix}", result.error_ratio),
+                (f"mlload_status{suffix}", result.status),
+            ]
+        )
         return result
 
-    def assert_no_regression(self, result: CapacityResult) -> None:
-        """Fail this test when ``result`` regressed past the threshold (or cannot be judged).
+    def _hpa_report(self, result: CapacityResult, hpa: Any, key: str) -> dict[str, Any]:
+        from .hpa import recommend
+        from .plots import plot_path_for
+        from .prometheus import PrometheusClient
 
-        With ``--mlload-update-baseline`` the result is recorded instead (when conclusive).
-        """
-        from . import gates
-        from .baseline import BaselineEntry, BaselineRun, environment_fingerprint
+        report = recommend(
+            PrometheusClient(hpa.prometheus_url),
+            hpa,
+            result.window_start_epoch,
+            result.window_end_epoch,
+        )
+        for warning in report.warnings:
+            self._item.warn(MlloadWarning(f"{key}: HPA {warning}"))
+        if report.recommended and self._state.keda_dir is not None:
+            path = plot_path_for(self._state.keda_dir, key).with_suffix(".yaml")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(report.keda_yaml(hpa.prometheus_url))
+        return report.to_dict()
 
-        settings = self._state.settings_for(self._item)
+    # -- gates ---------------------------------------------------------------------------
+    def _parts(self, result: Any) -> list[tuple[str, CapacityResult]]:
+        from .modes import ModeResults
+
+        if isinstance(result, ModeResults):
+            return list(result.parts.items())
+        return [("" if result.name in ("", self.key) else result.name, result)]
+
+    def _judge(self, fn: Any) -> None:
+        """Run a gate function, keeping the record's outcome and message in step."""
         try:
-            if self._state.update:
-                if not result.converged:
-                    raise Inconclusive(
-                        f"{self.key}: not recorded, the run is inconclusive: {result.reason}",
-                        reason=result.reason,
-                    )
-                old = self._state.store.get(self.key)
-                fp = environment_fingerprint()
-                new = (
-                    old.with_run(BaselineRun.from_result(result), settings, fp, self._state.history)
-                    if old
-                    else BaselineEntry.from_result(self.key, result, settings, fp)
-                )
-                self._state.pending[self.key] = new
-                self.record.outcome = "recorded"
-                return
-            verdicts = gates.evaluate(
-                result,
-                self.baseline,
-                settings,
-                key=self.key,
-                baseline_path=str(self._state.baseline_path),
-                record_command=self.record_command,
-                fingerprint=environment_fingerprint(),
-            )
-            self.record.verdicts = verdicts
-            gates.check_no_regression(verdicts)
-            kinds = {v.verdict for v in verdicts}
-            self.record.outcome = "improvement" if "improvement" in kinds else "pass"
+            fn()
         except GateFailure as exc:
             self.record.outcome = exc.verdict
             self.record.message = str(exc)
@@ -353,11 +515,148 @@ class MlloadFixture:
             self.record.message = str(exc)
             raise
 
+    def assert_no_regression(self, result: Any) -> None:
+        """Fail this test when any part regressed past the threshold (or cannot be judged).
+
+        With ``--mlload-update-baseline`` each conclusive part is recorded instead; an
+        inconclusive part fails and nothing of this test is recorded.
+        """
+        self._judge(lambda: self._assert_no_regression(result))
+
+    def _assert_no_regression(self, result: Any) -> None:
+        from . import gates
+        from .baseline import environment_fingerprint
+
+        settings = self.settings
+        parts = self._parts(result)
+        if self._state.update:
+            self._record(parts, settings)
+            return
+        fp = environment_fingerprint()
+        verdicts: list[gates.Verdict] = []
+        failures: list[str] = []
+        kinds: list[str] = []
+        for part, r in parts:
+            key = self._part_key(part)
+            judge = gates.evaluate_spike if part == "spike" else gates.evaluate
+            try:
+                vs = judge(
+                    r,
+                    self._state.store.get(key),
+                    settings,
+                    key=key,
+                    baseline_path=str(self._state.baseline_path),
+                    record_command=self.record_command,
+                    fingerprint=fp,
+                    part=part,
+                )
+            except GateFailure as exc:
+                failures.append(str(exc))
+                kinds.append(exc.verdict)
+                continue
+            verdicts += vs
+            try:
+                gates.check_no_regression(vs)
+            except GateFailure as exc:
+                failures.append(str(exc))
+                kinds.append(exc.verdict)
+        self.record.verdicts = verdicts
+        if self._state.hpa_gate:
+            try:
+                self._assert_hpa_stable(result)
+            except GateFailure as exc:
+                failures.append(str(exc))
+                kinds.append(exc.verdict)
+        if failures:
+            raise _combined(kinds, failures)
+        self.record.outcome = (
+            "improvement" if any(v.verdict == "improvement" for v in verdicts) else "pass"
+        )
+
+    def _record(self, parts: list[tuple[str, CapacityResult]], settings: RunSettings) -> None:
+        from .baseline import BaselineEntry, BaselineRun, environment_fingerprint
+
+        bad = [f"{self._part_key(p)}: {r.reason}" for p, r in parts if not r.converged]
+        if bad:
+            raise Inconclusive("not recorded, inconclusive: " + "; ".join(bad), reason="record")
+        fp = environment_fingerprint()
+        for part, r in parts:
+            key = self._part_key(part)
+            keep = {
+                k: r.extra[k]
+                for k in ("rate_limit_rps", "open_loop", "spike", "hpa")
+                if k in r.extra
+            }
+            extra = _round_floats(keep)
+            old = self._state.store.get(key)
+            run = BaselineRun.from_result(r, extra=extra)
+            self._state.pending[key] = (
+                old.with_run(run, settings, fp, self._state.history)
+                if old
+                else BaselineEntry.from_result(key, r, settings, fp, extra=extra)
+            )
+        self.record.outcome = "recorded"
+
+    def assert_rate_limits_stable(self, result: Any) -> None:
+        """Fail when a recommended rate limit moved past the threshold since the baseline."""
+        from . import gates
+
+        def check() -> None:
+            current = {
+                self._part_key(p): r.extra["rate_limit_rps"]
+                for p, r in self._parts(result)
+                if "rate_limit_rps" in r.extra
+            }
+            entries = {k: self._state.store.get(k) for k in current}
+            vs = gates.rate_limit_verdicts(current, entries, self.settings.threshold)
+            self.record.verdicts += vs
+            gates.check_no_regression(vs)
+
+        self._judge(check)
+
+    def assert_hpa_stable(self, result: Any) -> None:
+        """Fail when a recommended HPA/KEDA threshold drifted from the baseline (see hpa.py)."""
+        self._judge(lambda: self._assert_hpa_stable(result))
+
+    def _assert_hpa_stable(self, result: Any) -> None:
+        from .hpa import HpaReport, assert_hpa_stable
+
+        hpa = self._state.hpa(
+            self._state.marker_kwargs(self._item, self._overrides), where=self._item.nodeid
+        )
+        for part, r in self._parts(result):
+            if part == "spike":
+                continue
+            key = self._part_key(part)
+            if "hpa" not in r.extra:
+                raise Inconclusive(
+                    f"{key}: HPA gate skipped: no HPA report (give --mlload-prometheus-url)",
+                    reason="no prometheus",
+                )
+            entry = self._state.store.get(key)
+            base = entry.latest.extra.get("hpa") if entry else None
+            assert_hpa_stable(base, HpaReport.from_dict(r.extra["hpa"]), hpa.drift_threshold)
+
+
+def _combined(kinds: list[str], messages: list[str]) -> GateFailure:
+    """One failure for several parts: a regression if any part regressed."""
+    from .errors import MissingBaseline, PerformanceRegression, SettingsMismatch
+
+    text = "\n".join(messages)
+    if "regression" in kinds:
+        return PerformanceRegression(text)
+    if "inconclusive" in kinds:
+        return Inconclusive(text, reason="see message")
+    if "settings-mismatch" in kinds:
+        return SettingsMismatch(text)
+    return MissingBaseline(text) if "no-baseline" in kinds else GateFailure(text)
+
 
 class _Progress:
     """One updating terminal line per run: phase, users, req/s, P99 vs target."""
 
-    def __init__(self, config: pytest.Config) -> None:
+    def __init__(self, config: pytest.Config, label: str) -> None:
+        self.label = label
         self.tr = config.pluginmanager.get_plugin("terminalreporter")
         self.on = bool(self.tr) and config.get_verbosity() >= 0 and sys.stdout.isatty()
         self.width = 0
@@ -367,7 +666,7 @@ class _Progress:
             return
         p99 = event.get("p99_ms")
         text = (
-            f"[mlload] {event['phase']:<7} users={event['users']:<4} "
+            f"[mlload {self.label}] {event['phase']:<8} users={event['users']:<4} "
             f"{event['rps']:8.1f} req/s  P99 {'-' if p99 is None else f'{p99:.1f}'}"
             f"/{event['target_p99_ms']:g} ms  t={event['elapsed_s']:.0f}s"
         )

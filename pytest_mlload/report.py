@@ -55,31 +55,58 @@ def _fmt(x: float | None, spec: str = ".1f") -> str:
     return "-" if x is None else format(x, spec)
 
 
+_SEVERITY = ("regression", "inconclusive", "improvement", "pass")
+
+
+def _row_outcome(rec: TestRecord, part: str) -> str:
+    kinds = {v.verdict for v in rec.verdicts if v.part == part}
+    for kind in _SEVERITY:
+        if kind in kinds:
+            return kind
+    return rec.outcome
+
+
 def summary_rows(records: list[TestRecord]) -> list[list[str]]:
     """Header + one row per result: test, capacity, P99, users, errors, change, verdict."""
-    rows = [["test", "capacity req/s", "P99 ms", "users", "errors", "capacity change", "verdict"]]
+    rows = [
+        [
+            "test",
+            "capacity req/s",
+            "P99 ms",
+            "users",
+            "errors",
+            "capacity change",
+            "rate limit",
+            "verdict",
+        ]
+    ]
     for rec in records:
-        cap_v = next((v for v in rec.verdicts if v.metric == "capacity"), None)
-        change = "-"
-        if cap_v and cap_v.change is not None:
-            change = f"{cap_v.change * 100:+.1f} %"
-            if cap_v.low is not None and cap_v.high is not None:
-                change += f" [{cap_v.low * 100:+.1f}, {cap_v.high * 100:+.1f}]"
         if not rec.results:
-            rows.append([rec.key, "-", "-", "-", "-", change, rec.outcome])
+            rows.append([rec.key, "-", "-", "-", "-", "-", "-", rec.outcome])
         for r in rec.results:
+            part = "" if r.name in ("", rec.key) else r.name
+            cap_v = next(
+                (v for v in rec.verdicts if v.metric == "capacity" and v.part == part), None
+            )
+            change = "-"
+            if cap_v and cap_v.change is not None:
+                change = f"{cap_v.change * 100:+.1f} %"
+                if cap_v.low is not None and cap_v.high is not None:
+                    change += f" [{cap_v.low * 100:+.1f}, {cap_v.high * 100:+.1f}]"
             cap = _fmt(r.capacity_rps)
             if r.capacity_ci:
                 cap += f" ±{(r.capacity_ci[1] - r.capacity_ci[0]) / 2:.1f}"
+            limit = r.extra.get("rate_limit_rps")
             rows.append(
                 [
-                    rec.key if len(rec.results) == 1 else f"{rec.key} [{r.name}]",
+                    rec.key if not part else f"{rec.key} [{part}]",
                     cap,
                     f"{_fmt(r.p99_ms)}/{r.target_p99_ms:g}",
                     str(r.users),
                     f"{r.error_ratio:.2%}",
                     change,
-                    rec.outcome,
+                    "-" if limit is None else f"{limit:.1f}",
+                    _row_outcome(rec, part),
                 ]
             )
     return rows
