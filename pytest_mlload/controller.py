@@ -55,6 +55,11 @@ RAMP_MIN_SAMPLES = 100
 REFINE_MIN_SAMPLES = 200
 TICK_S = 0.05
 P99_CI_SAMPLES = min_samples_for_quantile(0.99)  # 299 for a 95 % interval
+PRECISION_CHECK_S = 0.5  # how often a measure window re-checks its interval
+PRECISION_BOOT = 400  # bootstrap resamples for that check (the report uses the full 2000)
+MIN_PRECISION = 0.01  # never ask for an interval tighter than +-1 %
+# Above this share of one core the load generator itself inflates latency: not a verdict.
+GENERATOR_CPU_CAP = 0.8
 RAMP_HEADROOM = 0.8  # aim the ramp at 80 % of the target, so the step rarely overshoots
 MAX_SETTLE_S = 2.0
 
@@ -228,6 +233,21 @@ class CapacitySearch:
             return Step("probe", self.users, settle, gated, s.probe_s, 3 * s.probe_s)
         raise AssertionError(f"unknown phase {self.phase}")
 
+    def precise_enough(self, w: Samples) -> bool:
+        """Whether a measure window's capacity interval is narrow enough to end it.
+
+        The window keeps growing (up to its ``max_s``, within the time cap) while the 95 %
+        interval's half-width exceeds a quarter of the threshold: a verdict with a wide
+        interval would come out inconclusive, so measuring longer is the cheaper fix.
+        """
+        ok = w.end_s[w.ok]
+        if ok.size == 0:
+            return True
+        rate, lo, hi = rate_ci(ok, w.start_s, w.stop_s, n_boot=PRECISION_BOOT)
+        if not (math.isfinite(lo) and math.isfinite(hi)) or rate <= 0:
+            return False
+        return (hi - lo) / 2 / rate <= max(self.settings.threshold / 4, MIN_PRECISION)
+
     def _too_many_errors(self, w: Samples) -> bool:
         # A short window holds few requests: allow binomial noise around the cap (3 sigma) so
         # an acceptable error rate does not read as overload. The measure window applies the
@@ -270,6 +290,7 @@ class CapacitySearch:
             decision = "no request completed: measure again"  # the time cap bounds this
         elif step.phase in ("ramp", "refine") and w.successes == 0:
             decision = "all requests failed"
+            self.measurement = w  # keep the failures: they must show in the result
             self._finish("inconclusive", self._error_reason(w, step.users))
         elif step.phase == "ramp":
             if good:
@@ -286,13 +307,16 @@ class CapacitySearch:
             else:
                 self.hi = level
                 if self.lo is None:
-                    decision = "over target at min_users"
-                    self._finish(
-                        "inconclusive",
-                        self._error_reason(w, step.users)
-                        if self._too_many_errors(w)
-                        else self._over_reason(w, step.users, "at min_users"),
-                    )
+                    too_many = self._too_many_errors(w)
+                    if too_many:
+                        decision = "too many errors at min_users"
+                        self.measurement = w  # keep the failures: they must show in the result
+                        self._finish("inconclusive", self._error_reason(w, step.users))
+                    else:
+                        decision = "over target at min_users"
+                        self._finish(
+                            "inconclusive", self._over_reason(w, step.users, "at min_users")
+                        )
                 else:
                     decision = "over target: refine"
                     self._refine_or_measure()
@@ -433,6 +457,7 @@ def run_search(
                 break
             clock.sleep(min(TICK_S, settle_end - clock.now()))
         mark = clock.now()
+        next_check = mark
         while True:
             now = clock.now()
             if now >= deadline:
@@ -448,8 +473,15 @@ def run_search(
                 return
             elapsed = now - mark
             n = load.count_since(mark)
-            if (n >= step.min_samples and elapsed >= step.min_s) or elapsed >= step.max_s:
+            if elapsed >= step.max_s:
                 break
+            if n >= step.min_samples and elapsed >= step.min_s:
+                if step.phase != "measure":
+                    break
+                if now >= next_check:  # a measure window also waits for a tight interval
+                    if search.precise_enough(load.window(mark, now)):
+                        break
+                    next_check = now + PRECISION_CHECK_S
             clock.sleep(TICK_S)
         w = load.window(mark, clock.now())
         search.observe(w, step)
@@ -492,6 +524,17 @@ def build_result(
     w = search.measurement
     status = search.status if search.status != "running" else "inconclusive"
     reason = search.reason
+    if (
+        status == "converged"
+        and generator_cpu_ratio is not None
+        and (generator_cpu_ratio > GENERATOR_CPU_CAP)
+    ):
+        status = "inconclusive"
+        reason = (
+            f"the load generator was saturated: {generator_cpu_ratio:.0%} of a core during the "
+            f"measurement (cap {GENERATOR_CPU_CAP:.0%}), which inflates latency; use the fast "
+            f"client, fewer users, or more load-generator CPU"
+        )
     if w is None:
         pct: dict[str, float | None] = {"p50_ms": None, "p95_ms": None, "p99_ms": None}
         users, cap, req, fail, err, dur = (search.lo.users if search.lo else 0), 0.0, 0, 0, 0.0, 0.0
@@ -564,4 +607,5 @@ def _measured_users(search: CapacitySearch) -> int:
     for rec in reversed(search.trajectory):
         if rec.phase == "measure":
             return rec.users
-    return search.lo.users if search.lo else 0
+    # no measure window: the window kept as measurement (e.g. all errors) was the last one
+    return search.trajectory[-1].users if search.trajectory else 0

@@ -9,6 +9,8 @@ on Ctrl-C, so no load outlives the call.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import selectors
@@ -19,7 +21,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -84,6 +87,19 @@ def check_host(host: str, *, timeout_s: float = 3.0) -> tuple[str, int]:
     return parts.hostname, port
 
 
+@contextlib.contextmanager
+def exclusive_load() -> Iterator[None]:
+    """One load run at a time per machine user: parallel load tests measure each other, so
+    pytest-xdist workers (and any other caller) queue here instead of sharing the CPU."""
+    path = Path(tempfile.gettempdir()) / f"pytest-mlload-{os.getuid()}.lock"
+    with open(path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def _stop(proc: subprocess.Popen[str]) -> None:
     """Stop the driver by PID: SIGTERM, then SIGKILL if it lingers."""
     if proc.poll() is not None:
@@ -142,7 +158,7 @@ def run_capacity(
     if kind == "spike":
         run_s = max(run_s, settings.spike_duration_s + 20.0)
     cap_s = run_s + STARTUP_GRACE_S
-    with tempfile.TemporaryFile("w+") as err:
+    with exclusive_load(), tempfile.TemporaryFile("w+") as err:
         proc = subprocess.Popen(
             [sys.executable, "-m", "pytest_mlload._driver"],
             stdin=subprocess.PIPE,

@@ -18,11 +18,7 @@ import os
 os.environ.setdefault("LOCUST_SKIP_MONKEY_PATCH", "1")
 os.environ.setdefault("LOCUST_SKIP_URLLIB3_PATCH", "1")
 
-import contextlib  # noqa: E402
-import fcntl  # noqa: E402
 import sys  # noqa: E402
-import tempfile  # noqa: E402
-from collections.abc import Iterator  # noqa: E402
 from dataclasses import replace  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import (
@@ -332,19 +328,6 @@ class MlloadState:
                 tr.write_line(f"{what}: {path}")
 
 
-@contextlib.contextmanager
-def _exclusive_load() -> Iterator[None]:
-    """One capacity run at a time per machine user: parallel load tests measure each other
-    (pytest-xdist workers queue here instead of competing for the CPU)."""
-    path = Path(tempfile.gettempdir()) / f"pytest-mlload-{os.getuid()}.lock"
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def _round_floats(value: Any) -> Any:
     """Round floats to 4 significant digits so baseline extras diff cleanly."""
     if isinstance(value, float):
@@ -439,20 +422,19 @@ class MlloadFixture:
             base_ol = open_loop_of(entry.latest.extra)
             ol = base_ol["rate_rps"] if base_ol else None
         progress = _Progress(self._request.config, part.name or self.key)
-        with _exclusive_load():
-            try:
-                result = run_capacity(
-                    part.target,
-                    host=self.host,
-                    settings=settings,
-                    name=part.name or self.key,
-                    probe_users=probe,
-                    open_loop_rps=ol,
-                    kind=part.kind,
-                    on_event=progress,
-                )
-            finally:
-                progress.close()
+        try:
+            result = run_capacity(
+                part.target,
+                host=self.host,
+                settings=settings,
+                name=part.name or self.key,
+                probe_users=probe,
+                open_loop_rps=ol,
+                kind=part.kind,
+                on_event=progress,
+            )
+        finally:
+            progress.close()
         extra = dict(result.extra)
         if result.converged and part.kind == "search":
             extra["rate_limit_rps"] = round(result.capacity_rps * settings.safety_factor, 2)
@@ -582,12 +564,7 @@ class MlloadFixture:
         fp = environment_fingerprint()
         for part, r in parts:
             key = self._part_key(part)
-            keep = {
-                k: r.extra[k]
-                for k in ("rate_limit_rps", "open_loop", "spike", "hpa")
-                if k in r.extra
-            }
-            extra = _round_floats(keep)
+            extra = _round_floats(_baseline_extra(r))
             old = self._state.store.get(key)
             run = BaselineRun.from_result(r, extra=extra)
             self._state.pending[key] = (
@@ -602,6 +579,8 @@ class MlloadFixture:
         from . import gates
 
         def check() -> None:
+            if self._state.update:
+                return  # recording: assert_no_regression stores the rate limits
             current = {
                 self._part_key(p): r.extra["rate_limit_rps"]
                 for p, r in self._parts(result)
@@ -616,7 +595,8 @@ class MlloadFixture:
 
     def assert_hpa_stable(self, result: Any) -> None:
         """Fail when a recommended HPA/KEDA threshold drifted from the baseline (see hpa.py)."""
-        self._judge(lambda: self._assert_hpa_stable(result))
+        if not self._state.update:  # recording: assert_no_regression stores the HPA report
+            self._judge(lambda: self._assert_hpa_stable(result))
 
     def _assert_hpa_stable(self, result: Any) -> None:
         from .hpa import HpaReport, assert_hpa_stable
@@ -636,6 +616,27 @@ class MlloadFixture:
             entry = self._state.store.get(key)
             base = entry.latest.extra.get("hpa") if entry else None
             assert_hpa_stable(base, HpaReport.from_dict(r.extra["hpa"]), hpa.drift_threshold)
+
+
+def _baseline_extra(r: CapacityResult) -> dict[str, Any]:
+    """The figures of a result worth keeping in its baseline run, beyond the core ones."""
+    keep: dict[str, Any] = {}
+    if "rate_limit_rps" in r.extra:
+        keep["rate_limit_rps"] = r.extra["rate_limit_rps"]
+    ol = r.extra.get("open_loop")
+    if ol:
+        keep["open_loop"] = {k: ol.get(k) for k in ("rate_rps", "p50_ms", "p99_ms")}
+    sp = r.extra.get("spike")
+    if sp:
+        keep["spike"] = {
+            "target_rps": sp["target_rps"],
+            "p99_ms": r.p99_ms,
+            "error_ratio": r.error_ratio,
+            "recovery_s": sp.get("recovery_s"),
+        }
+    if "hpa" in r.extra:
+        keep["hpa"] = r.extra["hpa"]
+    return keep
 
 
 def _combined(kinds: list[str], messages: list[str]) -> GateFailure:

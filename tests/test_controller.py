@@ -150,3 +150,22 @@ def test_result_round_trips_through_json():
     r, _ = search(SimulatedService(seed=1), probe_users=8, target_p99_ms=120.0)
     again = CapacityResult.from_dict(json.loads(json.dumps(r.to_dict())))
     assert again == r
+
+
+def test_noisy_measure_window_is_extended_until_the_interval_is_tight():
+    # heavy service-time jitter: a 4 s window is too noisy for a +-2.5 % capacity interval
+    quiet, _ = search(SimulatedService(jitter=0.05, seed=8), target_p99_ms=400.0)
+    noisy, _ = search(SimulatedService(jitter=1.2, seed=8), target_p99_ms=400.0)
+    assert quiet.measure_s == pytest.approx(4.0, abs=0.2)
+    assert noisy.measure_s > quiet.measure_s
+    assert noisy.measure_s <= 3 * 4.0 + 0.1  # bounded by the window's max_s
+
+
+def test_saturated_generator_is_inconclusive():
+    svc = SimulatedService(seed=1)
+    s = CapacitySearch(RunSettings(target_p99_ms=120.0))
+    run_search(s, svc, FakeClock(svc))
+    ok = build_result(s, name="x", host="h", elapsed_s=1.0, generator_cpu_ratio=0.5)
+    hot = build_result(s, name="x", host="h", elapsed_s=1.0, generator_cpu_ratio=0.93)
+    assert ok.status == "converged"
+    assert hot.status == "inconclusive" and "93%" in hot.reason and "saturated" in hot.reason
