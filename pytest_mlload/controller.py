@@ -58,6 +58,7 @@ P99_CI_SAMPLES = min_samples_for_quantile(0.99)  # 299 for a 95 % interval
 PRECISION_CHECK_S = 0.5  # how often a measure window re-checks its interval
 PRECISION_BOOT = 400  # bootstrap resamples for that check (the report uses the full 2000)
 MIN_PRECISION = 0.01  # never ask for an interval tighter than +-1 %
+RESERVE_RATIO = 0.25  # share of max_duration_s a measure window never extends into
 # Above this share of one core the load generator itself inflates latency: not a verdict.
 GENERATOR_CPU_CAP = 0.8
 RAMP_HEADROOM = 0.8  # aim the ramp at 80 % of the target, so the step rarely overshoots
@@ -479,6 +480,9 @@ def run_search(
                 if step.phase != "measure":
                     break
                 if now >= next_check:  # a measure window also waits for a tight interval
+                    # ...but keeps a quarter of the time cap for what follows (probe, verdict)
+                    if deadline - now < RESERVE_RATIO * search.settings.max_duration_s:
+                        break
                     if search.precise_enough(load.window(mark, now)):
                         break
                     next_check = now + PRECISION_CHECK_S

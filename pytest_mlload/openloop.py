@@ -36,7 +36,8 @@ def arrival_times(start_s: float, segments: Sequence[tuple[float, float]]) -> np
 
 @dataclass(frozen=True, slots=True)
 class OpenLoopSamples:
-    """Per-arrival records: intended send time, actual dispatch time, completion, success."""
+    """Per-arrival records: intended send time, actual send time (a worker started it),
+    completion time (``inf`` if it never finished), success."""
 
     intended_s: np.ndarray
     dispatched_s: np.ndarray
