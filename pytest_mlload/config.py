@@ -94,6 +94,11 @@ class RunSettings:
     safety_factor: float = _opt(0.7, "recommended rate limit = capacity x safety_factor")
 
     def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):  # 120 and 120.0 must store and print alike
+            v = getattr(self, f.name)
+            if isinstance(f.default, float) and isinstance(v, int) and not isinstance(v, bool):
+                object.__setattr__(self, f.name, float(v))
+
         def bad(name: str, value: Any, want: str) -> ConfigError:
             return ConfigError(
                 f"capacity setting {name}={value!r} is invalid: {want} "

@@ -441,21 +441,23 @@ class MlloadFixture:
         if hpa.prometheus_url and part.kind == "search":
             extra["hpa"] = self._hpa_report(result, hpa, key)
         result = replace(result, extra=extra)
+        self._remember(result, part.name)
+        return result
+
+    def _remember(self, result: CapacityResult, part: str) -> None:
+        """Keep a result for the reports and put its figures in the JUnit XML properties."""
         self.record.results.append(result)
-        suffix = f"[{part.name}]" if part.name else ""
+        suffix = f"[{part}]" if part else ""
+        p99 = None if result.p99_ms is None else round(result.p99_ms, 3)
         self._item.user_properties.extend(
             [
                 (f"mlload_capacity_rps{suffix}", round(result.capacity_rps, 3)),
-                (
-                    f"mlload_p99_ms{suffix}",
-                    None if result.p99_ms is None else round(result.p99_ms, 3),
-                ),
+                (f"mlload_p99_ms{suffix}", p99),
                 (f"mlload_users{suffix}", result.users),
                 (f"mlload_error_ratio{suffix}", result.error_ratio),
                 (f"mlload_status{suffix}", result.status),
             ]
         )
-        return result
 
     def _hpa_report(self, result: CapacityResult, hpa: Any, key: str) -> dict[str, Any]:
         from .hpa import recommend
@@ -503,7 +505,10 @@ class MlloadFixture:
         With ``--mlload-update-baseline`` each conclusive part is recorded instead; an
         inconclusive part fails and nothing of this test is recorded.
         """
-        self._judge(lambda: self._assert_no_regression(result))
+        try:
+            self._judge(lambda: self._assert_no_regression(result))
+        finally:
+            self._item.user_properties.append(("mlload_verdict", self.record.outcome))
 
     def _assert_no_regression(self, result: Any) -> None:
         from . import gates
@@ -511,6 +516,9 @@ class MlloadFixture:
 
         settings = self.settings
         parts = self._parts(result)
+        for part, r in parts:  # a result made outside run() (e.g. run_capacity) counts too
+            if not any(r is known for known in self.record.results):
+                self._remember(r, part)
         if self._state.update:
             self._record(parts, settings)
             return
