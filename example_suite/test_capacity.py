@@ -27,3 +27,29 @@ def test_embed_capacity(mlload):
 def test_infer_capacity(mlload):
     result = mlload.run(Infer)
     mlload.assert_no_regression(result)
+
+
+@pytest.mark.capacity(target_p99_ms=200, mode="production", weights_module="production_weights")
+def test_production_mix_capacity(mlload):
+    """The production mix (50/30/20): capacity about 4 / 27 ms = 148 req/s."""
+    result = mlload.run()
+    mlload.assert_no_regression(result)
+    mlload.assert_rate_limits_stable(result)
+
+
+@pytest.mark.capacity(target_p99_ms=200, mode="exploration", weights_module="production_weights")
+def test_mix_exploration(mlload):
+    """Each endpoint's weight doubled in turn: which mix carries the most traffic?"""
+    result = mlload.run()
+    print(result.exploration)
+    assert result.exploration["best_mix"] == "exploration 2x /v1/classify"
+    mlload.assert_no_regression(result)
+
+
+@pytest.mark.capacity(
+    target_p99_ms=120, mode="individual spike", spike_target_rps=300, spike_duration_s=4
+)
+def test_classify_spike(mlload):
+    """300 req/s for 4 s against a 200 req/s endpoint, then back: P99, errors, recovery."""
+    result = mlload.run(Classify)
+    mlload.assert_no_regression(result)
