@@ -268,3 +268,27 @@ def test_h(mlload):
     monkeypatch.setenv("CAP", "200")
     r = pytester.runpytest_subprocess("-p", "no:cacheprovider", "test_history.py")
     r.assert_outcomes(passed=1)  # 200 vs median 200 (the 260 outlier does not fail it)
+
+
+def test_locust_conf_layer_and_its_warning(pytester: pytest.Pytester, suite: Path) -> None:
+    """An ml-loadtest locust.conf supplies settings (below the command line) and names the
+    keys it ignores in one warning."""
+    (suite / "locust.conf").write_text(
+        "; ml-loadtest settings\nheadless\nrun-time = 2h\nmax-users = 32\n"
+        "increase-step = 1\nhost = http://127.0.0.1:9\n"
+    )
+    r = pytester.runpytest_subprocess("-p", "no:cacheprovider", "test_gates.py::test_pass",
+                                      "--mlload-config", "locust.conf")
+    out = "\n".join(r.outlines)
+    r.assert_outcomes(failed=1)
+    assert "(max_users: baseline 64, now 32)" in out  # the file's setting applied
+    assert "MlloadWarning" in out and "increase-step" in out and "run-time" in out
+    # the command line beats the file
+    r = pytester.runpytest_subprocess("-p", "no:cacheprovider", "test_gates.py::test_pass",
+                                      "--mlload-config", "locust.conf",
+                                      "--mlload-max-users", "64")
+    r.assert_outcomes(passed=1)
+    (suite / "bad.conf").write_text("target-p99-ms = fast\n")
+    r = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--mlload-config", "bad.conf")
+    assert r.ret == pytest.ExitCode.USAGE_ERROR
+    assert "bad.conf:1" in "\n".join(r.errlines) and "target-p99-ms" in "\n".join(r.errlines)
