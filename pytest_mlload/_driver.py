@@ -47,8 +47,10 @@ MARK = "@@mlload@@ "
 
 def emit(event: str, **data: Any) -> None:
     """Write one event line for the parent."""
-    sys.__stdout__.write(MARK + json.dumps({"event": event, **data}) + "\n")
-    sys.__stdout__.flush()
+    out = sys.__stdout__
+    assert out is not None
+    out.write(MARK + json.dumps({"event": event, **data}) + "\n")
+    out.flush()
 
 
 class RealClock:

@@ -58,7 +58,7 @@ class ModeResults:
         }
 
 
-def _mix_label(pairs: tuple[tuple[type, float], ...]) -> dict[str, float]:
+def _mix_label(pairs: tuple[tuple[Any, float], ...]) -> dict[str, float]:
     return {c.endpoint: w for c, w in pairs}
 
 
@@ -87,10 +87,10 @@ def plan_parts(
                 f"production_weights or weights_module); a single "
                 f"{'User' if is_locust_user(target) else 'TaskSet'} only runs individual or spike"
             )
-        parts = [Part("individual", "individual", target)] if "individual" in modes else []
+        solo = [Part("individual", "individual", target)] if "individual" in modes else []
         if "spike" in modes:
-            parts.append(Part("spike", "spike", target, kind="spike"))
-        return parts
+            solo.append(Part("spike", "spike", target, kind="spike"))
+        return solo
     pairs = taskset_weights(target)
     weights = dict(pairs)
     parts: list[Part] = []
@@ -166,7 +166,7 @@ def exploration_summary(
             share_change = (share1 - share0) / share0 if share0 > 0 else math.nan
             value = cap_change / share_change if share_change else math.nan
             sensitivity[ep] = None if math.isnan(value) else round(value, 4)
-    best = max(table, key=lambda row: row["capacity_rps"])
+    best = max(table, key=lambda row: float(row["capacity_rps"]))  # type: ignore[arg-type]
     return {"mixes": table, "best_mix": best["mix"], "sensitivity": sensitivity}
 
 

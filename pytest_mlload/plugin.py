@@ -285,6 +285,7 @@ class MlloadState:
     def _plot(self) -> None:
         from .plots import plot_path_for, plot_result
 
+        assert self.plots_dir is not None
         for rec in self.records:
             for r in rec.results:
                 key = rec.key if r.name in ("", rec.key) else f"{rec.key}[{r.name}]"
@@ -411,10 +412,11 @@ class MlloadFixture:
     def _run_part(self, part: Any, settings: RunSettings, hpa: Any) -> CapacityResult:
         from .engine import run_capacity
 
+        assert self.host is not None  # run() skipped the test otherwise
         key = self._part_key(part.name)
         entry = None if self._state.update else self._state.store.get(key)
         comparable = entry is not None and entry.settings == settings.comparable()
-        probe = entry.users if comparable and part.kind == "search" else None
+        probe = entry.users if entry is not None and comparable and part.kind == "search" else None
         ol = None
         if comparable and entry is not None:
             from .gates import open_loop_of
@@ -679,11 +681,12 @@ class _Progress:
             f"{event['rps']:8.1f} req/s  P99 {'-' if p99 is None else f'{p99:.1f}'}"
             f"/{event['target_p99_ms']:g} ms  t={event['elapsed_s']:.0f}s"
         )
+        assert self.tr is not None
         self.tr.write("\r" + text.ljust(self.width))
         self.width = len(text)
 
     def close(self) -> None:
-        if self.on and self.width:
+        if self.on and self.width and self.tr is not None:
             self.tr.write("\r" + " " * self.width + "\r")
 
 

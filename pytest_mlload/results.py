@@ -136,7 +136,7 @@ class CapacityResult:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> CapacityResult:
         """Rebuild from :meth:`to_dict` output (e.g. the driver's JSON)."""
-        kw = {k: d.get(k) for k in cls.__dataclass_fields__ if k in d}
+        kw: dict[str, Any] = {k: d.get(k) for k in cls.__dataclass_fields__ if k in d}
         kw["endpoints"] = {
             k: EndpointResult.from_dict(v) for k, v in (d.get("endpoints") or {}).items()
         }

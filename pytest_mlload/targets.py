@@ -143,12 +143,12 @@ def weights_from(obj: Any) -> Mapping[Any, Any]:
     return obj
 
 
-def taskset_weights(obj: Any, where: str = "weights") -> tuple[tuple[type, float], ...]:
+def taskset_weights(obj: Any, where: str = "weights") -> tuple[tuple[Any, float], ...]:
     """Validate a weights mapping: TaskSet classes, finite weights >= 0, not all zero."""
     weights = weights_from(obj)
     if not weights:
         raise ConfigError(f"{where}: the weights mapping is empty; give at least one TaskSet")
-    out: list[tuple[type, float]] = []
+    out: list[tuple[Any, float]] = []
     seen: dict[str, str] = {}
     for cls, w in weights.items():
         _check_taskset(cls, where)
