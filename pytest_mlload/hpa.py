@@ -611,7 +611,11 @@ def recommend(
                 )
         else:
             other = "triton" if q.component == "api" else "api"
-            why = f"{_LABEL[other]} saturated" if saturated else "no tier saturated"
+            why = (
+                f"{_LABEL[other]} {'declared the bottleneck' if declared == other else 'saturated'}"
+                if saturated
+                else "no tier saturated"
+            )
             note = (
                 f"{_LABEL[q.component]} not the bottleneck this run ({_pct(ratio)} of threshold; "
                 f"{why}): measure it in {_RUN_FOR[q.component]}"

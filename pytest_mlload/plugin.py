@@ -591,13 +591,12 @@ class MlloadFixture:
         def check() -> None:
             if self._state.update:
                 return  # recording: assert_no_regression stores the rate limits
-            current = {
-                self._part_key(p): r.extra["rate_limit_rps"]
-                for p, r in self._parts(result)
-                if "rate_limit_rps" in r.extra
-            }
+            parts = {p: r for p, r in self._parts(result) if "rate_limit_rps" in r.extra}
+            current = {self._part_key(p): r.extra["rate_limit_rps"] for p, r in parts.items()}
             entries = {k: self._state.store.get(k) for k in current}
             vs = gates.rate_limit_verdicts(current, entries, self.settings.threshold)
+            part_of = {self._part_key(p): p for p in parts}
+            vs = [replace(v, part=part_of[v.part]) for v in vs]  # report rows are by part
             self.record.verdicts += vs
             gates.check_no_regression(vs)
 
@@ -609,6 +608,7 @@ class MlloadFixture:
             self._judge(lambda: self._assert_hpa_stable(result))
 
     def _assert_hpa_stable(self, result: Any) -> None:
+        from .gates import Verdict
         from .hpa import HpaReport, assert_hpa_stable
 
         hpa = self._state.hpa(
@@ -618,14 +618,64 @@ class MlloadFixture:
             if part == "spike":
                 continue
             key = self._part_key(part)
-            if "hpa" not in r.extra:
-                raise Inconclusive(
-                    f"{key}: HPA gate skipped: no HPA report (give --mlload-prometheus-url)",
-                    reason="no prometheus",
+            try:
+                if "hpa" not in r.extra:
+                    raise Inconclusive(
+                        f"{key}: HPA gate skipped: no HPA report (give --mlload-prometheus-url)",
+                        reason="no prometheus",
+                    )
+                current = HpaReport.from_dict(r.extra["hpa"])
+                if not current.recommended:
+                    raise Inconclusive(
+                        f"{key}: HPA gate skipped: this run has no recommendation ("
+                        + ("; ".join(current.warnings) or "no saturated tier")
+                        + ")",
+                        reason="no hpa data",
+                    )
+                entry = self._state.store.get(key)
+                # the newest recorded run that has recommendations (a run recorded while
+                # Prometheus was away keeps none, and must not erase the reference)
+                base = (
+                    next(
+                        (run.extra["hpa"] for run in reversed(entry.runs) if run.extra.get("hpa")),
+                        None,
+                    )
+                    if entry
+                    else None
                 )
-            entry = self._state.store.get(key)
-            base = entry.latest.extra.get("hpa") if entry else None
-            assert_hpa_stable(base, HpaReport.from_dict(r.extra["hpa"]), hpa.drift_threshold)
+                assert_hpa_stable(base, current, hpa.drift_threshold)
+            except GateFailure as exc:
+                self.record.verdicts.append(
+                    Verdict(
+                        "hpa",
+                        exc.verdict,
+                        getattr(exc, "baseline", None),
+                        getattr(exc, "observed", None),
+                        getattr(exc, "change_ratio", None),
+                        None,
+                        None,
+                        hpa.drift_threshold,
+                        "",
+                        str(exc),
+                        part,
+                    )
+                )
+                raise
+            self.record.verdicts.append(
+                Verdict(
+                    "hpa",
+                    "pass",
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    hpa.drift_threshold,
+                    "",
+                    f"{key}: HPA thresholds within {hpa.drift_threshold:.0%}",
+                    part,
+                )
+            )
 
 
 def _baseline_extra(r: CapacityResult) -> dict[str, Any]:
@@ -644,8 +694,9 @@ def _baseline_extra(r: CapacityResult) -> dict[str, Any]:
             "error_ratio": r.error_ratio,
             "recovery_s": sp.get("recovery_s"),
         }
-    if "hpa" in r.extra:
-        keep["hpa"] = r.extra["hpa"]
+    hpa = r.extra.get("hpa")
+    if hpa and any(t.get("recommended") is not None for t in hpa.get("triggers", [])):
+        keep["hpa"] = hpa  # an empty report (Prometheus away) would only hide the reference
     return keep
 
 

@@ -55,7 +55,14 @@ def _fmt(x: float | None, spec: str = ".1f") -> str:
     return "-" if x is None else format(x, spec)
 
 
-_SEVERITY = ("regression", "inconclusive", "improvement", "pass")
+_SEVERITY = (
+    "regression",
+    "inconclusive",
+    "settings-mismatch",
+    "no-baseline",
+    "improvement",
+    "pass",
+)
 
 
 def _row_outcome(rec: TestRecord, part: str) -> str:

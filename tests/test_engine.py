@@ -55,9 +55,7 @@ def wrk_rps(url: str, path: str, connections: int, seconds: int = 3) -> float:
 
 def test_capacity_within_10_percent_of_wrk_truth(demo):
     truth = wrk_rps(demo.url, "/v1/classify", connections=16)
-    t0 = time.monotonic()
     result = run_capacity(Classify, host=demo.url, settings=RunSettings(**FAST))
-    wall = time.monotonic() - t0
     assert result.status == "converged", result.reason
     assert abs(result.capacity_rps / truth - 1) <= 0.10, (result.capacity_rps, truth)
     assert result.p99_ms is not None and result.p99_ms <= 120 * 1.1
@@ -69,7 +67,7 @@ def test_capacity_within_10_percent_of_wrk_truth(demo):
         result.window_start_epoch is not None
         and result.window_end_epoch > result.window_start_epoch
     )
-    assert wall <= FAST["max_duration_s"] + 10
+    assert result.elapsed_s <= 30  # the time-to-verdict budget (driver clock, no lock wait)
     # the P99 comes from raw latencies, not Locust's 2-digit buckets: not a round number
     assert result.p99_ms != round(result.p99_ms)
 
@@ -105,22 +103,23 @@ def test_plain_locust_user_class_runs(demo):
 def test_all_errors_is_inconclusive_with_error_sample(demo):
     demo.set_config(error_ratio=1.0)
     try:
-        t0 = time.monotonic()
         result = run_capacity(Classify, host=demo.url, settings=RunSettings(**FAST))
     finally:
         demo.set_config(error_ratio=0.0)
     assert result.status == "inconclusive"
     assert "100.0%" in result.reason and "500" in result.reason
-    assert time.monotonic() - t0 < 10
+    assert result.failures > 0 and result.error_ratio == 1.0  # the failures stay in the result
+    assert result.elapsed_s < 5  # decided on the first window, not after the time cap
 
 
 def test_time_cap_bounds_the_run(demo):
-    t0 = time.monotonic()
     result = run_capacity(
         Classify, host=demo.url, settings=RunSettings(**{**FAST, "max_duration_s": 3.0})
     )
     assert result.status == "inconclusive" and "time cap" in result.reason
-    assert time.monotonic() - t0 < 3.0 + 5.0  # the cap plus interpreter start and import
+    # the driver's own clock (the engine's wall time would include the machine-wide load
+    # lock): the search stops itself at the cap, within one tick and the final window build
+    assert result.elapsed_s < 3.0 + 0.5
 
 
 def test_unreachable_and_unresolvable_hosts_fail_fast():
