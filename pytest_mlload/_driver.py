@@ -363,7 +363,8 @@ def main() -> int:
         if search.status == "converged" and search.measurement is not None:
             load.runner.stop()
             rate = job.get("open_loop_rps") or search.measurement.rps * settings.open_loop_ratio
-            duration = max(settings.measure_s, 300.0 / max(rate, 1e-9))
+            # as long as the probe window, or as long as 300 arrivals take (a P99 interval)
+            duration = max(settings.probe_s, 300.0 / max(rate, 1e-9))
             cap = time.monotonic() + duration + OPEN_LOOP_DRAIN_S
             extra["open_loop"] = run_open_loop_confirm(env, user_cls, rate, duration, cap)
             emit(

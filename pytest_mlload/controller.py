@@ -61,6 +61,8 @@ MIN_PRECISION = 0.01  # never ask for an interval tighter than +-1 %
 RESERVE_RATIO = 0.25  # share of max_duration_s a measure window never extends into
 # Above this share of one core the load generator itself inflates latency: not a verdict.
 GENERATOR_CPU_CAP = 0.8
+SATURATION_GAIN = 0.10  # less than +10 % throughput from a larger ramp step: saturated
+WARMUP_S = 1.0  # the first window waits this long: connections, caches, lazy model loads
 RAMP_HEADROOM = 0.8  # aim the ramp at 80 % of the target, so the step rarely overshoots
 MAX_SETTLE_S = 2.0
 
@@ -175,6 +177,7 @@ class _Level:
     p99_ms: float | None
     error_ratio: float
     requests: int
+    rps: float = 0.0
 
 
 @dataclass(slots=True)
@@ -212,7 +215,8 @@ class CapacitySearch:
 
     def _settle(self) -> float:
         last = (self.last_p99_ms or 0.0) / 1000.0
-        return min(max(self.settings.settle_s, 2.0 * last), MAX_SETTLE_S)
+        first = WARMUP_S if not self.trajectory else 0.0
+        return min(max(self.settings.settle_s, 2.0 * last, first), MAX_SETTLE_S)
 
     def next_step(self) -> Step | None:
         """The next window to run, or ``None`` when the search is finished."""
@@ -284,7 +288,7 @@ class CapacitySearch:
         p99 = w.p99_ms()
         if p99 is not None:
             self.last_p99_ms = p99
-        level = _Level(step.users, p99, w.error_ratio, w.requests)
+        level = _Level(step.users, p99, w.error_ratio, w.requests, w.rps)
         good = self._is_good(w)
         decision = ""
         if w.requests == 0:
@@ -294,13 +298,14 @@ class CapacitySearch:
             self.measurement = w  # keep the failures: they must show in the result
             self._finish("inconclusive", self._error_reason(w, step.users))
         elif step.phase == "ramp":
+            previous = self.lo
             if good:
                 self.lo = level
                 if step.users >= s.max_users:
                     decision = "at max_users"
                     self._start_measure()
-                elif self._in_band(level):
-                    decision = "P99 in band"
+                elif self._in_band(level) and self._saturated(level, previous):
+                    decision = "P99 in band, throughput saturated"
                     self._start_measure()
                 else:
                     self.users = min(s.max_users, self._ramp_next(step.users, p99))
@@ -347,6 +352,14 @@ class CapacitySearch:
                 decision=decision,
             )
         )
+
+    @staticmethod
+    def _saturated(level: _Level, previous: _Level | None) -> bool:
+        # Below the knee P99 is flat in users (about the service time): a P99 in the band
+        # says nothing there. Stop early only once more users no longer bring throughput.
+        if previous is None or previous.rps <= 0:
+            return False
+        return level.rps < previous.rps * (1.0 + SATURATION_GAIN)
 
     def _ramp_next(self, users: int, p99_ms: float | None) -> int:
         # Closed loop: latency grows about linearly with users once saturated, so

@@ -37,6 +37,8 @@ MARK = "@@mlload@@ "
 # Time the child may take beyond max_duration_s: interpreter start, `import locust`, the
 # final measurement window finishing, and shutdown.
 STARTUP_GRACE_S = 30.0
+# How long a run queues behind other load runs on this machine before giving up.
+LOCK_TIMEOUT_S = 900.0
 
 
 def check_host(host: str, *, timeout_s: float = 3.0) -> tuple[str, int]:
@@ -93,7 +95,18 @@ def exclusive_load() -> Iterator[None]:
     pytest-xdist workers (and any other caller) queue here instead of sharing the CPU."""
     path = Path(tempfile.gettempdir()) / f"pytest-mlload-{os.getuid()}.lock"
     with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
+        deadline = time.monotonic() + LOCK_TIMEOUT_S
+        while True:  # flock has no timeout of its own: poll, bounded
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise LoadError(
+                        f"another load run held {path} for over {LOCK_TIMEOUT_S:g} s; is a "
+                        f"stuck pytest-mlload process still running?"
+                    ) from None
+                time.sleep(0.05)
         try:
             yield
         finally:

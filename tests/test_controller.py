@@ -169,3 +169,13 @@ def test_saturated_generator_is_inconclusive():
     hot = build_result(s, name="x", host="h", elapsed_s=1.0, generator_cpu_ratio=0.93)
     assert ok.status == "converged"
     assert hot.status == "inconclusive" and "93%" in hot.reason and "saturated" in hot.reason
+
+
+def test_p99_in_band_below_the_knee_does_not_stop_the_ramp():
+    # P99 is ~21 ms at 1..4 users (no queueing), in the band under a 23.5 ms target from the
+    # first window: the operating point is still 4 users (the knee), not 1.
+    svc = SimulatedService(slots=4, service_ms=20.0, jitter=0.02, seed=2)
+    r, _ = search(svc, target_p99_ms=23.5)
+    assert r.status == "converged", r.reason
+    assert r.users == 4
+    assert r.capacity_rps >= 0.9 * svc.capacity_rps
