@@ -1,0 +1,616 @@
+"""How often the gate's verdicts are right: A/A false failures and detection of regressions.
+
+    python bench/bench_verdicts.py [--sim] [--sim-runs 200]          # fast, simulated (default)
+    python bench/bench_verdicts.py --real [--runs 50] [--config 8x10]  # slow, real demo server
+    python bench/bench_verdicts.py --real --runs 10 --quick            # smoke run
+
+Targets (issue 4): A/A runs (no change) fail at most 1 in 50 (<= 2 %); a 20 % capacity drop
+or a 25 % P99 rise is caught in at least 49 of 50 runs (>= 98 %); each run within the core
+gate's 30 s budget.
+
+Method, both parts. A baseline history of ``HISTORY`` runs is recorded the way
+``--mlload-update-baseline`` records it (no probe; :meth:`BaselineEntry.with_run`). Every later
+run probes P99 at the baseline's user count (``probe_users = entry.users``, as the plugin does)
+and is judged by :func:`pytest_mlload.gates.evaluate` with the default 10 % threshold.
+
+* An A/A run *fails* when any verdict is ``regression`` or ``inconclusive``, or when evaluate
+  raises (e.g. :class:`~pytest_mlload.errors.Inconclusive` for a run that did not converge).
+* A changed run is *caught* when any verdict is ``regression``.
+
+``--sim``: :class:`~pytest_mlload.simulate.SimulatedService` with a fake clock, so hundreds of
+runs take seconds and the truth is exact. Cases per service configuration: A/A; service time
+x 1.25 (capacity -20 %, P99 at the baseline load +25 %); slots x 0.8 at the same service time
+(capacity -20 %; in a saturated closed loop the P99 at a fixed user count rises by the same
+1.25, so a pure "capacity only" change does not exist there). Each case runs twice: against
+one fixed baseline (seeds 0..4, as a CI job would see it) and against a fresh baseline per run
+(the rate over baselines, which a single fixed baseline cannot show). Sim seconds per run are
+the fake clock's, i.e. what the run would take for real.
+
+``--real``: a demo server on 127.0.0.1 (own process, stopped by PID); ``run_capacity`` with a
+seed-style TaskSet (bench/verdict_tasks.py). After the baseline, A/A runs (slowdown 1.0) and
+slowed runs (slowdown 1.25) alternate, so drift of the machine hits both alike. Wall seconds
+per run are the load driver's (search, probe, open-loop confirmation); the time queued for the
+machine-wide load lock behind other load runs, plus child start-up, is printed separately.
+Every run is bounded by ``run_capacity``'s time cap. The default server is 8 slots x 10 ms
+(800 req/s, target P99 60 ms): measured on a 2-core machine, its runs take 14-17 s in the driver
+against 18-20 s (one slowed run 41 s) for 4 x 20 ms, its windows hold four times the samples,
+and Locust's CPU stays at 12-18 % of a core (well under the 80 % where the generator itself
+inflates latency).
+
+A missed target is printed, not an exit status; the exit status is non-zero only when
+something broke.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from _common import BenchError, demo_server, header, say, skip_locust_patch, table
+
+skip_locust_patch()
+
+from pytest_mlload.baseline import BaselineEntry, BaselineRun  # noqa: E402
+from pytest_mlload.config import RunSettings  # noqa: E402
+from pytest_mlload.controller import CapacitySearch, build_result, run_search  # noqa: E402
+from pytest_mlload.errors import GateFailure, LoadError  # noqa: E402
+from pytest_mlload.gates import evaluate  # noqa: E402
+from pytest_mlload.results import CapacityResult  # noqa: E402
+from pytest_mlload.simulate import FakeClock, SimulatedService  # noqa: E402
+
+HISTORY = 5
+KEY = "bench_verdicts::work"
+FINGERPRINT = {"bench": "bench_verdicts"}  # one fixed fingerprint: no "other machine" note
+AA_TARGET = 1 / 50
+DETECT_TARGET = 49 / 50
+BUDGET_S = 30.0
+SLOWDOWN = 1.25
+
+
+# --------------------------------------------------------------------------- judging
+
+
+@dataclass
+class Outcome:
+    """One judged run."""
+
+    verdicts: dict[str, str]  # metric -> verdict; {"run": kind} when evaluate raised
+    result: CapacityResult | None
+    changes: dict[str, float | None] = field(default_factory=dict)
+    bounds: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
+    reason: str = ""
+    seconds: float = 0.0  # sim seconds, or the load driver's wall seconds
+    lock_wait_s: float = 0.0  # wall seconds before the driver started (lock queue + start-up)
+    same_load: int = 0  # baseline runs whose P99 was measured at the probe's user count
+
+    @property
+    def failed(self) -> bool:
+        """Any regression or inconclusive verdict, or no verdict at all."""
+        return any(v != "pass" and v != "improvement" for v in self.verdicts.values())
+
+    @property
+    def caught(self) -> bool:
+        """Any regression verdict."""
+        return any(v == "regression" for v in self.verdicts.values())
+
+    @property
+    def inconclusive(self) -> bool:
+        """An inconclusive verdict or run (and no regression)."""
+        return not self.caught and any(
+            v not in ("pass", "improvement", "regression") for v in self.verdicts.values()
+        )
+
+
+def judge(result: CapacityResult, entry: BaselineEntry, settings: RunSettings) -> Outcome:
+    """Verdicts of ``result`` against ``entry`` exactly as the gate computes them."""
+    try:
+        vs = evaluate(result, entry, settings, key=KEY, baseline_path="(bench)")
+    except GateFailure as exc:
+        return Outcome({"run": exc.verdict}, result, reason=str(exc).splitlines()[0])
+    return Outcome(
+        {v.metric: v.verdict for v in vs},
+        result,
+        {v.metric: v.change for v in vs},
+        {v.metric: (v.low, v.high) for v in vs},
+        "; ".join(v.message for v in vs if v.verdict not in ("pass", "improvement")),
+    )
+
+
+def record(
+    entry: BaselineEntry | None, result: CapacityResult, settings: RunSettings
+) -> BaselineEntry:
+    """Append ``result`` to the history as ``--mlload-update-baseline`` does."""
+    if not result.converged:
+        raise BenchError(f"baseline run did not converge: {result.reason}")
+    if entry is None:
+        return BaselineEntry.from_result(KEY, result, settings, FINGERPRINT)
+    return entry.with_run(BaselineRun.from_result(result), settings, FINGERPRINT, HISTORY)
+
+
+# --------------------------------------------------------------------------- summaries
+
+
+def cv(values: Sequence[float]) -> float | None:
+    """Coefficient of variation in % (sample standard deviation / mean)."""
+    vals = [v for v in values if v is not None and math.isfinite(v)]
+    if len(vals) < 2 or statistics.mean(vals) == 0:
+        return None
+    return 100.0 * statistics.stdev(vals) / statistics.mean(vals)
+
+
+def pct(x: float | None) -> str:
+    return "-" if x is None else f"{x:.1f} %"
+
+
+def count_of(outs: Sequence[Outcome], metric: str, verdict: str) -> int:
+    return sum(1 for o in outs if o.verdicts.get(metric) == verdict)
+
+
+def median_change(outs: Sequence[Outcome], metric: str) -> str:
+    vals = [c for o in outs if (c := o.changes.get(metric)) is not None]
+    return f"{statistics.median(vals) * 100:+.1f} %" if vals else "-"
+
+
+def _finite(x: float | None) -> bool:
+    return x is not None and math.isfinite(x)
+
+
+def worst_bounds(outs: Sequence[Outcome], *, changed: bool) -> str:
+    """The interval bound closest to the wrong verdict, over all runs, per metric.
+
+    A/A: the lowest capacity bound and the highest P99 bound (a pass needs them inside
+    -threshold / +threshold). Changed: the highest capacity bound and the lowest P99 bound (a
+    regression needs them past the threshold). Shows the margin the verdicts had.
+    """
+    out = []
+    for metric, side_aa, side_ch in (("capacity", 0, 1), ("p99", 1, 0)):
+        side = side_ch if changed else side_aa  # 0: low bound (take the min), 1: high (max)
+        vals = [v for o in outs if (bd := o.bounds.get(metric)) and _finite(v := bd[side])]
+        pick = min if side == 0 else max
+        out.append(f"{pick(vals) * 100:+.1f} %" if vals else "-")  # type: ignore[type-var]
+    return " / ".join(out)
+
+
+def covers_zero(outs: Sequence[Outcome]) -> str:
+    """A/A: how many change intervals contain 0 (a sound 95 % interval: at least 95 %)."""
+    parts = []
+    for metric in ("capacity", "p99"):
+        bs = [b for o in outs if (b := o.bounds.get(metric)) and _finite(b[0]) and _finite(b[1])]
+        hit = sum(1 for lo, hi in bs if lo <= 0 <= hi)  # type: ignore[operator]
+        parts.append(f"{metric} {hit}/{len(bs)}")
+    return "change intervals containing 0: " + ", ".join(parts)
+
+
+def row(name: str, kind: str, outs: Sequence[Outcome], seconds: str) -> list[Any]:
+    """One table row: the headline count against its target, then the breakdown."""
+    n = len(outs)
+    if kind == "A/A":
+        bad = sum(o.failed for o in outs)
+        headline = f"{bad}/{n} fail ({bad / n:.1%})" + ("" if bad / n <= AA_TARGET else " (!)")
+    else:
+        hit = sum(o.caught for o in outs)
+        headline = f"{hit}/{n} caught ({hit / n:.1%})" + (
+            "" if hit / n >= DETECT_TARGET else " (!)"
+        )
+    return [
+        name,
+        headline,
+        f"{count_of(outs, 'capacity', 'regression')}/{count_of(outs, 'p99', 'regression')}",
+        f"{count_of(outs, 'capacity', 'inconclusive')}/{count_of(outs, 'p99', 'inconclusive')}",
+        sum(1 for o in outs if "run" in o.verdicts),
+        f"{median_change(outs, 'capacity')} / {median_change(outs, 'p99')}",
+        worst_bounds(outs, changed=kind != "A/A"),
+        seconds,
+    ]
+
+
+HEADERS = [
+    "case",
+    "verdict count (target)",
+    "regr cap/p99",
+    "inconcl cap/p99",
+    "no verdict",
+    "median change cap / p99",
+    "worst bound cap / p99",
+]
+
+
+def spread_line(label: str, outs: Sequence[Outcome]) -> str:
+    caps = [o.result.capacity_rps for o in outs if o.result and o.result.converged]
+    p99s = [
+        o.result.probe.p99_ms
+        for o in outs
+        if o.result and o.result.probe and o.result.probe.p99_ms is not None
+    ]
+    users = sorted({o.result.users for o in outs if o.result and o.result.converged})
+    return (
+        f"{label}: run-to-run CV capacity {pct(cv(caps))}, probe P99 {pct(cv(p99s))}; "
+        f"operating users seen {users}"
+    )
+
+
+def same_load_line(outs: Sequence[Outcome]) -> str:
+    """How many baseline P99s the P99 gate had: fewer than 3 means no baseline spread."""
+    k = [o.same_load for o in outs]
+    few = sum(1 for x in k if x < 3)
+    return (
+        f"baseline P99s at the probe's load: median {statistics.median(k):g} of {HISTORY}, "
+        f"< 3 (baseline spread taken as 0) in {few}/{len(k)} runs"
+    )
+
+
+def reasons(outs: Sequence[Outcome], limit: int = 3) -> list[str]:
+    """The first few messages of failing runs, for the diagnosis."""
+    return [o.reason for o in outs if o.failed and o.reason][:limit]
+
+
+# --------------------------------------------------------------------------- part 1: simulated
+
+
+@dataclass(frozen=True)
+class SimCase:
+    """A baseline service, a changed service (None: A/A) and the P99 target."""
+
+    name: str
+    base: dict[str, Any]
+    change: dict[str, Any] | None
+    target_p99_ms: float
+
+
+SIM_COMMON = {"jitter": 0.1, "overhead_ms": 1.0}
+SIM_CASES = (
+    # heavy-tailed service times (lognormal sigma 0.5): a noisier P99 than the rest
+    SimCase("4x20ms jitter .5 A/A", {"slots": 4, "service_ms": 20.0, "jitter": 0.5}, None, 120.0),
+    SimCase(
+        "4x20ms jitter .5 x1.25",
+        {"slots": 4, "service_ms": 20.0, "jitter": 0.5},
+        {"service_ms": 25.0},
+        120.0,
+    ),
+    SimCase("4x20ms A/A", {"slots": 4, "service_ms": 20.0}, None, 120.0),
+    SimCase("4x20ms service x1.25", {"slots": 4, "service_ms": 20.0}, {"service_ms": 25.0}, 120.0),
+    SimCase("5x20ms A/A", {"slots": 5, "service_ms": 20.0}, None, 120.0),
+    SimCase("5->4 slots x20ms", {"slots": 5, "service_ms": 20.0}, {"slots": 4}, 120.0),
+    SimCase("8x10ms A/A", {"slots": 8, "service_ms": 10.0}, None, 60.0),
+    SimCase("8x10ms service x1.25", {"slots": 8, "service_ms": 10.0}, {"service_ms": 12.5}, 60.0),
+    SimCase("10x10ms A/A", {"slots": 10, "service_ms": 10.0}, None, 60.0),
+    SimCase("10->8 slots x10ms", {"slots": 10, "service_ms": 10.0}, {"slots": 8}, 60.0),
+)
+
+
+def sim_settings(case: SimCase) -> RunSettings:
+    # max_users above every operating point here (10 slots x 60 ms / 10 ms = 60 users)
+    return RunSettings(target_p99_ms=case.target_p99_ms, max_users=128)
+
+
+def sim_run(
+    knobs: dict[str, Any], seed: int, settings: RunSettings, probe_users: int | None
+) -> CapacityResult:
+    svc = SimulatedService(**{**SIM_COMMON, **knobs, "seed": seed})
+    search = CapacitySearch(settings, probe_users=probe_users)
+    clock = FakeClock(svc)
+    run_search(search, svc, clock)
+    return build_result(search, name=KEY, host="sim://", elapsed_s=clock.now())
+
+
+def sim_baseline(case: SimCase, first_seed: int, settings: RunSettings) -> BaselineEntry:
+    """HISTORY converged runs from seeds ``first_seed, first_seed + 1, ...``.
+
+    An inconclusive run is not recorded (``--mlload-update-baseline`` refuses it too; a user
+    would rerun), so the next seed is tried, at most 10 seeds in all.
+    """
+    entry = None
+    kept = 0
+    for seed in range(first_seed, first_seed + 10):
+        r = sim_run(case.base, seed, settings, None)
+        if r.converged:
+            entry = record(entry, r, settings)
+            kept += 1
+            if kept == HISTORY:
+                return entry
+    raise BenchError(f"{case.name}: fewer than {HISTORY} of 10 baseline runs converged")
+
+
+def sim_case(case: SimCase, n: int, *, fresh: bool) -> tuple[list[Outcome], BaselineEntry]:
+    settings = sim_settings(case)
+    knobs = {**case.base, **(case.change or {})}
+    fixed = sim_baseline(case, 0, settings)
+    outs = []
+    for i in range(n):
+        entry = sim_baseline(case, 10_000 + 10 * i, settings) if fresh else fixed
+        r = sim_run(knobs, 1_000 + i, settings, entry.users)
+        o = judge(r, entry, settings)
+        o.seconds = r.elapsed_s
+        o.same_load = sum(1 for b in entry.runs if b.users == entry.users)
+        outs.append(o)
+    return outs, fixed
+
+
+def part_sim(n: int, *, fresh_too: bool) -> None:
+    """The simulated part, holding the machine-wide load lock.
+
+    The simulation keeps a core busy for minutes: on a small machine that would skew any real
+    load run measured meanwhile, so it queues behind them like a load run does.
+    """
+    from pytest_mlload.engine import exclusive_load
+
+    t0 = time.monotonic()
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(exclusive_load())
+            note = f"waited {time.monotonic() - t0:.0f} s for the machine-wide load lock"
+        except LoadError as exc:  # the lock's own bounded wait ran out: simulate anyway
+            note = f"ran without the machine-wide load lock ({exc})"
+        _part_sim(n, fresh_too=fresh_too)
+    say(f"({note})")
+
+
+def _part_sim(n: int, *, fresh_too: bool) -> None:
+    header(
+        f"bench_verdicts --sim: {n} runs per case, baseline history {HISTORY}, threshold "
+        f"{RunSettings().threshold:.0%}"
+    )
+    say(
+        "Simulated closed-loop service (jitter 0.1 unless named, overhead 1 ms), fake clock; "
+        "defaults of RunSettings except target_p99_ms and max_users=128."
+    )
+    modes = [("fixed baseline (seeds 0..)", False)] + (
+        [("fresh baseline per run", True)] if fresh_too else []
+    )
+    for label, fresh in modes:
+        say()
+        say(f"## {label}")
+        rows, notes = [], []
+        t0 = time.perf_counter()
+        for case in SIM_CASES:
+            outs, entry = sim_case(case, n, fresh=fresh)
+            secs = [o.seconds for o in outs]
+            worst = max(secs)
+            rows.append(
+                row(
+                    case.name,
+                    "A/A" if case.change is None else "change",
+                    outs,
+                    f"{statistics.median(secs):.1f} / {worst:.1f}"
+                    + ("" if worst <= BUDGET_S else " (!)"),
+                )
+            )
+            if case.change is None:
+                notes.append(
+                    f"{spread_line(case.name, outs)}; {same_load_line(outs)}; {covers_zero(outs)}"
+                )
+            if case.change is None:
+                notes += [f"{case.name} failed: {m}" for m in reasons(outs, 2)]
+            else:
+                notes += [
+                    f"{case.name} missed: {o.reason or o.verdicts}" for o in outs if not o.caught
+                ][:2]
+        say(table(HEADERS + ["sim s median / max"], rows))
+        for line in notes:
+            say(f"- {line}")
+        say(f"({time.perf_counter() - t0:.1f} s of CPU time for this table)")
+
+
+# --------------------------------------------------------------------------- part 2: real server
+
+
+@dataclass(frozen=True)
+class RealConfig:
+    """A demo server configuration and the P99 target that puts its knee in the search."""
+
+    slots: int
+    service_ms: float
+    target_p99_ms: float
+    max_users: int
+
+    @property
+    def nominal_rps(self) -> float:
+        return self.slots / (self.service_ms / 1000.0)
+
+
+REAL_CONFIGS = {
+    "4x20": RealConfig(4, 20.0, 120.0, 64),
+    "8x10": RealConfig(8, 10.0, 60.0, 128),
+}
+
+
+def real_run(
+    task: type, url: str, settings: RunSettings, probe_users: int | None
+) -> tuple[CapacityResult | None, float, float, str]:
+    """One run_capacity call: (result or None, driver seconds, seconds before the driver, error).
+
+    Driver seconds run from the load driver's own start (after its imports) to the result
+    reaching this process: the search, the probe and the open-loop confirmation. The rest of
+    the call is queueing for the machine-wide load lock (other load runs) plus the child's
+    start-up (interpreter and ``import locust``, about 1-2 s).
+    """
+    from pytest_mlload.engine import run_capacity
+
+    t_call = time.monotonic()
+    driver_t0: list[float] = []
+
+    def on_event(event: dict[str, Any]) -> None:
+        if not driver_t0 and isinstance(event.get("elapsed_s"), int | float):
+            driver_t0.append(time.monotonic() - float(event["elapsed_s"]))
+
+    try:
+        result = run_capacity(
+            task, host=url, settings=settings, probe_users=probe_users, on_event=on_event
+        )
+    except LoadError as exc:  # an overrun or a crashed driver: a failed run, keep going
+        result, err = None, f"{type(exc).__name__}: {exc}"[:300]
+    else:
+        err = ""
+    t_end = time.monotonic()
+    start = driver_t0[0] if driver_t0 else t_call
+    return result, t_end - start, start - t_call, err
+
+
+def real_outcome(
+    result: CapacityResult | None, err: str, entry: BaselineEntry, settings: RunSettings
+) -> Outcome:
+    if result is None:
+        return Outcome({"run": "error"}, None, reason=err)
+    return judge(result, entry, settings)
+
+
+def describe(o: Outcome, *, changed: bool = False) -> str:
+    r = o.result
+    if r is None:
+        return f"ERROR {o.reason}"
+    probe = r.probe.p99_ms if r.probe and r.probe.p99_ms is not None else float("nan")
+    cpu = f"{r.generator_cpu_ratio:.0%}" if r.generator_cpu_ratio is not None else "-"
+    v = " ".join(f"{k}={x}" for k, x in o.verdicts.items())
+    line = (
+        f"{r.capacity_rps:6.1f} req/s at {r.users:3d} users, probe P99 {probe:6.1f} ms, "
+        f"gen CPU {cpu}, {o.seconds:4.1f} s (+{o.lock_wait_s:.0f} s queued/start) -> {v}"
+    )
+    wrong = (not o.caught) if changed else (o.failed and "baseline" not in o.verdicts)
+    if o.seconds > BUDGET_S or wrong:
+        line += "\n      " + trajectory(r)
+    return line
+
+
+def trajectory(r: CapacityResult) -> str:
+    """The windows of a run (phase, users, seconds, requests, P99), to see where time went."""
+    parts = [
+        f"{w.phase} {w.users}u {w.end_s - w.start_s:.1f}s/{w.requests}req/"
+        f"{w.p99_ms if w.p99_ms is not None else float('nan'):.0f}ms"
+        for w in r.trajectory
+    ]
+    first = r.trajectory[0].start_s if r.trajectory else 0.0
+    last = r.trajectory[-1].end_s if r.trajectory else 0.0
+    return (
+        f"windows: {', '.join(parts)}; search {last - first:.1f} s of {r.elapsed_s:.1f} s "
+        f"in the driver"
+    )
+
+
+def part_real(cfg_name: str, runs: int) -> None:
+    skip_locust_patch()
+    import verdict_tasks  # noqa: PLC0415  (imports Locust, unpatched)
+
+    cfg = REAL_CONFIGS[cfg_name]
+    settings = RunSettings(target_p99_ms=cfg.target_p99_ms, max_users=cfg.max_users)
+    header(
+        f"bench_verdicts --real: demo {cfg_name} ms ({cfg.nominal_rps:.0f} req/s nominal), "
+        f"target P99 {cfg.target_p99_ms:g} ms, {runs} A/A + {runs} x slowdown {SLOWDOWN}"
+    )
+    t_all = time.monotonic()
+    with demo_server(slots=cfg.slots, service_ms=cfg.service_ms) as server:
+        say(f"demo server pid {server.pid} at {server.url}")
+        entry: BaselineEntry | None = None
+        base: list[Outcome] = []
+        for i in range(HISTORY):
+            r, wall, waited, err = real_run(verdict_tasks.Work, server.url, settings, None)
+            if r is None:
+                raise BenchError(f"baseline run {i + 1} failed: {err}")
+            entry = record(entry, r, settings)
+            o = Outcome({"baseline": "recorded"}, r, seconds=wall, lock_wait_s=waited)
+            base.append(o)
+            say(f"  baseline {i + 1}/{HISTORY}: {describe(o)}")
+        assert entry is not None
+        say(
+            f"  baseline: capacity {[x.capacity_rps for x in entry.runs]} req/s, users "
+            f"{[x.users for x in entry.runs]}, P99 {[x.p99_ms for x in entry.runs]} ms "
+            f"-> probe at {entry.users} users"
+        )
+        aa: list[Outcome] = []
+        slow: list[Outcome] = []
+        for i in range(runs):
+            for kind, outs in (("A/A ", aa), ("slow", slow)):
+                if kind == "slow":
+                    server.set_config(slowdown=SLOWDOWN)
+                try:
+                    r, wall, waited, err = real_run(
+                        verdict_tasks.Work, server.url, settings, entry.users
+                    )
+                finally:
+                    if kind == "slow":
+                        server.set_config(slowdown=1.0)
+                o = real_outcome(r, err, entry, settings)
+                o.seconds, o.lock_wait_s = wall, waited
+                outs.append(o)
+                say(f"  {kind} {i + 1}/{runs}: {describe(o, changed=kind == 'slow')}")
+    total = time.monotonic() - t_all
+    say()
+
+    def secs(outs: list[Outcome]) -> str:
+        s = [o.seconds for o in outs]
+        return f"{statistics.median(s):.1f} / {max(s):.1f}" + ("" if max(s) <= BUDGET_S else " (!)")
+
+    def cpu(outs: list[Outcome]) -> str:
+        c = [
+            o.result.generator_cpu_ratio
+            for o in outs
+            if o.result and o.result.generator_cpu_ratio is not None
+        ]
+        return f"{statistics.median(c):.0%} / {max(c):.0%}" if c else "-"
+
+    rows = [
+        row("A/A (slowdown 1.0)", "A/A", aa, secs(aa)) + [cpu(aa)],
+        row(f"slowdown {SLOWDOWN}", "change", slow, secs(slow)) + [cpu(slow)],
+    ]
+    say(table(HEADERS + ["driver s median / max", "gen CPU median / max"], rows))
+    say(f"- {spread_line('A/A', aa)}; {covers_zero(aa)}")
+    say(
+        f"- baseline runs: wall s {[round(o.seconds, 1) for o in base]}, "
+        f"CV capacity {pct(cv([o.result.capacity_rps for o in base if o.result]))}"
+    )
+    waits = [o.lock_wait_s for o in base + aa + slow]
+    say(
+        f"- total {total / 60:.1f} min, of which {sum(waits) / 60:.1f} min before the driver "
+        f"started (queued for the machine-wide load lock behind other load runs, plus ~1-2 s "
+        f"child start-up per run)"
+    )
+    for m in reasons(aa, 3):
+        say(f"- A/A failure: {m}")
+    for o in [o for o in slow if not o.caught][:3]:
+        say(f"- slowed run not caught: {o.reason or o.verdicts}")
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sim", action="store_true", help="simulated part (default if no part given)")
+    p.add_argument("--real", action="store_true", help="real demo-server part (slow)")
+    p.add_argument("--sim-runs", type=int, default=200, help="runs per simulated case")
+    p.add_argument("--runs", type=int, default=50, help="A/A runs and slowed runs, each (--real)")
+    p.add_argument(
+        "--config", choices=sorted(REAL_CONFIGS), default="8x10", help="demo server for --real"
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke: 50 simulated runs per case, fixed baseline only",
+    )
+    args = p.parse_args(argv)
+    if not (args.sim or args.real):
+        args.sim = True
+    parts: list[Callable[[], None]] = []
+    if args.sim:
+        n = min(args.sim_runs, 50) if args.quick else args.sim_runs
+        parts.append(lambda: part_sim(n, fresh_too=not args.quick))
+    if args.real:
+        parts.append(lambda: part_real(args.config, args.runs))
+    try:
+        for part in parts:
+            part()
+            say()
+    except BenchError as exc:
+        say(f"BENCH ERROR: {exc}")
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
