@@ -110,7 +110,7 @@ def main() -> int:
             )
         )
     with DemoServerProcess(slots=4, classify_ms=20.0, stall_every_s=10.0, stall_s=1.0) as demo:
-        s = RunSettings(target_p99_ms=60, measure_s=10.5, max_duration_s=60)
+        s = RunSettings(target_p99_ms=60, measure_s=10.5, probe_s=10.5, max_duration_s=60)
         r = timed(
             "open-loop check, 1 s stall every 10 s",
             lambda: run_capacity(Classify, host=demo.url, settings=s),
