@@ -31,14 +31,11 @@ from .errors import (
     SettingsMismatch,
 )
 from .results import CapacityResult
-from .stats import change_interval, decide, ratio_change
+from .stats import change_interval, decide, ratio_change, robust_center_and_spread
 
 __all__ = ["Verdict", "check_no_regression", "evaluate"]
 
 UPDATE_HINT = "rerun with --mlload-update-baseline if this change is intended"
-# Below this many kept runs the baseline's own spread is unknown, not zero: the observed
-# interval is then all the gate uses (two runs give a Student factor of 12.7, i.e. no gate).
-MIN_RUNS_FOR_SPREAD = 3
 RECOVERY_STEP_S = 0.25  # the recovery scan's resolution (openloop.recovery_time_s)
 
 
@@ -71,21 +68,6 @@ def _pct(x: float) -> str:
     return f"{x * 100:+.1f} %"
 
 
-def _spread(values: list[float]) -> tuple[float, float]:
-    """Centre (median) of the kept runs and the relative half-width of its 95 % interval.
-
-    ``1.96 * 1.4826 * MAD / sqrt(n) / median``: the MAD ignores one lucky or unlucky run, so
-    an outlier neither moves the reference nor blows the interval open (a Student factor on
-    2-4 runs would make every verdict inconclusive). Below :data:`MIN_RUNS_FOR_SPREAD` runs
-    the spread is unknown and the observed interval is all the gate uses.
-    """
-    center = float(statistics.median(values))
-    if len(values) < MIN_RUNS_FOR_SPREAD or center <= 0:
-        return center, 0.0
-    mad = float(statistics.median(abs(v - center) for v in values))
-    return center, 1.96 * 1.4826 * mad / math.sqrt(len(values)) / center
-
-
 def _compare(
     metric: str,
     label: str,
@@ -98,7 +80,7 @@ def _compare(
     higher_is_better: bool,
     extra: str = "",
 ) -> Verdict:
-    base, spread = _spread(base_values)
+    base, spread = robust_center_and_spread(base_values)
     if base <= 0:
         return Verdict(
             metric,
