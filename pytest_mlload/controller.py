@@ -20,6 +20,11 @@ The search, for a P99 target ``T``:
    so a P99 regression is judged at the same load as the baseline, not at the controlled
    P99 (which would only measure controller noise).
 
+The gated windows (measure, probe) grow, up to three times their length and never into the
+last quarter of the time cap, while the 95 % interval of a figure they are judged on is wider
+than +-threshold/4: capacity for the measure window; P99 for the probe, and for a measure
+window that is recorded as the baseline's P99 or doubles as the probe.
+
 Every level change is followed by a settle period (``settle_s`` or twice the last P99,
 whichever is longer) whose samples are discarded, so the transient is never measured.
 Windows are sized by sample count, bounded in time.
@@ -238,20 +243,30 @@ class CapacitySearch:
             return Step("probe", self.users, settle, gated, s.probe_s, 3 * s.probe_s)
         raise AssertionError(f"unknown phase {self.phase}")
 
-    def precise_enough(self, w: Samples) -> bool:
-        """Whether a measure window's capacity interval is narrow enough to end it.
+    def precise_enough(self, w: Samples, phase: str = "measure") -> bool:
+        """Whether a gated window's intervals are narrow enough to end it.
 
-        The window keeps growing (up to its ``max_s``, within the time cap) while the 95 %
-        interval's half-width exceeds a quarter of the threshold: a verdict with a wide
-        interval would come out inconclusive, so measuring longer is the cheaper fix.
+        A window keeps growing (up to its ``max_s``, within the time cap) while a 95 % interval
+        it is judged on has a half-width above a quarter of the threshold: a verdict with a
+        wide interval would come out inconclusive, so measuring longer is the cheaper fix.
+        The measure window is judged on its capacity (block bootstrap of the throughput); the
+        probe, and a measure window that doubles as the probe, on its P99 (order statistics).
         """
         ok = w.end_s[w.ok]
         if ok.size == 0:
             return True
+        want = max(self.settings.threshold / 4, MIN_PRECISION)
+        if phase == "probe" or self.probe_users in (None, self.users):
+            p99 = w.p99_ms()
+            ci = quantile_ci(w.ok_latencies(), 0.99)
+            if p99 is None or ci is None or p99 <= 0 or (ci[1] - ci[0]) / 2 / p99 > want:
+                return False
+            if phase == "probe":
+                return True
         rate, lo, hi = rate_ci(ok, w.start_s, w.stop_s, n_boot=PRECISION_BOOT)
         if not (math.isfinite(lo) and math.isfinite(hi)) or rate <= 0:
             return False
-        return (hi - lo) / 2 / rate <= max(self.settings.threshold / 4, MIN_PRECISION)
+        return (hi - lo) / 2 / rate <= want
 
     def _too_many_errors(self, w: Samples) -> bool:
         # A short window holds few requests: allow binomial noise around the cap (3 sigma) so
@@ -490,13 +505,13 @@ def run_search(
             if elapsed >= step.max_s:
                 break
             if n >= step.min_samples and elapsed >= step.min_s:
-                if step.phase != "measure":
+                if step.phase not in ("measure", "probe"):
                     break
-                if now >= next_check:  # a measure window also waits for a tight interval
+                if now >= next_check:  # a gated window also waits for a tight interval
                     # ...but keeps a quarter of the time cap for what follows (probe, verdict)
                     if deadline - now < RESERVE_RATIO * search.settings.max_duration_s:
                         break
-                    if search.precise_enough(load.window(mark, now)):
+                    if search.precise_enough(load.window(mark, now), step.phase):
                         break
                     next_check = now + PRECISION_CHECK_S
             clock.sleep(TICK_S)
