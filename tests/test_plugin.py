@@ -294,6 +294,12 @@ def test_b(mlload):
 # --------------------------------------------------------------------------- Ctrl-C
 
 
+def _default_sigint() -> None:
+    # A shell starts background jobs (CI runners, `cmd &`) with SIGINT ignored, and children
+    # inherit that: Python then installs no KeyboardInterrupt handler and Ctrl-C is a no-op.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_stops_load_leaves_no_process_and_no_baseline_change(
     pytester: pytest.Pytester, demo: DemoServerProcess
 ) -> None:
@@ -341,6 +347,7 @@ def test_b_load(mlload):
             stdout=sink,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=_default_sigint,
         )
     try:
         deadline = time.monotonic() + 60.0  # the machine-wide load lock may be held a while
