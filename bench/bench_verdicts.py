@@ -242,7 +242,7 @@ def same_load_line(outs: Sequence[Outcome]) -> str:
     few = sum(1 for x in k if x < 3)
     return (
         f"baseline P99s at the probe's load: median {statistics.median(k):g} of {HISTORY}, "
-        f"< 3 (baseline spread taken as 0) in {few}/{len(k)} runs"
+        f"< 3 (spread from their own windows only) in {few}/{len(k)} runs"
     )
 
 

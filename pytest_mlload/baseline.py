@@ -81,9 +81,11 @@ _DECIMALS = {"_rps": 2, "_ms": 2, "_ratio": 4}
 _RUN_FIELDS = (
     "recorded_at",
     "capacity_rps",
+    "capacity_ci_rps",
     "p50_ms",
     "p95_ms",
     "p99_ms",
+    "p99_ci_ms",
     "users",
     "error_ratio",
     "requests",
@@ -200,6 +202,31 @@ def _rounded(name: str, value: Any) -> Any:
     return value
 
 
+def _rounded_pair(name: str, pair: Any) -> tuple[float, float] | None:
+    """An interval rounded like its figure, or None when there is no finite one."""
+    if pair is None or not all(isinstance(v, float | int) and math.isfinite(v) for v in pair):
+        return None
+    lo, hi = (_rounded(name, float(v)) for v in pair)
+    return (lo, hi)
+
+
+def _interval(d: Mapping[str, Any], name: str, where: str) -> tuple[float, float] | None:
+    """An optional ``[low, high]`` pair of numbers >= 0 with low <= high at ``d[name]``."""
+    v = d.get(name)
+    if v is None:
+        return None
+    if (
+        not isinstance(v, list | tuple)
+        or len(v) != 2
+        or not all(_is_number(x) and math.isfinite(x) and x >= 0 for x in v)
+        or v[0] > v[1]
+    ):
+        raise _Invalid(
+            _join(where, name), f"expected [low, high] with 0 <= low <= high, got {_describe(v)}"
+        )
+    return (float(v[0]) + 0.0, float(v[1]) + 0.0)
+
+
 def _check_keys(d: Mapping[str, Any], allowed: tuple[str, ...], where: str) -> None:
     unknown = sorted(str(k) for k in d if k not in allowed)
     if unknown:
@@ -247,6 +274,8 @@ class BaselineRun:
     requests: int
     endpoints: dict[str, dict[str, float | int | None]] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    capacity_ci_rps: tuple[float, float] | None = None  # the run's own 95 % intervals
+    p99_ci_ms: tuple[float, float] | None = None
 
     @classmethod
     def from_result(
@@ -295,6 +324,8 @@ class BaselineRun:
             requests=result.requests,
             endpoints=endpoints,
             extra=extra_plain,
+            capacity_ci_rps=_rounded_pair("capacity_ci_rps", result.capacity_ci),
+            p99_ci_ms=_rounded_pair("p99_ci_ms", result.p99_ci),
         )
 
     @classmethod
@@ -324,6 +355,10 @@ class BaselineRun:
                 for name, fields in self.endpoints.items()
             },
         }
+        for name in ("capacity_ci_rps", "p99_ci_ms"):
+            pair = _rounded_pair(name, getattr(self, name))
+            if pair is not None:
+                d[name] = list(pair)
         if self.extra:
             d["extra"] = self.extra
         # Validate with the loader's own rules: whatever we write, we can read back.
@@ -378,6 +413,8 @@ def _run_from_dict(d: Any, where: str) -> BaselineRun:
         requests=_integer(d, "requests", where, minimum=0),
         endpoints=endpoints,
         extra=extra,
+        capacity_ci_rps=_interval(d, "capacity_ci_rps", where),
+        p99_ci_ms=_interval(d, "p99_ci_ms", where),
     )
 
 

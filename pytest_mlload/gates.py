@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -68,6 +69,14 @@ def _pct(x: float) -> str:
     return f"{x * 100:+.1f} %"
 
 
+def _half_width(value: float, ci: Any) -> float | None:
+    """Relative half-width of a stored ``[low, high]`` interval around ``value``, or None."""
+    if not ci or len(ci) != 2 or value <= 0:
+        return None
+    lo, hi = (float(x) for x in ci)
+    return (hi - lo) / 2.0 / value if math.isfinite(lo) and math.isfinite(hi) else None
+
+
 def _compare(
     metric: str,
     label: str,
@@ -79,8 +88,11 @@ def _compare(
     *,
     higher_is_better: bool,
     extra: str = "",
+    base_cis: Sequence[Any] = (),
 ) -> Verdict:
-    base, spread = robust_center_and_spread(base_values)
+    """One gated comparison; ``base_cis`` are the baseline runs' own intervals (or None)."""
+    half_widths = [_half_width(v, ci) for v, ci in zip(base_values, base_cis, strict=False)]
+    base, spread = robust_center_and_spread(base_values, half_widths=half_widths)
     if base <= 0:
         return Verdict(
             metric,
@@ -212,6 +224,7 @@ def evaluate(
             t,
             higher_is_better=True,
             extra=f" at {result.users} users",
+            base_cis=[r.capacity_ci_rps for r in entry.runs],
         )
     ]
     verdicts.append(
@@ -223,7 +236,8 @@ def evaluate(
 
 
 def _probe_verdict(result: CapacityResult, entry: BaselineEntry, key: str, t: float) -> Verdict:
-    same_load = [r.p99_ms for r in entry.runs if r.users == entry.users and r.p99_ms is not None]
+    same = [r for r in entry.runs if r.users == entry.users and r.p99_ms is not None]
+    same_load = [r.p99_ms for r in same if r.p99_ms is not None]
     probe = result.probe
     if not same_load:
         return Verdict(
@@ -261,6 +275,7 @@ def _probe_verdict(result: CapacityResult, entry: BaselineEntry, key: str, t: fl
         same_load,
         t,
         higher_is_better=False,
+        base_cis=[r.p99_ci_ms for r in same],
     )
 
 
@@ -288,7 +303,7 @@ def _open_loop_verdict(result: CapacityResult, entry: BaselineEntry, key: str, t
             f"open-loop P99 of {key}: {why}; record one with --mlload-update-baseline",
         )
     rate = base[-1]["rate_rps"]
-    same_rate = [b["p99_ms"] for b in base if abs(b["rate_rps"] / rate - 1) < 0.01]
+    same = [b for b in base if abs(b["rate_rps"] / rate - 1) < 0.01]
     ci = tuple(now["p99_ci"]) if now.get("p99_ci") else None
     return _compare(
         "p99_open_loop",
@@ -296,9 +311,10 @@ def _open_loop_verdict(result: CapacityResult, entry: BaselineEntry, key: str, t
         "ms",
         now["p99_ms"],
         ci,
-        same_rate,
+        [b["p99_ms"] for b in same],
         t,
         higher_is_better=False,
+        base_cis=[b.get("p99_ci") for b in same],
     )  # type: ignore[arg-type]
 
 
@@ -357,6 +373,7 @@ def evaluate_spike(
             [b["p99_ms"] for b in base_runs],
             t,
             higher_is_better=False,
+            base_cis=[b.get("p99_ci") for b in base_runs],
         )
     ]
     base_err = statistics.median(b["error_ratio"] for b in base_runs)

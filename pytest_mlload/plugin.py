@@ -678,6 +678,11 @@ class MlloadFixture:
             )
 
 
+def _ms_pair(ci: Any) -> list[float] | None:
+    """A latency interval as stored in a baseline: two numbers at 0.01 ms, or None."""
+    return [round(float(x), 2) for x in ci] if ci else None
+
+
 def _baseline_extra(r: CapacityResult) -> dict[str, Any]:
     """The figures of a result worth keeping in its baseline run, beyond the core ones."""
     keep: dict[str, Any] = {}
@@ -686,11 +691,13 @@ def _baseline_extra(r: CapacityResult) -> dict[str, Any]:
     ol = r.extra.get("open_loop")
     if ol:
         keep["open_loop"] = {k: ol.get(k) for k in ("rate_rps", "p50_ms", "p99_ms")}
+        keep["open_loop"]["p99_ci"] = _ms_pair(ol.get("p99_ci"))
     sp = r.extra.get("spike")
     if sp:
         keep["spike"] = {
             "target_rps": sp["target_rps"],
             "p99_ms": r.p99_ms,
+            "p99_ci": _ms_pair(r.p99_ci),
             "error_ratio": r.error_ratio,
             "recovery_s": sp.get("recovery_s"),
         }

@@ -89,6 +89,28 @@ def store_at(tmp_path: Path, **kw: Any) -> BaselineStore:
 # ---------------------------------------------------------------- round trip and format
 
 
+def test_runs_keep_their_own_intervals_rounded_and_older_files_without_them_load(
+    tmp_path: Path,
+) -> None:
+    result = replace(
+        make_result(), capacity_ci=(180.123456, 186.987654), p99_ci=(95.00001, 99.456789)
+    )
+    store = store_at(tmp_path)
+    entry = store.record(KEY, result, SETTINGS, fingerprint=FP, now=NOW)
+    assert entry.latest.capacity_ci_rps == (180.12, 186.99)
+    assert entry.latest.p99_ci_ms == (95.0, 99.46)
+    assert store.get(KEY) == entry
+    assert "p99_ci_ms:\n      - 95.0\n      - 99.46" in store.path.read_text()
+    # a file written before runs kept intervals: none, and nothing else changes
+    doc = yaml.safe_load(store.path.read_text())
+    for run in doc["tests"][KEY]["runs"]:
+        del run["capacity_ci_rps"], run["p99_ci_ms"]
+    store.path.write_text(yaml.safe_dump(doc))
+    old = store.get(KEY)
+    assert old is not None and old.latest.p99_ci_ms is None and old.latest.capacity_ci_rps is None
+    assert old.latest.p99_ms == entry.latest.p99_ms
+
+
 def test_round_trip_keeps_every_field(tmp_path: Path) -> None:
     store = store_at(tmp_path)
     extra = {"rate_limit": {"limit_rps": 50, "observed_429_ratio": 0.01}, "modes": ["individual"]}
@@ -440,6 +462,14 @@ MALFORMED: dict[str, tuple[str | bytes, list[str]]] = {
         [KEY, "runs[0].recorded_at", "quoted ISO-8601"],
     ),
     "typo field": (_with((*RUN0, "p99ms"), 3.0), [KEY, "runs[0].p99ms", "unknown field"]),
+    "reversed interval": (
+        _with((*RUN0, "p99_ci_ms"), [99.0, 95.0]),
+        [KEY, "runs[0].p99_ci_ms", "0 <= low <= high"],
+    ),
+    "interval of one": (
+        _with((*RUN0, "capacity_ci_rps"), [180.0]),
+        [KEY, "runs[0].capacity_ci_rps", "[low, high]"],
+    ),
     "endpoint figure": (
         _with((*RUN0, "endpoints", "/predict", "p99_ms"), "slow"),
         [KEY, "runs[0].endpoints./predict.p99_ms"],
