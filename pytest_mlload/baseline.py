@@ -62,6 +62,7 @@ __all__ = [
     "baseline_key",
     "environment_fingerprint",
     "fingerprint_differences",
+    "rounded_interval",
 ]
 
 SCHEMA_VERSION = 1
@@ -202,7 +203,7 @@ def _rounded(name: str, value: Any) -> Any:
     return value
 
 
-def _rounded_pair(name: str, pair: Any) -> tuple[float, float] | None:
+def rounded_interval(name: str, pair: Any) -> tuple[float, float] | None:
     """An interval rounded like its figure, or None when there is no finite one."""
     if pair is None or not all(isinstance(v, float | int) and math.isfinite(v) for v in pair):
         return None
@@ -324,8 +325,8 @@ class BaselineRun:
             requests=result.requests,
             endpoints=endpoints,
             extra=extra_plain,
-            capacity_ci_rps=_rounded_pair("capacity_ci_rps", result.capacity_ci),
-            p99_ci_ms=_rounded_pair("p99_ci_ms", result.p99_ci),
+            capacity_ci_rps=rounded_interval("capacity_ci_rps", result.capacity_ci),
+            p99_ci_ms=rounded_interval("p99_ci_ms", result.p99_ci),
         )
 
     @classmethod
@@ -356,7 +357,7 @@ class BaselineRun:
             },
         }
         for name in ("capacity_ci_rps", "p99_ci_ms"):
-            pair = _rounded_pair(name, getattr(self, name))
+            pair = rounded_interval(name, getattr(self, name))
             if pair is not None:
                 d[name] = list(pair)
         if self.extra:

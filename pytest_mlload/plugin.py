@@ -34,6 +34,7 @@ from .results import CapacityResult  # noqa: E402
 
 if TYPE_CHECKING:
     from .baseline import BaselineEntry, BaselineStore
+    from .hpa import HpaReport
     from .report import TestRecord
 
 # numpy, scipy and yaml load only once a capacity test runs (imports inside functions), so
@@ -609,7 +610,7 @@ class MlloadFixture:
 
     def _assert_hpa_stable(self, result: Any) -> None:
         from .gates import Verdict
-        from .hpa import HpaReport, assert_hpa_stable
+        from .hpa import assert_hpa_stable
 
         hpa = self._state.hpa(
             self._state.marker_kwargs(self._item, self._overrides), where=self._item.nodeid
@@ -618,69 +619,66 @@ class MlloadFixture:
             if part == "spike":
                 continue
             key = self._part_key(part)
+            failure: GateFailure | None = None
             try:
-                if "hpa" not in r.extra:
-                    raise Inconclusive(
-                        f"{key}: HPA gate skipped: no HPA report (give --mlload-prometheus-url)",
-                        reason="no prometheus",
-                    )
-                current = HpaReport.from_dict(r.extra["hpa"])
-                if not current.recommended:
-                    raise Inconclusive(
-                        f"{key}: HPA gate skipped: this run has no recommendation ("
-                        + ("; ".join(current.warnings) or "no saturated tier")
-                        + ")",
-                        reason="no hpa data",
-                    )
-                entry = self._state.store.get(key)
-                # the newest recorded run that has recommendations (a run recorded while
-                # Prometheus was away keeps none, and must not erase the reference)
-                base = (
-                    next(
-                        (run.extra["hpa"] for run in reversed(entry.runs) if run.extra.get("hpa")),
-                        None,
-                    )
-                    if entry
-                    else None
-                )
-                assert_hpa_stable(base, current, hpa.drift_threshold)
+                current = _hpa_current(key, r)
+                assert_hpa_stable(self._hpa_reference(key), current, hpa.drift_threshold)
             except GateFailure as exc:
-                self.record.verdicts.append(
-                    Verdict(
-                        "hpa",
-                        exc.verdict,
-                        getattr(exc, "baseline", None),
-                        getattr(exc, "observed", None),
-                        getattr(exc, "change_ratio", None),
-                        None,
-                        None,
-                        hpa.drift_threshold,
-                        "",
-                        str(exc),
-                        part,
-                    )
-                )
-                raise
+                failure = exc
             self.record.verdicts.append(
                 Verdict(
                     "hpa",
-                    "pass",
-                    None,
-                    None,
-                    None,
+                    failure.verdict if failure else "pass",
+                    getattr(failure, "baseline", None),
+                    getattr(failure, "observed", None),
+                    getattr(failure, "change_ratio", None),
                     None,
                     None,
                     hpa.drift_threshold,
                     "",
-                    f"{key}: HPA thresholds within {hpa.drift_threshold:.0%}",
+                    str(failure)
+                    if failure
+                    else f"{key}: HPA thresholds within {hpa.drift_threshold:.0%}",
                     part,
                 )
             )
+            if failure is not None:
+                raise failure
+
+    def _hpa_reference(self, key: str) -> dict[str, Any] | None:
+        """The newest recorded run's HPA report that has recommendations (a run recorded while
+        Prometheus was away keeps none, and must not erase the reference)."""
+        entry = self._state.store.get(key)
+        runs = reversed(entry.runs) if entry else ()
+        return next((run.extra["hpa"] for run in runs if run.extra.get("hpa")), None)
+
+
+def _hpa_current(key: str, r: CapacityResult) -> HpaReport:
+    """This run's HPA report; :class:`Inconclusive` when it has nothing to compare."""
+    from .hpa import HpaReport
+
+    if "hpa" not in r.extra:
+        raise Inconclusive(
+            f"{key}: HPA gate skipped: no HPA report (give --mlload-prometheus-url)",
+            reason="no prometheus",
+        )
+    current = HpaReport.from_dict(r.extra["hpa"])
+    if not current.recommended:
+        raise Inconclusive(
+            f"{key}: HPA gate skipped: this run has no recommendation ("
+            + ("; ".join(current.warnings) or "no saturated tier")
+            + ")",
+            reason="no hpa data",
+        )
+    return current
 
 
 def _ms_pair(ci: Any) -> list[float] | None:
-    """A latency interval as stored in a baseline: two numbers at 0.01 ms, or None."""
-    return [round(float(x), 2) for x in ci] if ci else None
+    """A latency interval as a baseline stores it (rounded like its figure), or None."""
+    from .baseline import rounded_interval
+
+    pair = rounded_interval("p99_ci_ms", ci)
+    return list(pair) if pair else None
 
 
 def _baseline_extra(r: CapacityResult) -> dict[str, Any]:
