@@ -18,9 +18,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from pytest_mlload.demo import DemoServerProcess
 
@@ -40,6 +40,16 @@ PAYLOADS: dict[str, Any] = {
 
 class BenchError(RuntimeError):
     """Something broke (as opposed to a missed target): the script exits non-zero."""
+
+
+def run_main(main: Callable[[], int]) -> NoReturn:
+    """Exit with ``main()``'s status; a :class:`BenchError` exits 1 naming what broke."""
+    try:
+        code = main()
+    except BenchError as exc:
+        print(f"BENCH BROKEN: {exc}", file=sys.stderr)
+        code = 1
+    sys.exit(code)
 
 
 def stop_on_sigterm() -> None:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -36,6 +35,7 @@ from _common import (
     demo_server,
     fmt,
     header,
+    run_main,
     say,
     skip_locust_patch,
     spread,
@@ -400,8 +400,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BenchError as exc:
-        print(f"BENCH BROKEN: {exc}", file=sys.stderr)
-        sys.exit(1)
+    run_main(main)

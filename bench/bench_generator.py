@@ -39,6 +39,7 @@ from _common import (
     demo_server,
     header,
     machine_lock,
+    run_main,
     say,
     skip_locust_patch,
     stop_on_sigterm,
@@ -202,8 +203,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BenchError as exc:
-        print(f"BENCH BROKEN: {exc}", file=sys.stderr)
-        sys.exit(1)
+    run_main(main)

@@ -27,7 +27,7 @@ one fixed baseline (seeds 0..4, as a CI job would see it) and against a fresh ba
 the fake clock's, i.e. what the run would take for real.
 
 ``--real``: a demo server on 127.0.0.1 (own process, stopped by PID); ``run_capacity`` with a
-seed-style TaskSet (bench/verdict_tasks.py). After the baseline, A/A runs (slowdown 1.0) and
+seed-style TaskSet (``seed_tasks.GetWork``). After the baseline, A/A runs (slowdown 1.0) and
 slowed runs (slowdown 1.25) alternate, so drift of the machine hits both alike. Wall seconds
 per run are the load driver's (search, probe, open-loop confirmation); the time queued for the
 machine-wide load lock behind other load runs, plus child start-up, is printed separately.
@@ -512,7 +512,7 @@ def trajectory(r: CapacityResult) -> str:
 
 def part_real(cfg_name: str, runs: int) -> None:
     skip_locust_patch()
-    import verdict_tasks  # noqa: PLC0415  (imports Locust, unpatched)
+    import seed_tasks  # noqa: PLC0415  (imports Locust, unpatched)
 
     cfg = REAL_CONFIGS[cfg_name]
     settings = RunSettings(target_p99_ms=cfg.target_p99_ms, max_users=cfg.max_users)
@@ -526,7 +526,7 @@ def part_real(cfg_name: str, runs: int) -> None:
         entry: BaselineEntry | None = None
         base: list[Outcome] = []
         for i in range(HISTORY):
-            r, wall, waited, err = real_run(verdict_tasks.Work, server.url, settings, None)
+            r, wall, waited, err = real_run(seed_tasks.GetWork, server.url, settings, None)
             if r is None:
                 raise BenchError(f"baseline run {i + 1} failed: {err}")
             entry = record(entry, r, settings)
@@ -547,7 +547,7 @@ def part_real(cfg_name: str, runs: int) -> None:
                     server.set_config(slowdown=SLOWDOWN)
                 try:
                     r, wall, waited, err = real_run(
-                        verdict_tasks.Work, server.url, settings, entry.users
+                        seed_tasks.GetWork, server.url, settings, entry.users
                     )
                 finally:
                     if kind == "slow":

@@ -49,10 +49,10 @@ class Infer(_SeedPost):
     endpoint = "/v2/models/resnet/infer"
 
 
-class Fast(TaskSet):
-    """GET /fast: the trivial endpoint, in seed style (catch_response, name)."""
+class _SeedGet(TaskSet):
+    """GET the endpoint; anything but 200 is a failure."""
 
-    endpoint = "/fast"
+    endpoint = ""
 
     def test_endpoint(self) -> None:
         with self.client.get(self.endpoint, name=self.endpoint, catch_response=True) as response:
@@ -60,6 +60,18 @@ class Fast(TaskSet):
                 response.success()
             else:
                 response.failure(f"Failed with {response.status_code}")
+
+
+class Fast(_SeedGet):
+    """GET /fast: the trivial endpoint, in seed style (catch_response, name)."""
+
+    endpoint = "/fast"
+
+
+class GetWork(_SeedGet):
+    """GET /work: one slot for ``service_ms x slowdown`` (bench_verdicts.py --real)."""
+
+    endpoint = "/work"
 
 
 class FastUser(FastHttpUser):
