@@ -143,6 +143,19 @@ def hpa_warnings(out: str) -> list[str]:
     return re.findall(rf"MlloadWarning: {re.escape(KEY)}: HPA (.*)$", out, re.M)
 
 
+def empty_triggers(res: dict[str, Any], out: str) -> list[dict[str, Any]]:
+    """Every trigger of a run without Prometheus figures, checked to have none observed or
+    recommended and its warning in the session's four HPA warnings; returned for more checks."""
+    seen = by_key(res["extra"]["hpa"])
+    warnings = hpa_warnings(out)
+    assert len(warnings) == 4, out
+    for key in TRIGGERS:
+        t = seen[key]
+        assert t["observed"] is None and t["recommended"] is None, t
+        assert t["warning"] in warnings, (t["warning"], warnings)
+    return [seen[key] for key in TRIGGERS]
+
+
 class StatsSampler:
     """The demo server's own cumulative counters, sampled with wall-clock stamps."""
 
@@ -367,17 +380,11 @@ def test_no_series_and_unreachable_prometheus_leave_the_capacity_verdict_alone(
     result.assert_outcomes(passed=1)
     rec, res = read_report(pytester.path / "rec.json")
     assert rec["outcome"] == "recorded" and res["status"] == "converged"
-    seen = by_key(res["extra"]["hpa"])
-    warnings = hpa_warnings(out)
-    assert len(warnings) == 4, out
-    for key in TRIGGERS:
-        t = seen[key]
-        assert t["observed"] is None and t["recommended"] is None, t
+    for t in empty_triggers(res, out):
         assert t["note"].startswith("no Prometheus data: verify the selector"), t["note"]
         assert "no series: check the selector" in t["warning"]
         assert f"[query: {t['query']}]" in t["warning"]
-        assert t["warning"] in warnings, (t["warning"], warnings)
-    assert 'pod=~"nothing-api-.*"' in seen["api.cpuUtilization"]["query"]
+    assert 'pod=~"nothing-api-.*"' in by_key(res["extra"]["hpa"])["api.cpuUtilization"]["query"]
     assert not (pytester.path / ".mlload" / "keda").exists()  # nothing to recommend
 
     # 2. Prometheus unreachable: capacity passes against the baseline just recorded; the HPA
@@ -390,15 +397,9 @@ def test_no_series_and_unreachable_prometheus_leave_the_capacity_verdict_alone(
     verdicts = gate_verdicts(rec)
     assert (verdicts["capacity"], verdicts["p99"]) == ("pass", "pass"), rec["verdicts"]
     assert rec["outcome"] == "inconclusive"
-    seen = by_key(res["extra"]["hpa"])
-    warnings = hpa_warnings(out)
-    assert len(warnings) == 4, out
-    for key in TRIGGERS:
-        t = seen[key]
-        assert t["observed"] is None and t["recommended"] is None, t
+    for t in empty_triggers(res, out):
         assert t["warning"].startswith(f"Prometheus unreachable at {dead}: "), t["warning"]
         assert t["warning"].endswith(f"[query: {t['query']}]"), t["warning"]
-        assert t["warning"] in warnings
     # the current run has nothing to compare (Prometheus away): skipped, with every reason
     assert "HPA gate skipped: this run has no recommendation (" in rec["message"], rec["message"]
     assert rec["message"].count(f"Prometheus unreachable at {dead}") == 4, rec["message"]
