@@ -298,15 +298,15 @@ def change_interval(
 
     Method: the two uncertainties add in quadrature on the log scale. The observed value lies
     in ``observed_ci`` (95 %); the baseline's true centre lies in ``baseline * (1 ± s)`` with
-    ``s = baseline_spread_ratio`` (the relative half-width of its own 95 % interval, 0 for fewer
-    than three baseline runs). The two errors are independent (different runs), so each side's
-    log half-width is ``hypot(observed side, baseline side)``, the usual combination of two
-    independent ~normal errors: about 95 % coverage, where adding the widths (the worst
-    combination of both ends at once) would cover ~99.5 % and call many clean runs
-    inconclusive. With ``s = 0`` the result is exactly ``observed_ci / baseline - 1``; the
-    interval always contains the point change. ``s >= 1`` makes the upper end ``inf`` (the
-    baseline could be arbitrarily close to zero); a non-positive observed bound falls back to
-    interval arithmetic.
+    ``s = baseline_spread_ratio`` (the relative half-width of its own 95 % interval, from
+    :func:`robust_center_and_spread`). The two errors are independent (different runs), so
+    each side's log half-width is ``hypot(observed side, baseline side)``, the usual
+    combination of two independent ~normal errors: about 95 % coverage, where adding the
+    widths (the worst combination of both ends at once) would cover ~99.5 % and call many
+    clean runs inconclusive. With ``s = 0`` the result is exactly
+    ``observed_ci / baseline - 1``; the interval always contains the point change. ``s >= 1``
+    makes the upper end ``inf`` (the baseline could be arbitrarily close to zero); a
+    non-positive observed bound falls back to interval arithmetic.
 
     When ``observed_ci`` is None or has a nan bound, the result is ``(nan, nan)``, which
     :func:`decide` reports as inconclusive ("no confidence interval"). A point estimate alone
@@ -412,8 +412,8 @@ def decide(
 # Baseline history
 # --------------------------------------------------------------------------------------------
 
-# Below this many kept runs a history's own spread is unknown, not zero: the observed interval
-# is then all a comparison uses (a Student factor on two runs is 12.7, i.e. no gate at all).
+# Below this many kept runs a history's scatter says nothing (a Student factor on two runs is
+# 12.7, i.e. no gate at all): the runs' own window intervals stand in for it.
 MIN_RUNS_FOR_SPREAD = 3
 # Standard error of a sample median / that of the mean, for normal data (sqrt(pi / 2)).
 MEDIAN_SE_FACTOR = math.sqrt(math.pi / 2.0)
