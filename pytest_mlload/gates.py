@@ -1,28 +1,41 @@
 """Verdicts: compare a :class:`CapacityResult` with a baseline entry and decide.
 
-Two metrics are gated, each on the figure that carries signal:
+Three metrics are gated, each on the figure that carries signal:
 
-* **capacity** (higher is better): successful req/s at the operating point. The observed
-  value carries its bootstrap interval; the baseline its own spread over the kept runs.
+* **capacity** (higher is better): successful req/s at the operating point;
 * **P99 at the baseline's load** (lower is better): P99 measured in a probe window at the
-  baseline's user count, against the baseline's P99 at that same count. The P99 *at the
-  target* is held there by the controller, so comparing it would only measure control noise.
+  baseline's user count, against the baseline's P99 at that same count (from runs whose
+  operating point was at that count, and from runs that probed it while recording). The P99
+  *at the target* is held there by the controller, so comparing it would only measure
+  control noise;
+* **error ratio** (one-sided: only a rise fails), with a Newcombe interval for the rise.
 
-Each comparison goes through :func:`pytest_mlload.stats.decide`: regression only when the
-whole change interval lies past the threshold, pass only when it lies inside, inconclusive
-otherwise. Inconclusive, missing baselines and other settings all fail: a gate never passes
-silently. These functions raise; they never call pytest.
+Capacity and P99 go through one prediction model (:func:`pytest_mlload.stats.change_interval`):
+the baseline's kept runs give a centre (median) and a per-run spread on the log scale,
+pooled with a 3 % prior so one or two runs are not taken as exact, and every change interval
+holds that between-run variance. :func:`pytest_mlload.stats.decide` then reads the verdict:
+regression when the whole interval lies past the threshold, pass when it lies inside; when it
+straddles, the point estimate decides if the setup can decide the threshold at all (its
+smallest decidable threshold ``D`` is at or under it), else the verdict is inconclusive and
+names the spread and ``D``. Why: with 3 % per-run noise, "pass only when the interval is
+inside" fails most unchanged runs, while the point rule gated by ``D`` keeps false
+regressions of an unchanged run at <= ~0.5 % per metric.
+
+Inconclusive, missing baselines and other settings all fail: a gate never passes silently.
+These functions raise; they never call pytest.
 """
 
 from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from .baseline import BaselineEntry, fingerprint_differences
+from scipy import stats as _st
+
+from .baseline import BaselineEntry, BaselineRun, fingerprint_differences
 from .config import RunSettings
 from .errors import (
     GateFailure,
@@ -32,17 +45,26 @@ from .errors import (
     SettingsMismatch,
 )
 from .results import CapacityResult
-from .stats import change_interval, decide, ratio_change, robust_center_and_spread
+from .stats import change_interval, decide, interval_sd, run_spread
 
-__all__ = ["Verdict", "check_no_regression", "evaluate"]
+__all__ = ["Verdict", "check_no_regression", "error_verdict", "evaluate", "rate_limit_verdicts"]
 
 UPDATE_HINT = "rerun with --mlload-update-baseline if this change is intended"
 RECOVERY_STEP_S = 0.25  # the recovery scan's resolution (openloop.recovery_time_s)
+# A rise in error ratio smaller than this fraction of the error cap is not worth failing a
+# build over even when it is certain (0.1 percentage point with the default 1 % cap).
+ERROR_ALLOWANCE_OF_CAP = 0.1
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Verdict:
-    """One gated comparison with the numbers behind it."""
+    """One gated comparison with the numbers behind it.
+
+    ``change`` and ``[low, high]`` are the relative change and its 95 % interval (for the
+    error ratio: the absolute rise in the ratio); ``decidable`` is the smallest threshold
+    this setup can decide (see :func:`pytest_mlload.stats.decide`) and ``spread`` the
+    per-run sd (log scale) of the baseline runs behind it, both None where not applicable.
+    """
 
     metric: str
     verdict: str  # pass | regression | improvement | inconclusive
@@ -55,11 +77,13 @@ class Verdict:
     unit: str
     message: str
     part: str = ""
+    decidable: float | None = None
+    spread: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-friendly form (nan becomes None)."""
+        """JSON-friendly form (nan and inf become None)."""
         d = asdict(self)
-        for k in ("change", "low", "high"):
+        for k in ("change", "low", "high", "decidable", "spread"):
             if isinstance(d[k], float) and not math.isfinite(d[k]):
                 d[k] = None
         return d
@@ -69,12 +93,18 @@ def _pct(x: float) -> str:
     return f"{x * 100:+.1f} %"
 
 
-def _half_width(value: float, ci: Any) -> float | None:
-    """Relative half-width of a stored ``[low, high]`` interval around ``value``, or None."""
-    if not ci or len(ci) != 2 or value <= 0:
-        return None
-    lo, hi = (float(x) for x in ci)
-    return (hi - lo) / 2.0 / value if math.isfinite(lo) and math.isfinite(hi) else None
+def _missing(metric: str, threshold: float, unit: str, message: str, **kw: Any) -> Verdict:
+    """An inconclusive verdict for a comparison that has nothing to compare."""
+    fields: dict[str, Any] = dict(baseline=None, observed=None, change=None, low=None, high=None)
+    fields.update(kw)
+    return Verdict(
+        metric=metric,
+        verdict="inconclusive",
+        threshold=threshold,
+        unit=unit,
+        message=message,
+        **fields,
+    )
 
 
 def _compare(
@@ -91,54 +121,188 @@ def _compare(
     base_cis: Sequence[Any] = (),
 ) -> Verdict:
     """One gated comparison; ``base_cis`` are the baseline runs' own intervals (or None)."""
-    half_widths = [_half_width(v, ci) for v, ci in zip(base_values, base_cis, strict=False)]
-    base, spread = robust_center_and_spread(base_values, half_widths=half_widths)
-    if base <= 0:
-        return Verdict(
+    if not base_values or min(base_values) <= 0:
+        shown = ", ".join(f"{v:g}" for v in base_values) or "none"
+        return _missing(
             metric,
-            "inconclusive",
-            base,
-            observed,
-            None,
-            None,
-            None,
             threshold,
             unit,
-            f"{label}: the baseline value is {base:g} {unit}, nothing to compare with",
+            f"{label}: the baseline values ({shown} {unit}) leave nothing to compare with; "
+            f"record a baseline with --mlload-update-baseline",
+            observed=observed,
         )
-    change = ratio_change(base, observed)
-    low, high = change_interval(observed, observed_ci, base, spread)
-    d = decide(change, low, high, threshold, higher_is_better=higher_is_better)
-    ci = (
+    within = [interval_sd(v, ci) for v, ci in zip(base_values, base_cis, strict=False)]
+    base = run_spread(base_values, within_sds=within)
+    ci = change_interval(observed, observed_ci, base)
+    d = decide(
+        ci.change,
+        ci.low,
+        ci.high,
+        threshold,
+        higher_is_better=higher_is_better,
+        decidable=ci.decidable,
+        spread=base.spread,
+        runs=base.runs,
+    )
+    shown_ci = (
         f"95 % CI {_pct(d.low)}..{_pct(d.high)}"
         if math.isfinite(d.low) and math.isfinite(d.high)
         else "no confidence interval"
     )
-    moved = "fell" if change < 0 else "rose"
+    moved = "fell" if ci.change < 0 else "rose"
+    c = base.center
     head = (
-        f"{label} {moved} {abs(change) * 100:.1f} % ({base:.1f} -> {observed:.1f} {unit}"
-        f"{extra}, {ci})"
+        f"{label} {moved} {abs(ci.change) * 100:.1f} % ({c:.1f} -> {observed:.1f} {unit}"
+        f"{extra}, {shown_ci})"
     )
     t = f"{threshold * 100:g} %"
+    spread = (
+        f"run-to-run spread {base.spread * 100:.1f} % over {base.runs} baseline "
+        f"run{'s' if base.runs != 1 else ''}"
+    )
     if d.verdict == "regression":
-        msg = f"{head}, past the {t} threshold; {UPDATE_HINT}."
+        msg = f"{head}, past the {t} threshold; {UPDATE_HINT} ({spread})."
     elif d.verdict == "inconclusive" and not (math.isfinite(d.low) and math.isfinite(d.high)):
         msg = (
             f"{head}: too few samples for a confidence interval, so the run cannot decide; "
             f"lengthen measure_s / probe_s or lower the load's latency."
         )
     elif d.verdict == "inconclusive":
-        msg = (
-            f"{head}: the interval straddles the {t} threshold, so the run cannot decide; "
-            f"rerun, or lengthen measure_s / probe_s for a tighter interval."
-        )
+        why = d.reason.split("threshold: ", 1)[-1]
+        msg = f"{head}: the interval straddles the {t} threshold, so the run cannot decide: {why}."
     elif d.verdict == "improvement":
         msg = (
             f"{head}: better than the baseline beyond {t}; record it with --mlload-update-baseline."
         )
     else:
-        msg = f"{head}: within the {t} threshold."
-    return Verdict(metric, d.verdict, base, observed, d.change, d.low, d.high, threshold, unit, msg)
+        msg = f"{head}: within the {t} threshold ({spread})."
+    return Verdict(
+        metric=metric,
+        verdict=d.verdict,
+        baseline=c,
+        observed=observed,
+        change=d.change,
+        low=d.low,
+        high=d.high,
+        threshold=threshold,
+        unit=unit,
+        message=msg,
+        decidable=ci.decidable,
+        spread=base.spread,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Error ratio: one-sided, Newcombe interval for the rise
+# --------------------------------------------------------------------------------------------
+
+
+def _wilson(failures: int, n: int, z: float) -> tuple[float, float]:
+    """Wilson score interval for a proportion (sound at 0 failures, unlike the Wald one)."""
+    if n <= 0:
+        return 0.0, 1.0
+    p = failures / n
+    denom = 1.0 + z * z / n
+    mid = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, mid - half), min(1.0, mid + half)
+
+
+def error_verdict(
+    failures: int,
+    requests: int,
+    base_failures: int,
+    base_requests: int,
+    max_error_ratio: float,
+    *,
+    label: str,
+    metric: str = "error_ratio",
+    confidence: float = 0.95,
+) -> Verdict:
+    """Gate a rise in error ratio: ``failures / requests`` against the pooled baseline.
+
+    Method: the rise ``p_new - p_base`` gets Newcombe's hybrid score interval (method 10:
+    the Wilson intervals of the two proportions combined in quadrature), which keeps its
+    coverage at zero failures where the Wald interval collapses to a point. One-sided: only a
+    rise fails. **Regression** iff the interval's lower bound is above 0 (the rise is real)
+    *and* the point rise exceeds ``allowance = max_error_ratio / 10`` (0.1 percentage point
+    by default: a certain but negligible rise does not fail a build); otherwise pass.
+    No requests on either side is inconclusive.
+    """
+    threshold = max_error_ratio * ERROR_ALLOWANCE_OF_CAP
+    if requests <= 0 or base_requests <= 0:
+        side = "this run" if requests <= 0 else "the baseline"
+        return _missing(
+            metric,
+            threshold,
+            "ratio",
+            f"{label}: {side} has no requests, so the error ratio cannot be compared",
+        )
+    z = float(_st.norm.ppf(0.5 + confidence / 2.0))
+    p1, p0 = failures / requests, base_failures / base_requests
+    l1, u1 = _wilson(failures, requests, z)
+    l0, u0 = _wilson(base_failures, base_requests, z)
+    rise = p1 - p0
+    low = rise - math.sqrt((p1 - l1) ** 2 + (u0 - p0) ** 2)
+    high = rise + math.sqrt((u1 - p1) ** 2 + (p0 - l0) ** 2)
+    bad = low > 0 and rise > threshold
+    head = (
+        f"{label} rose {rise * 100:+.2f} pp ({p0:.2%} = {base_failures}/{base_requests} -> "
+        f"{p1:.2%} = {failures}/{requests}, 95 % CI {low * 100:+.2f}..{high * 100:+.2f} pp)"
+        if rise >= 0
+        else f"{label} fell {-rise * 100:.2f} pp ({p0:.2%} = {base_failures}/{base_requests} "
+        f"-> {p1:.2%} = {failures}/{requests})"
+    )
+    if bad:
+        msg = (
+            f"{head}, past the {threshold * 100:.2g} pp allowance with an interval above 0; "
+            f"fix the failing requests (see error samples), or {UPDATE_HINT}."
+        )
+    elif rise > threshold:
+        msg = f"{head}: not a certain rise (the interval holds 0), so not a regression."
+    else:
+        msg = f"{head}: within the {threshold * 100:.2g} pp allowance."
+    return Verdict(
+        metric=metric,
+        verdict="regression" if bad else "pass",
+        baseline=p0,
+        observed=p1,
+        change=rise,
+        low=low,
+        high=high,
+        threshold=threshold,
+        unit="ratio",
+        message=msg,
+    )
+
+
+def _failures(error_ratio: float, requests: int) -> int:
+    return round(error_ratio * requests)
+
+
+def _errors_of(
+    result: CapacityResult,
+    runs: Sequence[tuple[float, int]],
+    settings: RunSettings,
+    label: str,
+    metric: str = "error_ratio",
+) -> Verdict:
+    """The error gate of ``result`` against baseline ``(error_ratio, requests)`` pairs."""
+    base_req = sum(n for _, n in runs)
+    base_fail = sum(_failures(r, n) for r, n in runs)
+    return error_verdict(
+        _failures(result.error_ratio, result.requests),
+        result.requests,
+        base_fail,
+        base_req,
+        settings.max_error_ratio,
+        label=label,
+        metric=metric,
+    )
+
+
+def _run_errors(entry: BaselineEntry) -> list[tuple[float, int]]:
+    return [(r.error_ratio, r.requests) for r in entry.runs]
 
 
 def _precheck(
@@ -149,16 +313,35 @@ def _precheck(
     key: str,
     baseline_path: str,
     record_command: str,
-) -> BaselineEntry:
-    """Raise for what cannot be compared; return the entry otherwise."""
+    error_cap: bool = True,
+) -> tuple[BaselineEntry, Verdict | None]:
+    """Raise for what cannot be compared; return the entry and, for a run above the error cap
+    whose error gate is a regression, that regression (the run is then judged on it alone).
+
+    With ``error_cap`` a run above ``max_error_ratio`` is never a pass: it is a regression
+    when its error ratio certainly rose past the baseline's (:func:`error_verdict`), and
+    inconclusive otherwise (a baseline as bad, or nothing to compare with).
+    """
     if not result.converged:
         raise Inconclusive(
             f"{key}: inconclusive, so not a pass: {result.reason}", reason=result.reason
         )
-    if result.error_ratio > settings.max_error_ratio:
+    diffs: list[str] = []
+    if entry is not None:
+        diffs = [
+            f"{k}: baseline {entry.settings.get(k)!r}, now {v!r}"
+            for k, v in settings.comparable().items()
+            if entry.settings.get(k) != v
+        ]
+    if error_cap and result.error_ratio > settings.max_error_ratio:
+        if entry is not None and not diffs:
+            v = _errors_of(result, _run_errors(entry), settings, f"error ratio of {key}")
+            if v.verdict == "regression":
+                return entry, v
         raise Inconclusive(
             f"{key}: error ratio {result.error_ratio:.2%} above the "
-            f"{settings.max_error_ratio:.2%} cap",
+            f"{settings.max_error_ratio:.2%} cap, and not a certain rise over the baseline's, "
+            f"so not a pass; fix the failing requests or lower max_users",
             reason="errors",
         )
     if entry is None:
@@ -166,18 +349,12 @@ def _precheck(
             f"{key}: no baseline entry in {baseline_path}; a gate never passes without one. "
             f"Record it with: {record_command}"
         )
-    wanted = settings.comparable()
-    diffs = [
-        f"{k}: baseline {entry.settings.get(k)!r}, now {v!r}"
-        for k, v in wanted.items()
-        if entry.settings.get(k) != v
-    ]
     if diffs:
         raise SettingsMismatch(
             f"{key}: the baseline in {baseline_path} was measured with other settings "
             f"({'; '.join(diffs)}), so it is not compared; {UPDATE_HINT} ({record_command})."
         )
-    return entry
+    return entry, None
 
 
 def _machine_note(entry: BaselineEntry, fingerprint: dict[str, Any] | None) -> str:
@@ -204,14 +381,19 @@ def evaluate(
 ) -> list[Verdict]:
     """All verdicts for ``result`` against ``entry``; raises for what cannot be compared.
 
-    Raises :class:`Inconclusive` (run did not converge / too few samples / errors),
-    :class:`MissingBaseline` or :class:`SettingsMismatch`. Returns capacity and P99 verdicts
-    (which may themselves be regressions: see :func:`check_no_regression`). With
-    ``settings.open_loop`` the P99 verdict uses the open-loop confirmation instead.
+    Raises :class:`Inconclusive` (run did not converge / too few samples / errors above the
+    cap without a certain rise), :class:`MissingBaseline` or :class:`SettingsMismatch`.
+    Returns capacity, P99 and error-ratio verdicts (which may themselves be regressions: see
+    :func:`check_no_regression`); a run above the error cap whose error ratio certainly rose
+    returns that error regression alone. With ``settings.open_loop`` the P99 verdict uses the
+    open-loop confirmation instead.
     """
-    entry = _precheck(
+    entry, capped = _precheck(
         result, entry, settings, key=key, baseline_path=baseline_path, record_command=record_command
     )
+    note = _machine_note(entry, fingerprint)
+    if capped is not None:
+        return _noted([capped], note, part)
     t = settings.threshold
     verdicts = [
         _compare(
@@ -232,39 +414,48 @@ def evaluate(
         if settings.open_loop
         else _probe_verdict(result, entry, key, t)
     )
-    return _noted(verdicts, _machine_note(entry, fingerprint), part)
+    verdicts.append(_errors_of(result, _run_errors(entry), settings, f"error ratio of {key}"))
+    return _noted(verdicts, note, part)
+
+
+def probe_of(run: BaselineRun) -> dict[str, Any] | None:
+    """The probe figures a baseline run kept while recording (P99 at another user count)."""
+    pr = run.extra.get("probe")
+    ok = isinstance(pr, dict) and pr.get("p99_ms") is not None and pr.get("users") is not None
+    return pr if ok else None
+
+
+def _p99_at(entry: BaselineEntry, users: int) -> tuple[list[float], list[Any]]:
+    """Baseline P99 values (and their intervals) at ``users``: runs whose operating point was
+    there, and runs that probed there while recording."""
+    values: list[float] = []
+    cis: list[Any] = []
+    for r in entry.runs:
+        if r.users == users and r.p99_ms is not None:
+            values.append(float(r.p99_ms))
+            cis.append(r.p99_ci_ms)
+        pr = probe_of(r)
+        if pr is not None and int(pr["users"]) == users:
+            values.append(float(pr["p99_ms"]))
+            cis.append(pr.get("p99_ci"))
+    return values, cis
 
 
 def _probe_verdict(result: CapacityResult, entry: BaselineEntry, key: str, t: float) -> Verdict:
-    same = [r for r in entry.runs if r.users == entry.users and r.p99_ms is not None]
-    same_load = [r.p99_ms for r in same if r.p99_ms is not None]
+    same_load, cis = _p99_at(entry, entry.users)
     probe = result.probe
     if not same_load:
-        return Verdict(
-            "p99",
-            "inconclusive",
-            None,
-            None,
-            None,
-            None,
-            None,
-            t,
-            "ms",
-            f"P99 of {key}: the baseline holds no P99 at {entry.users} users",
+        return _missing(
+            "p99", t, "ms", f"P99 of {key}: the baseline holds no P99 at {entry.users} users"
         )
     if probe is None or probe.users != entry.users or probe.p99_ms is None:
-        return Verdict(
+        return _missing(
             "p99",
-            "inconclusive",
-            float(statistics.median(same_load)),
-            None,
-            None,
-            None,
-            None,
             t,
             "ms",
             f"P99 of {key}: no probe window at the baseline's {entry.users} users "
             f"(run through the mlload fixture, or pass probe_users={entry.users})",
+            baseline=float(statistics.median(same_load)),
         )
     return _compare(
         "p99",
@@ -275,7 +466,7 @@ def _probe_verdict(result: CapacityResult, entry: BaselineEntry, key: str, t: fl
         same_load,
         t,
         higher_is_better=False,
-        base_cis=[r.p99_ci_ms for r in same],
+        base_cis=cis,
     )
 
 
@@ -290,14 +481,8 @@ def _open_loop_verdict(result: CapacityResult, entry: BaselineEntry, key: str, t
     now = open_loop_of(result.extra)
     if not base or now is None:
         why = "the baseline has no open-loop P99" if not base else "this run has none"
-        return Verdict(
+        return _missing(
             "p99_open_loop",
-            "inconclusive",
-            None,
-            None,
-            None,
-            None,
-            None,
             t,
             "ms",
             f"open-loop P99 of {key}: {why}; record one with --mlload-update-baseline",
@@ -324,6 +509,72 @@ def spike_figures(run_extra: dict[str, Any]) -> dict[str, Any] | None:
     return sp if isinstance(sp, dict) else None
 
 
+def _bound(
+    metric: str, label: str, observed: float, bound: float, unit: str, setting: str
+) -> Verdict:
+    """An absolute bound: regression when ``observed`` exceeds ``bound``, whatever the
+    baseline says (so a baseline recorded on a broken service cannot pass forever)."""
+    over = observed > bound
+    shown = (
+        (f"{observed:.2%}", f"{bound:.2%}")
+        if unit == "ratio"
+        else (f"{observed:.1f} ms", f"{bound:g} ms")
+    )
+    return Verdict(
+        metric=metric,
+        verdict="regression" if over else "pass",
+        baseline=None,
+        observed=observed,
+        change=None,
+        low=None,
+        high=None,
+        threshold=bound,
+        unit=unit,
+        message=f"{label}: {shown[0]}, "
+        + (
+            f"past the absolute bound {setting} = {shown[1]}; fix the service, or raise "
+            f"{setting} if this load is acceptable"
+            if over
+            else f"within the absolute bound {setting} = {shown[1]}"
+        ),
+    )
+
+
+def _spike_bounds(result: CapacityResult, settings: RunSettings, key: str) -> list[Verdict]:
+    """``spike_max_p99_ms`` / ``spike_max_error_ratio`` (0 = off) as absolute bounds."""
+    out: list[Verdict] = []
+    max_p99 = float(getattr(settings, "spike_max_p99_ms", 0.0) or 0.0)
+    max_err = float(getattr(settings, "spike_max_error_ratio", 0.0) or 0.0)
+    label = f"during the spike of {key}"
+    if max_p99 > 0:
+        if result.p99_ms is None:
+            msg = f"P99 {label}: no P99 to hold to spike_max_p99_ms = {max_p99:g} ms"
+            out.append(_missing("spike_p99_bound", max_p99, "ms", msg))
+        else:
+            out.append(
+                _bound(
+                    "spike_p99_bound",
+                    f"P99 {label}",
+                    result.p99_ms,
+                    max_p99,
+                    "ms",
+                    "spike_max_p99_ms",
+                )
+            )
+    if max_err > 0:
+        out.append(
+            _bound(
+                "spike_error_bound",
+                f"error ratio {label}",
+                result.error_ratio,
+                max_err,
+                "ratio",
+                "spike_max_error_ratio",
+            )
+        )
+    return out
+
+
 def evaluate_spike(
     result: CapacityResult,
     entry: BaselineEntry | None,
@@ -335,35 +586,35 @@ def evaluate_spike(
     fingerprint: dict[str, Any] | None = None,
     part: str = "spike",
 ) -> list[Verdict]:
-    """Spike verdicts: P99 and error ratio during the spike, time to recover.
+    """Spike verdicts: P99 and error ratio during the spike, time to recover, absolute bounds.
 
-    P99 uses the interval rule; the error ratio regresses when it rose by more than the
-    error cap (absolute); recovery regresses when it took longer than the baseline by more
-    than the threshold plus one 0.25 s step of the recovery scan, or did not happen at all.
+    P99 uses the prediction-interval rule of :func:`evaluate`; the error ratio the one-sided
+    error gate (:func:`error_verdict`) against the baseline spikes' pooled errors. The error
+    cap does not apply (a spike is meant to overload: its errors are judged by that gate, not
+    pre-empted as inconclusive). Recovery regresses when it took longer than the baseline by
+    more than the threshold plus one 0.25 s step of the recovery scan, or did not happen.
+    ``spike_max_p99_ms`` and ``spike_max_error_ratio`` (when > 0) are absolute bounds
+    (metrics ``spike_p99_bound``, ``spike_error_bound``) that fail even when the baseline
+    looks equally bad.
     """
-    entry = _precheck(
-        result, entry, settings, key=key, baseline_path=baseline_path, record_command=record_command
+    entry, _ = _precheck(
+        result,
+        entry,
+        settings,
+        key=key,
+        baseline_path=baseline_path,
+        record_command=record_command,
+        error_cap=False,
     )
     t = settings.threshold
     now = spike_figures(result.extra) or {}
-    base_runs = [sp for r in entry.runs if (sp := spike_figures(r.extra))]
-    if not base_runs or result.p99_ms is None:
-        return [
-            Verdict(
-                "spike",
-                "inconclusive",
-                None,
-                None,
-                None,
-                None,
-                None,
-                t,
-                "",
-                f"spike of {key}: no spike figures to compare",
-                part,
-            )
-        ]
-    verdicts = [
+    base = [(r, sp) for r in entry.runs if (sp := spike_figures(r.extra))]
+    verdicts = _spike_bounds(result, settings, key)
+    if not base or result.p99_ms is None:
+        verdicts.append(_missing("spike", t, "", f"spike of {key}: no spike figures to compare"))
+        return _noted(verdicts, _machine_note(entry, fingerprint), part)
+    base_runs = [sp for _, sp in base]
+    verdicts.append(
         _compare(
             "spike_p99",
             f"P99 during the spike of {key}",
@@ -375,25 +626,14 @@ def evaluate_spike(
             higher_is_better=False,
             base_cis=[b.get("p99_ci") for b in base_runs],
         )
-    ]
-    base_err = statistics.median(b["error_ratio"] for b in base_runs)
-    rise = result.error_ratio - base_err
-    err_verdict = "regression" if rise > settings.max_error_ratio else "pass"
+    )
     verdicts.append(
-        Verdict(
-            "spike_errors",
-            err_verdict,
-            base_err,
-            result.error_ratio,
-            rise,
-            rise,
-            rise,
-            settings.max_error_ratio,
-            "ratio",
-            f"error ratio during the spike of {key}: {base_err:.2%} -> {result.error_ratio:.2%} "
-            f"({'past' if err_verdict == 'regression' else 'within'} the "
-            f"{settings.max_error_ratio:.2%} allowance)"
-            + (f"; {UPDATE_HINT}." if err_verdict == "regression" else ""),
+        _errors_of(
+            result,
+            [(float(sp["error_ratio"]), r.requests) for r, sp in base],
+            settings,
+            f"error ratio during the spike of {key}",
+            metric="spike_errors",
         )
     )
     base_rec = [b["recovery_s"] for b in base_runs if b.get("recovery_s") is not None]
@@ -405,16 +645,16 @@ def evaluate_spike(
         shown = "did not recover" if rec is None else f"{rec:.2f} s"
         verdicts.append(
             Verdict(
-                "spike_recovery",
-                "regression" if worse else "pass",
-                b,
-                rec,
-                None,
-                None,
-                None,
-                t,
-                "s",
-                f"recovery after the spike of {key}: {b:.2f} s -> {shown} (limit "
+                metric="spike_recovery",
+                verdict="regression" if worse else "pass",
+                baseline=b,
+                observed=rec,
+                change=None,
+                low=None,
+                high=None,
+                threshold=t,
+                unit="s",
+                message=f"recovery after the spike of {key}: {b:.2f} s -> {shown} (limit "
                 f"{limit:.2f} s = baseline + {t * 100:g} % + {RECOVERY_STEP_S} s)"
                 + (f"; {UPDATE_HINT}." if worse else ""),
             )
@@ -423,49 +663,58 @@ def evaluate_spike(
 
 
 def rate_limit_verdicts(
-    current: dict[str, float], entries: dict[str, BaselineEntry | None], threshold: float
+    results: Mapping[str, CapacityResult],
+    entries: Mapping[str, BaselineEntry | None],
+    settings: RunSettings,
 ) -> list[Verdict]:
-    """Recommended rate limits that moved past ``threshold`` since the baseline."""
+    """Recommended rate limits (``capacity x safety_factor``) that fell since the baseline.
+
+    One-sided: only a drop fails (a higher safe rate is good news, never a failure). The
+    comparison is the capacity one, through the same prediction model: the observed value is
+    the part's ``extra["rate_limit_rps"]`` with ``capacity_ci x safety_factor`` as its
+    interval, the baseline values are the runs' ``extra["rate_limit_rps"]`` with their
+    ``capacity_ci_rps x safety_factor`` as their own intervals where known. ``results`` and
+    ``entries`` are keyed by part key; the verdicts carry that key as ``part``.
+    """
     out: list[Verdict] = []
-    for part, now in sorted(current.items()):
+    f = settings.safety_factor
+    for part, result in sorted(results.items()):
+        now = result.extra.get("rate_limit_rps")
         entry = entries.get(part)
-        base = entry.latest.extra.get("rate_limit_rps") if entry else None
-        if not base:
+        runs = [r for r in entry.runs if r.extra.get("rate_limit_rps")] if entry else []
+        label = f"recommended rate limit of {part}"
+        if now is None or not runs:
+            why = "this run has none" if now is None else "no baseline value"
             out.append(
-                Verdict(
+                _missing(
                     "rate_limit",
-                    "inconclusive",
-                    None,
-                    now,
-                    None,
-                    None,
-                    None,
-                    threshold,
+                    settings.threshold,
                     "req/s",
-                    f"rate limit of {part}: no baseline value",
-                    part,
+                    f"{label}: {why}; record one with --mlload-update-baseline",
+                    observed=now,
+                    part=part,
                 )
             )
             continue
-        change = (now - base) / base
-        moved = abs(change) > threshold
-        out.append(
-            Verdict(
-                "rate_limit",
-                "regression" if moved else "pass",
-                base,
-                now,
-                change,
-                change,
-                change,
-                threshold,
-                "req/s",
-                f"recommended rate limit of {part} moved {change * 100:+.1f} % ({base:.1f} -> "
-                f"{now:.1f} req/s), {'past' if moved else 'within'} the {threshold * 100:g} % "
-                f"threshold" + (f"; {UPDATE_HINT}." if moved else ""),
-                part,
-            )
+        scale = lambda ci: (ci[0] * f, ci[1] * f) if ci else None  # noqa: E731
+        v = _compare(
+            "rate_limit",
+            label,
+            "req/s",
+            float(now),
+            scale(result.capacity_ci),
+            [float(r.extra["rate_limit_rps"]) for r in runs],
+            settings.threshold,
+            higher_is_better=True,
+            base_cis=[scale(r.capacity_ci_rps) for r in runs],
         )
+        if v.verdict == "improvement":
+            v = replace(
+                v,
+                verdict="pass",
+                message=v.message.split(": better", 1)[0] + ": higher is fine (one-sided gate).",
+            )
+        out.append(replace(v, part=part))
     return out
 
 

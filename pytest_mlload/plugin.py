@@ -593,9 +593,9 @@ class MlloadFixture:
             if self._state.update:
                 return  # recording: assert_no_regression stores the rate limits
             parts = {p: r for p, r in self._parts(result) if "rate_limit_rps" in r.extra}
-            current = {self._part_key(p): r.extra["rate_limit_rps"] for p, r in parts.items()}
+            current = {self._part_key(p): r for p, r in parts.items()}
             entries = {k: self._state.store.get(k) for k in current}
-            vs = gates.rate_limit_verdicts(current, entries, self.settings.threshold)
+            vs = gates.rate_limit_verdicts(current, entries, self.settings)
             part_of = {self._part_key(p): p for p in parts}
             vs = [replace(v, part=part_of[v.part]) for v in vs]  # report rows are by part
             self.record.verdicts += vs
@@ -627,19 +627,19 @@ class MlloadFixture:
                 failure = exc
             self.record.verdicts.append(
                 Verdict(
-                    "hpa",
-                    failure.verdict if failure else "pass",
-                    getattr(failure, "baseline", None),
-                    getattr(failure, "observed", None),
-                    getattr(failure, "change_ratio", None),
-                    None,
-                    None,
-                    hpa.drift_threshold,
-                    "",
-                    str(failure)
+                    metric="hpa",
+                    verdict=failure.verdict if failure else "pass",
+                    baseline=getattr(failure, "baseline", None),
+                    observed=getattr(failure, "observed", None),
+                    change=getattr(failure, "change_ratio", None),
+                    low=None,
+                    high=None,
+                    threshold=hpa.drift_threshold,
+                    unit="",
+                    message=str(failure)
                     if failure
                     else f"{key}: HPA thresholds within {hpa.drift_threshold:.0%}",
-                    part,
+                    part=part,
                 )
             )
             if failure is not None:

@@ -6,16 +6,19 @@ Nothing here imports pytest or Locust or reads a clock; every function is determ
 Methods, in one place:
 
 * **Percentiles** are numpy's linear interpolation on the raw samples (no histogram buckets).
-* **Quantile confidence intervals** are distribution-free order-statistic intervals: the number
-  of samples below the true q-quantile is Binomial(n, q), which picks the ranks (l, u) such that
-  ``P(X_(l) <= Q_q <= X_(u)) >= confidence`` for any continuous distribution.
+* **Quantile confidence intervals** are order-statistic intervals (the number of samples below
+  the true q-quantile is Binomial(n, q) for iid samples), widened by batch means of
+  ``1[x <= q_hat]`` over contiguous batches when the samples (in completion order) are
+  autocorrelated, as queueing latencies are.
 * **Throughput confidence intervals** are a (circular) moving-block bootstrap over per-bin
   event counts, so short-range dependence between neighbouring bins (bursts, GC pauses) is
   kept, with small-sample widening for short windows.
-* **Comparisons** turn an observed interval and a baseline (with its own run-to-run uncertainty)
-  into an interval for the relative change, and :func:`decide` reads a verdict off it:
-  regression / improvement only when the *whole* interval is past the threshold, pass only when
-  the whole interval is on the good side, otherwise inconclusive.
+* **Comparisons** are prediction intervals on the log scale: a baseline of k runs gives a
+  centre (median) and a per-run spread (tie-proof robust scatter pooled with a 3 % prior, see
+  :func:`run_spread`); :func:`change_interval` puts between-run variance into every change
+  interval and names the smallest threshold the setup can decide, and :func:`decide` reads a
+  verdict off it (interval past the threshold: regression; inside: pass; straddling: the point
+  estimate decides when the setup can decide the threshold, else inconclusive, saying why).
 
 Ratios are fractions (0.10 means 10 %), latencies are in milliseconds, times in seconds.
 """
@@ -33,15 +36,19 @@ from numpy.typing import ArrayLike
 from scipy import stats as _st
 
 __all__ = [
+    "ChangeInterval",
     "Decision",
+    "RunSpread",
     "change_interval",
     "decide",
+    "interval_sd",
     "min_samples_for_quantile",
     "percentiles",
     "quantile_ci",
     "rate_ci",
     "ratio_change",
-    "robust_center_and_spread",
+    "run_spread",
+    "undecidable_reason",
 ]
 
 Verdict = Literal["pass", "regression", "improvement", "inconclusive"]
@@ -140,22 +147,67 @@ def _order_statistic_ranks(n: int, q: float, confidence: float) -> tuple[int, in
     return lower, upper
 
 
+# Batch means for dependent latencies: ~20 contiguous batches give a variance estimate with 19
+# degrees of freedom (Student t_19 = 2.09), while each batch is long enough (>= 100 samples
+# at n >= 2000) to hold the short bursts of a queue. Fewer batches widen t; more make them too
+# short to absorb the dependence.
+QUANTILE_BATCHES = 20
+
+
+def _batch_ranks(data: np.ndarray, q: float, confidence: float) -> tuple[float, float] | None:
+    """Real-valued ranks ``n*q -+ t_{b-1} * sd * n`` from batch means of ``1[x <= q_hat]``.
+
+    ``sd`` is the standard error of the fraction of samples below the sample quantile,
+    estimated from the scatter of that fraction over contiguous batches (the batch-means
+    estimator of a time-average's variance, which holds for dependent series whose
+    dependence is shorter than a batch). None when there are too few samples to batch.
+    """
+    n = int(data.size)
+    b = min(QUANTILE_BATCHES, n // 10)
+    if b < 4:
+        return None
+    q_hat = float(np.quantile(data, q))
+    below = (data <= q_hat).astype(np.float64)
+    size = n // b
+    # the first n - b*size samples are dropped from the batches only (the oldest ones; they
+    # still count in the ranks)
+    means = below[n - b * size :].reshape(b, size).mean(axis=1)
+    sd = float(np.std(means, ddof=1)) / math.sqrt(b)
+    t = float(_st.t.ppf(0.5 + confidence / 2.0, b - 1))
+    return n * q - t * sd * n, n * q + t * sd * n
+
+
 def quantile_ci(
     samples: ArrayLike, q: float, confidence: float = 0.95
 ) -> tuple[float, float] | None:
-    """Distribution-free confidence interval for the ``q``-quantile (``0 < q < 1``).
+    """Confidence interval for the ``q``-quantile (``0 < q < 1``), dependence-aware.
 
-    Method: order statistics. The count of samples below the true quantile is
-    Binomial(n, q), so the interval ``[X_(l), X_(u)]`` between the l-th and u-th smallest
-    samples covers the true quantile with probability ``P(l <= K <= u-1) >= confidence`` for any
-    continuous distribution, whatever its shape. The ranks are equal-tailed (``alpha/2`` of
-    miss probability on each side); when one side would need a rank beyond the sample, that
-    side uses the extreme sample and the other side takes the remaining error budget. Coverage
-    is conservative (at least nominal, slightly more because ranks are integers).
+    Method, in two parts; the interval returned is the wider of the two on each side:
 
-    Returns None when ``n`` is too small: even ``[min, max]`` covers the quantile with
-    probability ``1 - q**n - (1-q)**n`` < ``confidence``. For the P99 at 95 % that needs
-    ``n >= 299``; see :func:`min_samples_for_quantile`.
+    1. **Order statistics (iid).** The count of samples below the true quantile is
+       Binomial(n, q), so ``[X_(l), X_(u)]`` covers it with probability
+       ``P(l <= K <= u-1) >= confidence`` for any continuous distribution. The ranks are
+       equal-tailed; when one side would need a rank beyond the sample, that side uses the
+       extreme sample and the other side takes the remaining error budget.
+    2. **Batch means (dependent samples).** Queueing latencies are autocorrelated: a slow
+       spell makes a run of slow requests, so the count below the quantile varies far more
+       than Binomial and the iid interval is too narrow (AR(1) latencies with phi 0.9: 63 %
+       coverage for a nominal 95 %). ``samples`` are therefore read *in the order given*
+       (completion order), cut into ~20 contiguous batches, and the fraction of each batch at
+       or below the sample quantile gives the standard error ``sd`` of that fraction. The
+       ranks ``n*q -+ t_{b-1} * sd * n`` (rounded outwards) pick the order statistics.
+
+    Taking the wider side means the interval is never narrower than the iid one, so on
+    independent samples it keeps at least the nominal coverage (about 0.96-0.97 in
+    ``bench/bench_p99_coverage.py``, from the noise of the batch estimate), and on AR(1)
+    latencies with phi 0.9 it covers the true P99 in >= 90 % of windows. A batch rank beyond the
+    sample is clipped to the extreme sample: with dependence far longer than a batch
+    (phi 0.98 at n = 2000, ~50 independent samples) the interval is then still too narrow,
+    as the bench shows.
+
+    Returns None when ``n`` is too small for the iid rule: even ``[min, max]`` covers the
+    quantile with probability ``1 - q**n - (1-q)**n`` < ``confidence`` (for the P99 at 95 %,
+    ``n < 299``; see :func:`min_samples_for_quantile`, which stays the exact threshold).
     """
     _check_fraction(q, "q")
     _check_fraction(confidence, "confidence")
@@ -167,6 +219,12 @@ def quantile_ci(
     if ranks is None:
         return None
     lower, upper = ranks
+    batch = _batch_ranks(data, float(q), float(confidence))
+    if batch is not None:
+        # K samples below the true quantile: [X_(l), X_(u)] covers it iff l <= K <= u - 1, so
+        # l = floor(low), u = ceil(high) + 1 (rounded outwards), clipped to the sample
+        lower = min(lower, max(1, math.floor(batch[0])))
+        upper = max(upper, min(n, math.ceil(batch[1]) + 1))
     # partition is O(n): only two order statistics are needed, not a full sort
     part = np.partition(data, (lower - 1, upper - 1))
     return float(part[lower - 1]), float(part[upper - 1])
@@ -288,48 +346,161 @@ def ratio_change(baseline: float, observed: float) -> float:
     return (observed - baseline) / baseline
 
 
+# Between-run variance: the prior. CI runners differ by ~3 % (sd of log capacity / P99) from
+# one job to the next even for an unchanged build; a history of one or two runs cannot show
+# that, so it is assumed, weighing as much as the scatter of two runs.
+SIGMA0 = 0.03
+NU0 = 2.0
+# Two-sided normal quantiles: the 95 % change interval and the 99 % "decidable" half-width.
+Z95 = float(_st.norm.ppf(0.975))
+Z99 = float(_st.norm.ppf(0.995))
+# E|X - median| = sigma * sqrt(2 / pi) for normal X: the inverse turns a mean absolute
+# deviation into a standard deviation.
+MEAN_ABS_DEV_TO_SD = math.sqrt(math.pi / 2.0)
+
+
+def interval_sd(value: float, ci: Sequence[float] | None, confidence: float = 0.95) -> float | None:
+    """Standard deviation on the log scale implied by a ``confidence`` interval around ``value``.
+
+    ``log(hi / lo) / (2 z)``: a run's own within-window uncertainty, relative (0.02 = 2 %).
+    None when there is no interval, a bound is not finite, or a bound is not positive (no log).
+    When only the lower bound is non-positive, the upper side alone gives it:
+    ``log(hi / value) / z``.
+    """
+    if ci is None or len(ci) != 2 or not (math.isfinite(value) and value > 0):
+        return None
+    lo, hi = sorted(float(b) for b in ci)
+    if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= 0:
+        return None
+    z = float(_st.norm.ppf(0.5 + confidence / 2.0))
+    if lo <= 0:
+        return max(math.log(hi / value), 0.0) / z
+    return math.log(hi / lo) / (2.0 * z)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunSpread:
+    """What a short history of baseline runs says about one metric, on the log scale.
+
+    ``center`` is the median of the runs; ``spread`` the per-run standard deviation ``s`` of
+    ``log(value)`` the gate uses (pooled with the prior, never below ``within``); ``robust``
+    the runs' own tie-proof scatter ``s_hat`` (0 for one run); ``within`` the median of the
+    runs' own within-window sd (0 when they kept no interval); ``runs`` the count ``k``.
+    """
+
+    center: float
+    spread: float
+    robust: float
+    within: float
+    runs: int
+
+
+def run_spread(
+    values: Sequence[float],
+    *,
+    within_sds: Sequence[float | None] = (),
+    prior_sd: float = SIGMA0,
+    prior_runs: float = NU0,
+) -> RunSpread:
+    """Centre and run-to-run spread of ``values`` (one metric over the kept baseline runs).
+
+    Method (a prediction model on the log scale, where a 10 % rise and a 10 % fall weigh the
+    same and run-to-run noise is multiplicative):
+
+    * centre ``c`` = median of the runs (one lucky run does not move it);
+    * ``s_hat`` = ``sqrt(pi/2)`` x the mean absolute deviation of ``log(x_i)`` from their
+      median: the sd for normal logs, and unlike the median absolute deviation, ties cannot
+      zero it unless every run is equal ([200, 200, 200, 150, 250] gives 0.125, the MAD 0);
+    * pooled with the prior: ``s**2 = (NU0 * SIGMA0**2 + (k - 1) * s_hat**2) / (NU0 + k - 1)``,
+      ``SIGMA0 = 0.03`` (the 3 % sd CI runners show between jobs), ``NU0 = 2`` (the prior
+      weighs as much as two runs' scatter). One run gives ``s = 3 %``, and a long history
+      speaks for itself;
+    * ``s`` is never below the runs' own within-window sd (``within_sds``, log scale, their
+      median): a run cannot repeat more tightly than it measures.
+    """
+    data = _as_samples(values, "values")
+    k = int(data.size)
+    if k == 0:
+        raise ValueError("need at least one baseline value")
+    if np.any(data <= 0):
+        raise ValueError(f"baseline values must be positive for a relative change, got {values!r}")
+    if not (prior_sd >= 0 and prior_runs >= 0 and prior_runs + k - 1 > 0):
+        raise ValueError(f"need prior_sd >= 0 and prior_runs > 0, got {prior_sd!r}, {prior_runs!r}")
+    logs = np.log(data)
+    robust = MEAN_ABS_DEV_TO_SD * float(np.mean(np.abs(logs - np.median(logs))))
+    pooled = math.sqrt((prior_runs * prior_sd**2 + (k - 1) * robust**2) / (prior_runs + k - 1))
+    own = [float(w) for w in within_sds if w is not None and math.isfinite(w) and w >= 0]
+    within = float(np.median(own)) if own else 0.0
+    return RunSpread(
+        center=float(np.median(data)),
+        spread=max(pooled, within),
+        robust=robust,
+        within=within,
+        runs=k,
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChangeInterval:
+    """The relative change of a new run against a baseline history, with its uncertainty.
+
+    ``change`` is the point change against the centre, ``[low, high]`` its 95 % prediction
+    interval, ``sd`` the log-scale sd ``sigma_d`` behind it and ``decidable`` the smallest
+    threshold this setup can decide (nan when the new run has no interval).
+    """
+
+    change: float
+    low: float
+    high: float
+    sd: float
+    decidable: float
+
+
 def change_interval(
     observed: float,
     observed_ci: tuple[float, float] | None,
-    baseline: float,
-    baseline_spread_ratio: float = 0.0,
-) -> tuple[float, float]:
-    """Interval for the relative change ``(observed - baseline) / baseline``.
+    base: RunSpread,
+) -> ChangeInterval:
+    """95 % prediction interval for the relative change of ``observed`` against ``base``.
 
-    Method: the two uncertainties add in quadrature on the log scale. The observed value lies
-    in ``observed_ci`` (95 %); the baseline's true centre lies in ``baseline * (1 ± s)`` with
-    ``s = baseline_spread_ratio`` (the relative half-width of its own 95 % interval, from
-    :func:`robust_center_and_spread`). The two errors are independent (different runs), so
-    each side's log half-width is ``hypot(observed side, baseline side)``, the usual
-    combination of two independent ~normal errors: about 95 % coverage, where adding the
-    widths (the worst combination of both ends at once) would cover ~99.5 % and call many
-    clean runs inconclusive. With ``s = 0`` the result is exactly
-    ``observed_ci / baseline - 1``; the interval always contains the point change. ``s >= 1``
-    makes the upper end ``inf`` (the baseline could be arbitrarily close to zero); a
-    non-positive observed bound falls back to interval arithmetic.
+    Method: a new run of an unchanged system differs from the baseline centre by the
+    run-to-run noise of one run (``s``) plus the centre's own error (``s / sqrt(k)``), so on
+    the log scale ``sigma_d**2 = s**2 * (1 + 1/k) + max(0, sigma_new**2 - within**2)``: the
+    new run's own within-window sd (from ``observed_ci``) adds only its excess over the
+    baseline runs' own, which ``s`` already holds. The interval is
+    ``exp(log(observed / c) -+ 1.96 sigma_d) - 1``; the smallest decidable threshold is the
+    99 % half-width ``exp(2.576 sigma_d) - 1`` (see :func:`decide`).
 
-    When ``observed_ci`` is None or has a nan bound, the result is ``(nan, nan)``, which
-    :func:`decide` reports as inconclusive ("no confidence interval"). A point estimate alone
-    must never pass or fail a gate; :func:`ratio_change` still gives the point change.
+    With no interval for the new run (None or a nan bound) the result is all nan, which
+    :func:`decide` reports as inconclusive ("too few samples"): a point alone never passes.
+    An observed value of 0 (nothing got through) has no log; its interval then runs from
+    -100 % to its upper bound's change.
     """
-    _check_baseline(baseline)
-    if not (math.isfinite(baseline_spread_ratio) and baseline_spread_ratio >= 0):
-        raise ValueError(
-            f"baseline_spread_ratio must be a non-negative fraction, got {baseline_spread_ratio!r}"
-        )
+    c = base.center
+    _check_baseline(c)
+    change = ratio_change(c, observed)
+    nan = math.nan
     if observed_ci is None or any(math.isnan(b) for b in observed_ci):
-        return math.nan, math.nan
-    change = ratio_change(baseline, observed)
-    lo_obs, hi_obs = sorted(observed_ci)
-    s = baseline_spread_ratio
-    if s >= 1.0 or lo_obs <= 0.0 or observed <= 0.0:
-        low = lo_obs / (baseline * (1.0 + s)) - 1.0
-        high = hi_obs / (baseline * (1.0 - s)) - 1.0 if s < 1.0 else math.inf
-        return min(low, change), max(high, change)
-    centre = math.log(observed / baseline)
-    down = math.hypot(max(math.log(observed / lo_obs), 0.0), math.log1p(s))
-    up = math.hypot(max(math.log(hi_obs / observed), 0.0), -math.log1p(-s))
-    return math.expm1(centre - down), math.expm1(centre + up)
+        return ChangeInterval(change=change, low=nan, high=nan, sd=nan, decidable=nan)
+    k = base.runs
+    between = base.spread**2 * (1.0 + 1.0 / k)
+    if observed <= 0:
+        sd = math.sqrt(between)
+        hi = max(observed_ci)
+        high = hi / c * math.exp(Z95 * sd) - 1.0 if hi > 0 else -1.0
+        return ChangeInterval(
+            change=change, low=-1.0, high=max(high, change), sd=sd, decidable=math.expm1(Z99 * sd)
+        )
+    sd_new = interval_sd(observed, observed_ci) or 0.0
+    sd = math.sqrt(between + max(0.0, sd_new**2 - base.within**2))
+    centre = math.log(observed / c)
+    return ChangeInterval(
+        change=change,
+        low=math.expm1(centre - Z95 * sd),
+        high=math.expm1(centre + Z95 * sd),
+        sd=sd,
+        decidable=math.expm1(Z99 * sd),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,8 +508,9 @@ class Decision:
     """A gate verdict with the numbers behind it.
 
     ``verdict`` is one of ``"pass"``, ``"regression"``, ``"improvement"``, ``"inconclusive"``;
-    ``change`` is the point estimate of the relative change, ``[low, high]`` its interval, and
-    ``reason`` one sentence with the numbers and the threshold.
+    ``change`` is the point estimate of the relative change, ``[low, high]`` its interval,
+    ``reason`` one sentence with the numbers and the threshold, and ``decidable`` the smallest
+    threshold the setup can decide (None when not known).
     """
 
     verdict: Verdict
@@ -346,32 +518,72 @@ class Decision:
     low: float
     high: float
     reason: str
+    decidable: float | None = None
 
 
 def _pct(x: float) -> str:
     return f"{x * 100:+.1f} %"
 
 
+def undecidable_reason(
+    threshold: float, decidable: float, spread: float | None = None, runs: int | None = None
+) -> str:
+    """Why a straddling interval cannot be decided, with the spread and the way out."""
+    t = f"{threshold * 100:g} %"
+    d = f"{decidable * 100:.1f} %" if math.isfinite(decidable) else "unbounded"
+    who = "the run-to-run spread of this setup"
+    if spread is not None and runs is not None:
+        plural = "run" if runs == 1 else "runs"
+        who += f" ({spread * 100:.1f} % over {runs} baseline {plural})"
+    more = (
+        "record at least one more baseline run (--mlload-update-baseline appends)"
+        if runs == 1
+        else "record more baseline runs (--mlload-update-baseline appends)"
+    )
+    return (
+        f"{who} cannot decide a {t} threshold; the smallest it can decide is {d}: "
+        f"raise the threshold, or {more}"
+    )
+
+
 def decide(
-    change: float, low: float, high: float, threshold: float, *, higher_is_better: bool
+    change: float,
+    low: float,
+    high: float,
+    threshold: float,
+    *,
+    higher_is_better: bool,
+    decidable: float | None = None,
+    spread: float | None = None,
+    runs: int | None = None,
 ) -> Decision:
     """Read a verdict off a change interval ``[low, high]`` and a relative ``threshold``.
 
-    Method: interval inclusion, no point-estimate shortcuts. With ``t = threshold``:
+    Method, with ``t = threshold`` and ``D = decidable`` (the 99 % half-width from
+    :func:`change_interval`; None means unknown, i.e. never decidable):
 
-    * higher is better (capacity): regression if ``high < -t``; improvement if ``low > t``;
-      pass if ``low >= -t``; otherwise inconclusive.
-    * lower is better (P99): regression if ``low > t``; improvement if ``high < -t``;
-      pass if ``high <= t``; otherwise inconclusive.
+    * the interval lies wholly past the bad-side threshold (``high < -t`` when higher is
+      better, ``low > t`` when lower is better): **regression**; wholly past the good side:
+      **improvement**; on the good side of the bad threshold: **pass** (improvement when it
+      straddles the good side, ``smallest <= t`` and the point is past it);
+    * it straddles the bad-side threshold: when ``smallest <= t`` the setup can decide it and the
+      point estimate does (past ``t`` is a regression, else pass); when ``D > t`` it is
+      **inconclusive**, and the reason names the run-to-run spread (``spread`` over ``runs``)
+      and ``D``, the smallest threshold this setup can decide.
 
-    A bound exactly at the threshold counts as not past it (``high == -t`` is not a
-    regression; ``low == -t`` passes). Inconclusive means the interval straddles the threshold:
-    the data can neither clear nor convict the change. A nan anywhere is inconclusive with
-    "no confidence interval: too few samples".
+    Why the point rule: with 3 % noise per run the interval of an unchanged run often pokes
+    past a 10 % threshold, so "pass only when wholly inside" fails most clean runs. Gated by
+    ``smallest <= t``, the point estimate of an unchanged run crosses ``t`` with probability at most
+    ``Phi(-2.576)`` ~ 0.5 %, and a change of twice the threshold stays on the wrong side of it
+    with probability below 0.5 %.
+
+    A bound exactly at the threshold counts as not past it. A nan anywhere is inconclusive
+    with "no confidence interval: too few samples".
     """
     if not (math.isfinite(threshold) and threshold >= 0):
         raise ValueError(f"threshold must be a non-negative fraction, got {threshold!r}")
     t = threshold
+    smallest = math.inf if decidable is None or math.isnan(decidable) else decidable
     if any(math.isnan(v) for v in (change, low, high)):
         point = "" if math.isnan(change) else f"point change {_pct(change)}, "
         return Decision(
@@ -380,86 +592,36 @@ def decide(
             low,
             high,
             f"no confidence interval: too few samples ({point}threshold ±{t * 100:.1f} %)",
+            decidable,
         )
     if low > high:
         low, high = high, low
     band = f"change {_pct(change)} (interval {_pct(low)} .. {_pct(high)})"
+    # mirror lower-is-better onto higher-is-better: the bad direction is then always down
+    lo, hi, pt = (low, high, change) if higher_is_better else (-high, -low, -change)
+    bad, good = (f"-{t * 100:.1f} %", f"+{t * 100:.1f} %")
+    if not higher_is_better:
+        bad, good = good, bad
+    below = "below" if higher_is_better else "above"
     verdict: Verdict
-    if higher_is_better:
-        if high < -t:
-            verdict, why = "regression", f"lies entirely below the -{t * 100:.1f} % threshold"
-        elif low > t:
-            verdict, why = "improvement", f"lies entirely above +{t * 100:.1f} %"
-        elif low >= -t:
-            verdict, why = "pass", f"stays at or above the -{t * 100:.1f} % threshold"
+    if hi < -t:
+        verdict, why = "regression", f"lies entirely {below} the {bad} threshold"
+    elif lo > t:
+        verdict, why = "improvement", f"lies entirely past {good}"
+    elif lo >= -t:
+        if hi > t and smallest <= t and pt > t:
+            verdict = "improvement"
+            why = f"is past {good} (this setup decides from {smallest * 100:.1f} %)"
         else:
-            verdict = "inconclusive"
-            why = f"straddles the -{t * 100:.1f} % threshold: more samples or runs are needed"
+            verdict, why = "pass", f"stays within the {bad} threshold"
+    elif smallest <= t:
+        decided = (
+            f"straddles the {bad} threshold; this setup decides from {smallest * 100:.1f} %, "
+            "so the point estimate decides"
+        )
+        verdict = "regression" if pt < -t else "pass"
+        why = decided + (": past it" if verdict == "regression" else ": within it")
     else:
-        if low > t:
-            verdict, why = "regression", f"lies entirely above the +{t * 100:.1f} % threshold"
-        elif high < -t:
-            verdict, why = "improvement", f"lies entirely below -{t * 100:.1f} %"
-        elif high <= t:
-            verdict, why = "pass", f"stays at or below the +{t * 100:.1f} % threshold"
-        else:
-            verdict = "inconclusive"
-            why = f"straddles the +{t * 100:.1f} % threshold: more samples or runs are needed"
-    return Decision(verdict, change, low, high, f"{band} {why}")
-
-
-# --------------------------------------------------------------------------------------------
-# Baseline history
-# --------------------------------------------------------------------------------------------
-
-# Below this many kept runs a history's scatter says nothing (a Student factor on two runs is
-# 12.7, i.e. no gate at all): the runs' own window intervals stand in for it.
-MIN_RUNS_FOR_SPREAD = 3
-# Standard error of a sample median / that of the mean, for normal data (sqrt(pi / 2)).
-MEDIAN_SE_FACTOR = math.sqrt(math.pi / 2.0)
-
-
-def robust_center_and_spread(
-    values: Sequence[float],
-    *,
-    half_widths: Sequence[float | None] = (),
-    confidence: float = 0.95,
-) -> tuple[float, float]:
-    """Centre and relative half-width of a short history of baseline runs: ``(median, s)``.
-
-    Method: the centre is the median, so one lucky or unlucky run does not move it. ``s`` is
-    the half-width of a normal-approximation ``confidence`` interval for that median, as a
-    fraction of it: ``z * sqrt(pi/2) * 1.4826 * MAD / sqrt(n) / median``. ``1.4826 * MAD``
-    estimates sigma without being blown open by one outlying run; ``sqrt(pi/2)`` turns the
-    mean's standard error into the median's.
-
-    Below :data:`MIN_RUNS_FOR_SPREAD` runs the scatter says nothing yet. ``half_widths`` (the
-    runs' own 95 % interval half-widths relative to their values, None where a run kept none)
-    then give the spread: their median over ``sqrt(k)``, so a one-run baseline is as uncertain
-    as its own window, not exact. With none, or for a non-positive median, ``s`` is 0.0 and
-    the observed interval is all the gate has. From three runs on the MAD already holds each
-    window's sampling error; adding the windows again over-covers (0.98-0.99, simulated).
-
-    A MAD of five values is a noisy sigma, and ``z`` does not allow for that (Student's ``t``
-    would, at 4.3x sigma for three runs, which makes a short history useless): on its own this
-    interval holds the true centre of five normal runs in about 80 % of histories. The gate
-    never uses it alone. Combined with a new run's own interval by :func:`change_interval`, a
-    no-change comparison is covered at about the nominal 95 % (``tests/test_stats.py``), as
-    long as runs differ by no more than their own intervals say; the A/A bench checks that on
-    the demo server (``bench/bench_verdicts.py``, "change intervals containing 0").
-    """
-    _check_fraction(confidence, "confidence")
-    data = _as_samples(values, "values")
-    n = int(data.size)
-    if n == 0:
-        raise ValueError("need at least one baseline value")
-    center = float(np.median(data))
-    if center <= 0:
-        return center, 0.0
-    if n < MIN_RUNS_FOR_SPREAD:
-        # the scatter of one or two runs says nothing: their own windows' error is the spread
-        own = [float(h) for h in half_widths if h is not None and math.isfinite(h) and h >= 0]
-        return center, (float(np.median(own)) / math.sqrt(len(own)) if own else 0.0)
-    mad = float(np.median(np.abs(data - center)))
-    z = float(_st.norm.ppf(0.5 + confidence / 2.0))
-    return center, z * MEDIAN_SE_FACTOR * 1.4826 * mad / math.sqrt(n) / center
+        verdict = "inconclusive"
+        why = f"straddles the {bad} threshold: " + undecidable_reason(t, smallest, spread, runs)
+    return Decision(verdict, change, low, high, f"{band} {why}", decidable)
