@@ -1,6 +1,7 @@
 """How often the gate's verdicts are right: A/A false failures and detection of regressions.
 
     python bench/bench_verdicts.py [--sim] [--sim-runs 200]          # fast, simulated (default)
+    python bench/bench_verdicts.py --sim --noise-only [--noise-runs 50]  # issue 9 tables only
     python bench/bench_verdicts.py --real [--runs 50] [--config 8x10]  # slow, real demo server
     python bench/bench_verdicts.py --real --runs 10 --quick            # smoke run
 
@@ -36,6 +37,15 @@ Every run is bounded by ``run_capacity``'s time cap. The default server is 8 slo
 against 18-20 s (one slowed run 41 s) for 4 x 20 ms, its windows hold four times the samples,
 and Locust's CPU stays at 12-18 % of a core (well under the 80 % where the generator itself
 inflates latency).
+
+``--sim`` also prints the issue 9 tables (``--noise-only``: just those): run-to-run lognormal
+noise of 0 %, 3 % and 5 % on the service time (every run, baseline runs too, draws its own
+multiplier, as CI runners differ from one job to the next) and a heavy-tailed service (jitter
+sigma 0.5), each judged after a full search and in check mode. Run ``i`` gets a fresh baseline
+of ``HISTORY`` full searches (seeds ``20_000 + 10 i ...``); the A/A run and the slowed run
+(service time x 1.25) of that index are judged against it, by a full search and by a check run
+(``hold_users = probe_users = entry.users``). Every converged full search (baseline runs
+included) is also checked for a measured P99 above its target.
 
 A missed target is printed, not an exit status; the exit status is non-zero only when
 something broke.
@@ -350,7 +360,7 @@ def sim_case(case: SimCase, n: int, *, fresh: bool) -> tuple[list[Outcome], Base
     return outs, fixed
 
 
-def part_sim(n: int, *, fresh_too: bool) -> None:
+def part_sim(n: int, *, fresh_too: bool, noise_n: int = 0, noise_only: bool = False) -> None:
     """The simulated part, holding the machine-wide load lock.
 
     The simulation keeps a core busy for minutes: on a small machine that would skew any real
@@ -365,7 +375,11 @@ def part_sim(n: int, *, fresh_too: bool) -> None:
             note = f"waited {time.monotonic() - t0:.0f} s for the machine-wide load lock"
         except LoadError as exc:  # the lock's own bounded wait ran out: simulate anyway
             note = f"ran without the machine-wide load lock ({exc})"
-        _part_sim(n, fresh_too=fresh_too)
+        if not noise_only:
+            _part_sim(n, fresh_too=fresh_too)
+            say()
+        if noise_n:
+            part_noise(noise_n)
     say(f"({note})")
 
 
@@ -413,6 +427,174 @@ def _part_sim(n: int, *, fresh_too: bool) -> None:
         for line in notes:
             say(f"- {line}")
         say(f"({time.perf_counter() - t0:.1f} s of CPU time for this table)")
+
+
+# --------------------------------------------------------------------------- issue 9: noise, check
+
+
+@dataclass(frozen=True)
+class NoiseCase:
+    """A service, its run-to-run service-time noise (lognormal sigma) and the P99 target."""
+
+    name: str
+    knobs: dict[str, Any]
+    noise: float
+    target_p99_ms: float
+
+
+NOISE_CASES = (
+    NoiseCase("4x20ms, noise 0 %", {"slots": 4, "service_ms": 20.0}, 0.0, 120.0),
+    NoiseCase("4x20ms, noise 3 %", {"slots": 4, "service_ms": 20.0}, 0.03, 120.0),
+    NoiseCase("4x20ms, noise 5 %", {"slots": 4, "service_ms": 20.0}, 0.05, 120.0),
+    NoiseCase(
+        "4x20ms heavy tail (jitter .5), noise 3 %",
+        {"slots": 4, "service_ms": 20.0, "jitter": 0.5},
+        0.03,
+        120.0,
+    ),
+)
+
+
+def noisy_knobs(case: NoiseCase, seed: int, slowdown: float) -> dict[str, Any]:
+    """The service of one run: its own run-to-run multiplier (seeded), times ``slowdown``."""
+    import numpy as np
+
+    mult = float(np.random.default_rng([seed, 9]).lognormal(0.0, case.noise)) if case.noise else 1.0
+    knobs = {**case.knobs}
+    knobs["service_ms"] = knobs["service_ms"] * mult * slowdown
+    return knobs
+
+
+def noise_run(
+    case: NoiseCase,
+    seed: int,
+    settings: RunSettings,
+    *,
+    slowdown: float = 1.0,
+    hold: int | None = None,
+    probe: int | None = None,
+) -> CapacityResult:
+    svc = SimulatedService(**{**SIM_COMMON, **noisy_knobs(case, seed, slowdown), "seed": seed})
+    search = CapacitySearch(settings, probe_users=probe, hold_users=hold)
+    clock = FakeClock(svc)
+    run_search(search, svc, clock)
+    return build_result(search, name=KEY, host="sim://", elapsed_s=clock.now())
+
+
+@dataclass
+class NoiseTally:
+    """Judged runs of one case, per mode and kind, and the P99-over-target count."""
+
+    outs: dict[tuple[str, str], list[Outcome]] = field(default_factory=dict)
+    converged: int = 0
+    over_target: list[str] = field(default_factory=list)
+
+    def add(self, mode: str, kind: str, o: Outcome) -> None:
+        self.outs.setdefault((mode, kind), []).append(o)
+
+    def check_p99(self, r: CapacityResult, label: str) -> None:
+        if r.converged and not r.check:
+            self.converged += 1
+            if r.p99_ms is not None and r.p99_ms > r.target_p99_ms:
+                self.over_target.append(f"{label}: P99 {r.p99_ms:.1f} > {r.target_p99_ms:g} ms")
+
+
+def noise_case(case: NoiseCase, n: int) -> NoiseTally:
+    settings = RunSettings(target_p99_ms=case.target_p99_ms, max_users=128)
+    tally = NoiseTally()
+    for i in range(n):
+        entry: BaselineEntry | None = None
+        kept = 0
+        for seed in range(20_000 + 10 * i, 20_000 + 10 * i + 10):
+            r = noise_run(case, seed, settings)
+            tally.check_p99(r, f"baseline seed {seed}")
+            if r.converged:
+                entry = record(entry, r, settings)
+                kept += 1
+                if kept == HISTORY:
+                    break
+        if entry is None or kept < HISTORY:
+            raise BenchError(f"{case.name}: fewer than {HISTORY} of 10 baseline runs converged")
+        u = entry.users
+        for kind, slowdown, seed in (("A/A", 1.0, 1_000 + i), ("x1.25", SLOWDOWN, 5_000 + i)):
+            full = noise_run(case, seed, settings, slowdown=slowdown, probe=u)
+            tally.check_p99(full, f"{kind} seed {seed}")
+            check = noise_run(case, seed, settings, slowdown=slowdown, hold=u, probe=u)
+            for mode, r in (("full", full), ("check", check)):
+                o = judge(r, entry, settings)
+                o.seconds = r.elapsed_s
+                tally.add(mode, kind, o)
+    return tally
+
+
+def verdict_counts(outs: Sequence[Outcome]) -> str:
+    """regression / inconclusive / pass counts of a list of judged runs."""
+    reg = sum(o.caught for o in outs)
+    inc = sum(o.inconclusive for o in outs)
+    return f"{reg} / {inc} / {len(outs) - reg - inc}"
+
+
+def part_noise(n: int) -> None:
+    header(
+        f"bench_verdicts --sim, issue 9: run-to-run noise and check mode, {n} runs per case, "
+        f"fresh baseline of {HISTORY} per run, threshold {RunSettings().threshold:.0%}"
+    )
+    say(
+        "Targets: A/A false regressions <= 1/50 (and no failure: inconclusive counted apart), "
+        "slowed service (x1.25 service time) caught >= 49/50. Cells: regression / inconclusive "
+        "/ pass."
+    )
+    rows, p99_rows, notes = [], [], []
+    t0 = time.perf_counter()
+    for case in NOISE_CASES:
+        tally = noise_case(case, n)
+        for mode in ("full", "check"):
+            aa = tally.outs[(mode, "A/A")]
+            slow = tally.outs[(mode, "x1.25")]
+            false_reg = sum(o.caught for o in aa)
+            caught = sum(o.caught for o in slow)
+            secs = [o.seconds for o in aa + slow]
+            rows.append(
+                [
+                    case.name,
+                    mode,
+                    verdict_counts(aa),
+                    f"{false_reg}/{len(aa)}" + ("" if false_reg / len(aa) <= AA_TARGET else " (!)"),
+                    verdict_counts(slow),
+                    f"{caught}/{len(slow)}"
+                    + ("" if caught / len(slow) >= DETECT_TARGET else " (!)"),
+                    f"{median_change(slow, 'capacity')} / {median_change(slow, 'p99')}",
+                    f"{statistics.median(secs):.1f} / {max(secs):.1f}",
+                ]
+            )
+            notes += [f"{case.name}, {mode}, A/A: {m}" for m in reasons(aa, 2)]
+            notes += [
+                f"{case.name}, {mode}, slowed not caught: {o.reason or o.verdicts}"
+                for o in slow
+                if not o.caught
+            ][:2]
+        p99_rows.append([case.name, tally.converged, len(tally.over_target)])
+        notes += tally.over_target[:3]
+    say(
+        table(
+            [
+                "case",
+                "mode",
+                "A/A regr / inconcl / pass",
+                "A/A false regressions",
+                "x1.25 regr / inconcl / pass",
+                "x1.25 caught",
+                "x1.25 median change cap / p99",
+                "sim s median / max",
+            ],
+            rows,
+        )
+    )
+    say()
+    say(table(["case", "converged full searches", "with P99 over target"], p99_rows))
+    for line in notes:
+        say(f"- {line}")
+    say(f"({time.perf_counter() - t0:.1f} s of CPU time for these tables)")
 
 
 # --------------------------------------------------------------------------- part 2: real server
@@ -601,6 +783,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--sim", action="store_true", help="simulated part (default if no part given)")
     p.add_argument("--real", action="store_true", help="real demo-server part (slow)")
     p.add_argument("--sim-runs", type=int, default=200, help="runs per simulated case")
+    p.add_argument(
+        "--noise-runs", type=int, default=50, help="runs per issue 9 case (--sim); 0: skip them"
+    )
+    p.add_argument("--noise-only", action="store_true", help="--sim: only the issue 9 tables")
     p.add_argument("--runs", type=int, default=50, help="A/A runs and slowed runs, each (--real)")
     p.add_argument(
         "--config", choices=sorted(REAL_CONFIGS), default="8x10", help="demo server for --real"
@@ -616,7 +802,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parts: list[Callable[[], None]] = []
     if args.sim:
         n = min(args.sim_runs, 50) if args.quick else args.sim_runs
-        parts.append(lambda: part_sim(n, fresh_too=not args.quick))
+        noise_n = min(args.noise_runs, 10) if args.quick else args.noise_runs
+        parts.append(
+            lambda: part_sim(
+                n, fresh_too=not args.quick, noise_n=noise_n, noise_only=args.noise_only
+            )
+        )
     if args.real:
         parts.append(lambda: part_real(args.config, args.runs))
     try:

@@ -5,20 +5,35 @@ Nothing here imports Locust or reads a clock of its own. :func:`run_search` driv
 process passes real ones, the unit tests and benchmarks pass the simulated service from
 :mod:`pytest_mlload.simulate` with a fake clock, so the same code is exercised everywhere.
 
-The search, for a P99 target ``T``:
+The search, for a P99 target ``T``. A level is *good* when its window's P99 (all requests,
+failures with the time they took) is at or under ``T`` and its errors are under the cap.
 
 1. **Ramp.** Start at ``min_users`` and multiply the user count by 2 to 4 (by the headroom
-   ``T / P99``) while the window's P99 stays at or under ``T`` (and errors under the cap),
-   up to ``max_users``.
+   ``T / P99``) while levels stay good, up to ``max_users``.
 2. **Refine.** Interpolate (safeguarded like bisection) on the user count between the highest
    good level ``lo`` and the lowest bad level ``hi`` until they are adjacent, or ``lo``'s
    P99 is within ``tolerance`` under ``T`` (close enough: throughput barely moves there).
-3. **Measure.** Hold ``lo`` users for a longer window (``measure_s``, extended until
+3. **Knee.** Some servers get slower per request past some concurrency, so throughput peaks
+   and *falls* beyond it. Once a good level's throughput is clearly below the best good
+   level's (by more than 5 % and more than both windows' noise), the search stops climbing and
+   bisects between the best level's measured neighbours for the peak (a few bounded steps):
+   the operating point is the best throughput that meets the target, not the highest load
+   that does. ``knee_users`` and a note say where throughput falls.
+4. **Measure.** Hold the chosen level for a longer window (``measure_s``, extended until
    ``min_samples`` requests): that window *is* the operating point. Its successful-request
-   throughput is the capacity.
-4. **Probe** (optional). Hold the baseline's user count for ``probe_s`` and measure P99 there,
+   throughput is the capacity. When its P99 is over ``T`` or its errors over the cap, the
+   search steps down (about 10 % fewer users) and measures again, at most
+   ``MAX_STEP_DOWNS`` times: a converged result's P99 is never above its target.
+5. **Probe** (optional). Hold the baseline's user count for ``probe_s`` and measure P99 there,
    so a P99 regression is judged at the same load as the baseline, not at the controlled
    P99 (which would only measure controller noise).
+
+**Check mode** (``hold_users=N``): no search. After the warm-up, one measure window at ``N``
+users (the baseline's operating load), kept so the whole run stays within ``CHECK_TOTAL_S``;
+it is both the measurement and the probe, so capacity and P99 are judged at the baseline's load.
+
+A search that ends at ``max_users`` still under the target reports ``bound="max_users"``: its
+capacity is only a lower bound.
 
 The gated windows (measure, probe) grow, up to three times their length and never into the
 last quarter of the time cap, while the 95 % interval of a figure they are judged on is wider
@@ -70,6 +85,22 @@ SATURATION_GAIN = 0.10  # less than +10 % throughput from a larger ramp step: sa
 WARMUP_S = 1.0  # the first window waits this long: connections, caches, lazy model loads
 RAMP_HEADROOM = 0.8  # aim the ramp at 80 % of the target, so the step rarely overshoots
 MAX_SETTLE_S = 2.0
+# Past the knee: a good level's throughput this far under the best good level's (and more than
+# both windows' noise) means throughput falls with load. Lower than this is noise on a plateau.
+KNEE_MARGIN = 0.05
+KNEE_NOISE_Z = 2.5  # ...and more than this many standard errors of the difference
+KNEE_BATCHES = 10  # sub-windows a window's throughput noise is estimated from (batch means)
+MIN_BATCHES = 5
+MIN_BATCH_REQUESTS = 10
+MAX_CONFIRMS = 3  # re-measurements of a fall within noise, per search
+CONFIRM_MIN_SAMPLES = 400  # a re-measurement holds twice a refine window: +-5 % Poisson noise
+SEARCH_PHASES = ("ramp", "refine", "confirm", "knee")
+MAX_KNEE_STEPS = 8  # golden-section steps around the peak: a bracket of ~50 users to adjacent
+GOLDEN = 0.382  # the new point's place in the larger side (golden-section search)
+MAX_STEP_DOWNS = 3  # measure windows over target/cap before the search gives up
+STEP_DOWN_RATIO = 0.9  # each step down holds ~10 % fewer users
+ERROR_STEP_DOWN_RATIO = 0.95  # ...or ~5 % (at least one) when only the error cap was breached
+CHECK_TOTAL_S = 10.0  # check mode: warm-up + settle + the one window stay within this
 
 
 class Clock(Protocol):
@@ -126,14 +157,33 @@ class Samples:
         """Successful requests per second (goodput)."""
         return self.successes / self.duration_s
 
-    def ok_latencies(self) -> np.ndarray:
-        """Latencies of successful requests, in ms."""
-        return self.latency_ms[self.ok]
-
     def p99_ms(self) -> float | None:
-        """P99 of successful requests' raw latencies (None when there are none)."""
-        lat = self.ok_latencies()
+        """P99 of every request's raw latency, failures included with the time they took.
+
+        A failure is part of what users wait for: a timeout or a slow 503 that left the
+        percentiles would let a change that turns slow requests into errors improve P99.
+        None for an empty window.
+        """
+        lat = self.latency_ms
         return float(np.percentile(lat, 99)) if lat.size else None
+
+    def rps_se(self) -> float:
+        """Standard error of :attr:`rps`: the larger of Poisson count noise and batch means.
+
+        ``sqrt(successes) / duration`` is a cautious floor (closed-loop completions are
+        usually more regular than Poisson, but a heavy-tailed service swings on time scales a
+        short window cannot see); the spread of ``KNEE_BATCHES`` sub-window rates catches
+        slower swings such as stalls. Infinite for a window too small to estimate anything.
+        """
+        ok = self.end_s[self.ok]
+        batches = min(KNEE_BATCHES, ok.size // MIN_BATCH_REQUESTS)
+        if batches < MIN_BATCHES:
+            return math.inf
+        edges = np.linspace(self.start_s, self.stop_s, batches + 1)
+        counts = np.histogram(ok, bins=edges)[0]
+        rates = counts / (self.duration_s / batches)
+        batch_se = float(np.std(rates, ddof=1) / math.sqrt(batches))
+        return max(batch_se, math.sqrt(ok.size) / self.duration_s)
 
     def for_name(self, name: str) -> Samples:
         """The subset of this window whose request name is ``name``."""
@@ -183,6 +233,10 @@ class _Level:
     error_ratio: float
     requests: int
     rps: float = 0.0
+    rps_se: float = math.inf
+    good: bool = False
+    duration_s: float = 0.0
+    clean: bool = True  # errors under the cap (a level may be bad by its P99 alone)
 
 
 @dataclass(slots=True)
@@ -191,10 +245,13 @@ class CapacitySearch:
 
     Call :meth:`next_step`, run it, feed the window to :meth:`observe`; repeat until
     :meth:`next_step` returns ``None``. ``probe_users`` asks for a P99 probe at that load.
+    ``hold_users`` is check mode: measure that load only (pass ``probe_users`` equal to it, so
+    the window doubles as the probe; it does either way).
     """
 
     settings: RunSettings
     probe_users: int | None = None
+    hold_users: int | None = None
     phase: str = "ramp"
     users: int = 0
     lo: _Level | None = None
@@ -204,19 +261,35 @@ class CapacitySearch:
     probe: Samples | None = None
     status: str = "running"
     reason: str = ""
-    retried_measure: bool = False
+    note: str = ""
+    bound: str = ""
+    knee_users: int | None = None
+    step_downs: int = 0
+    knee_steps: int = 0
+    confirms: int = 0
+    resume: tuple[str, int] | None = None
+    levels: list[_Level] = field(default_factory=list)
     trajectory: list[WindowRecord] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.users = self.settings.min_users
         if self.probe_users is not None:
             self.probe_users = max(1, int(self.probe_users))
+        if self.hold_users is not None:
+            self.hold_users = max(1, int(self.hold_users))
+            self.probe_users = self.hold_users  # the held window is the probe
+            self.phase, self.users = "measure", self.hold_users
 
     # -- decisions -----------------------------------------------------------------------
     @property
     def done(self) -> bool:
         """True once the search has a final status."""
         return self.status != "running"
+
+    @property
+    def check(self) -> bool:
+        """True in check mode (``hold_users`` given)."""
+        return self.hold_users is not None
 
     def _settle(self) -> float:
         last = (self.last_p99_ms or 0.0) / 1000.0
@@ -231,12 +304,19 @@ class CapacitySearch:
         settle = self._settle()
         if self.phase == "ramp":
             return Step("ramp", self.users, settle, min(RAMP_MIN_SAMPLES, s.min_samples), 0.5, 1.5)
-        if self.phase == "refine":
+        if self.phase in ("refine", "knee"):
             return Step(
-                "refine", self.users, settle, min(REFINE_MIN_SAMPLES, s.min_samples), 0.75, 2.0
+                self.phase, self.users, settle, min(REFINE_MIN_SAMPLES, s.min_samples), 0.75, 2.0
             )
+        if self.phase == "confirm":
+            return Step("confirm", self.users, settle, CONFIRM_MIN_SAMPLES, 1.0, 3.0)
         # Gated windows need enough samples for a P99 confidence interval.
         gated = max(s.min_samples, P99_CI_SAMPLES)
+        if self.phase == "measure" and self.check:
+            # A verdict in about CHECK_TOTAL_S: the window may grow for precision only as far
+            # as that (and the time cap, which run_search enforces) allows.
+            longest = max(s.measure_s, CHECK_TOTAL_S - settle)
+            return Step("measure", self.users, settle, gated, min(s.measure_s, longest), longest)
         if self.phase == "measure":
             return Step("measure", self.users, settle, gated, s.measure_s, 3 * s.measure_s)
         if self.phase == "probe":
@@ -250,7 +330,8 @@ class CapacitySearch:
         it is judged on has a half-width above a quarter of the threshold: a verdict with a
         wide interval would come out inconclusive, so measuring longer is the cheaper fix.
         The measure window is judged on its capacity (block bootstrap of the throughput); the
-        probe, and a measure window that doubles as the probe, on its P99 (order statistics).
+        probe, and a measure window that doubles as the probe, on its P99 (order statistics
+        of every request's latency, in completion order).
         """
         ok = w.end_s[w.ok]
         if ok.size == 0:
@@ -258,7 +339,7 @@ class CapacitySearch:
         want = max(self.settings.threshold / 4, MIN_PRECISION)
         if phase == "probe" or self.probe_users in (None, self.users):
             p99 = w.p99_ms()
-            ci = quantile_ci(w.ok_latencies(), 0.99)
+            ci = quantile_ci(w.latency_ms, 0.99)
             if p99 is None or ci is None or p99 <= 0 or (ci[1] - ci[0]) / 2 / p99 > want:
                 return False
             if phase == "probe":
@@ -286,9 +367,10 @@ class CapacitySearch:
         t = self.settings.target_p99_ms
         return level.p99_ms is not None and level.p99_ms >= t * (1.0 - self.settings.tolerance)
 
-    def _start_measure(self) -> None:
-        assert self.lo is not None
-        self.phase, self.users = "measure", self.lo.users
+    def _start_measure(self, level: _Level | None = None) -> None:
+        level = level or self.lo
+        assert level is not None
+        self.phase, self.users = "measure", level.users
 
     def _finish(self, status: str, reason: str = "") -> None:
         self.phase, self.status, self.reason = "done", status, reason
@@ -299,55 +381,31 @@ class CapacitySearch:
 
     def observe(self, w: Samples, step: Step) -> None:
         """Feed the window measured for ``step``; updates the state and the trajectory."""
-        s = self.settings
         p99 = w.p99_ms()
         if p99 is not None:
             self.last_p99_ms = p99
-        level = _Level(step.users, p99, w.error_ratio, w.requests, w.rps)
         good = self._is_good(w)
+        level = _Level(
+            step.users,
+            p99,
+            w.error_ratio,
+            w.requests,
+            w.rps,
+            w.rps_se(),
+            good,
+            w.duration_s,
+            not self._too_many_errors(w),
+        )
         decision = ""
         if w.requests == 0:
             decision = "no request completed: measure again"  # the time cap bounds this
-        elif step.phase in ("ramp", "refine") and w.successes == 0:
+        elif step.phase in SEARCH_PHASES and w.successes == 0 and self.lo is None:
             decision = "all requests failed"
             self.measurement = w  # keep the failures: they must show in the result
             self._finish("inconclusive", self._error_reason(w, step.users))
-        elif step.phase == "ramp":
-            previous = self.lo
-            if good:
-                self.lo = level
-                if step.users >= s.max_users:
-                    decision = "at max_users"
-                    self._start_measure()
-                elif self._in_band(level) and self._saturated(level, previous):
-                    decision = "P99 in band, throughput saturated"
-                    self._start_measure()
-                else:
-                    self.users = min(s.max_users, self._ramp_next(step.users, p99))
-                    decision = f"ramp to {self.users}"
-            else:
-                self.hi = level
-                if self.lo is None:
-                    too_many = self._too_many_errors(w)
-                    if too_many:
-                        decision = "too many errors at min_users"
-                        self.measurement = w  # keep the failures: they must show in the result
-                        self._finish("inconclusive", self._error_reason(w, step.users))
-                    else:
-                        decision = "over target at min_users"
-                        self._finish(
-                            "inconclusive", self._over_reason(w, step.users, "at min_users")
-                        )
-                else:
-                    decision = "over target: refine"
-                    self._refine_or_measure()
-        elif step.phase == "refine":
-            if good:
-                self.lo = level
-            else:
-                self.hi = level
-            decision = "good" if good else "over target"
-            self._refine_or_measure()
+        elif step.phase in SEARCH_PHASES:
+            self.levels.append(level)
+            decision = self._after_search_window(level, w, step.phase)
         elif step.phase == "measure":
             decision = self._after_measure(w, level)
         elif step.phase == "probe":
@@ -368,6 +426,173 @@ class CapacitySearch:
             )
         )
 
+    def _after_search_window(self, level: _Level, w: Samples, phase: str) -> str:
+        if phase == "knee":
+            return self._knee_next()
+        if phase == "confirm":
+            assert self.resume is not None
+            self.phase, self.users = self.resume
+            return self._check_knee("")
+        if level.good:
+            self.lo = level
+        else:
+            self.hi = level if self.hi is None or level.users <= self.hi.users else self.hi
+        if self.lo is None:  # bad at min_users
+            if self._too_many_errors(w):
+                self.measurement = w  # keep the failures: they must show in the result
+                self._finish("inconclusive", self._error_reason(w, level.users))
+                return "too many errors at min_users"
+            self._finish("inconclusive", self._over_reason(w, level.users, "at min_users"))
+            return "over target at min_users"
+        return self._check_knee(self._ramp_or_refine(level, phase))
+
+    def _ramp_or_refine(self, level: _Level, phase: str) -> str:
+        """The step a search without a knee takes next (sets phase and users)."""
+        s = self.settings
+        if phase == "ramp":
+            previous = next((x for x in reversed(self.levels[:-1]) if x.good), None)
+            if not level.good:
+                self._refine_or_measure()
+                return "over target: refine" if self.phase == "refine" else "over target"
+            if level.users >= s.max_users:
+                self._start_measure()
+                return "at max_users"
+            if self._in_band(level) and self._saturated(level, previous):
+                self._start_measure()
+                return "P99 in band, throughput saturated"
+            self.users = min(s.max_users, self._ramp_next(level.users, level.p99_ms))
+            return f"ramp to {self.users}"
+        self._refine_or_measure()
+        if level.good:
+            return "good"
+        return "too many errors" if self._err_only(level) else "over target"
+
+    def _check_knee(self, decision: str) -> str:
+        """Divert to the knee search when throughput clearly fell; confirm it when it may have.
+
+        A fall by more than the margin but within the windows' noise is measured again (the
+        best level first: the highest of several noisy rates is biased up), at most
+        ``MAX_CONFIRMS`` times; then the plain step goes ahead.
+        """
+        evidence, best, fell = self._knee_evidence()
+        sep = "; " if decision else ""
+        if evidence == "clear" and best is not None and fell is not None:
+            self.phase, self.resume = "knee", None
+            return (
+                f"{decision}{sep}throughput fell from {best.rps:.1f} req/s at {best.users} users "
+                f"to {fell.rps:.1f} at {fell.users}: look for the peak; " + self._knee_next()
+            )
+        if (
+            evidence == "maybe"
+            and best is not None
+            and fell is not None
+            and self.confirms < MAX_CONFIRMS
+            and self.phase in ("ramp", "refine", "measure")
+        ):
+            self.confirms += 1
+            self.resume = (self.phase, self.users)
+            again = best if best.requests <= fell.requests else fell
+            self.phase, self.users = "confirm", again.users
+            return (
+                f"{decision}{sep}throughput may fall past {best.users} users "
+                f"({best.rps:.1f} -> {fell.rps:.1f} req/s at {fell.users}, within noise): "
+                f"measure {again.users} again"
+            )
+        self.resume = None
+        return decision
+
+    def _pooled(self) -> list[_Level]:
+        """The search windows pooled per user count (repeat measurements of one load)."""
+        by: dict[int, list[_Level]] = {}
+        for x in self.levels:
+            by.setdefault(x.users, []).append(x)
+        out = []
+        for users, xs in sorted(by.items()):
+            d = sum(x.duration_s for x in xs)
+            if len(xs) == 1 or d <= 0:
+                out.append(xs[-1])
+                continue
+            rps = sum(x.rps * x.duration_s for x in xs) / d
+            se = math.sqrt(sum((x.rps_se * x.duration_s) ** 2 for x in xs)) / d
+            last = xs[-1]
+            out.append(
+                _Level(
+                    users,
+                    last.p99_ms,
+                    last.error_ratio,
+                    sum(x.requests for x in xs),
+                    rps,
+                    se,
+                    all(x.good for x in xs),
+                    d,
+                    all(x.clean for x in xs),
+                )
+            )
+        return out
+
+    def _err_only(self, level: _Level) -> bool:
+        return level.p99_ms is not None and level.p99_ms <= self.settings.target_p99_ms
+
+    # -- the knee --------------------------------------------------------------------------
+    def _best_good(self) -> _Level | None:
+        good = [x for x in self._pooled() if x.good]
+        return max(good, key=lambda x: (x.rps, -x.users)) if good else None
+
+    def _knee_evidence(self) -> tuple[str, _Level | None, _Level | None]:
+        """("clear" | "maybe" | "", best good level, the higher level that fell most).
+
+        The higher level may be over the P99 target (its throughput still shows the fall),
+        but not over the error cap: goodput lost to errors is not a knee.
+        """
+        best = self._best_good()
+        if best is None:
+            return "", None, None
+        above = [x for x in self._pooled() if x.clean and x.users > best.users]
+        if not above:
+            return "", best, None
+        fell = min(above, key=lambda x: x.rps)
+        gap = best.rps - fell.rps
+        if gap <= KNEE_MARGIN * best.rps:
+            return "", best, fell
+        noise = KNEE_NOISE_Z * math.sqrt(best.rps_se**2 + fell.rps_se**2)
+        # The best of several noisy levels reads high and the worst low: only levels measured
+        # again at length (fresh, unbiased windows) make the evidence clear.
+        measured = min(best.requests, fell.requests) >= CONFIRM_MIN_SAMPLES
+        return ("clear" if gap > noise and measured else "maybe"), best, fell
+
+    def _knee_next(self) -> str:
+        """Golden-section step on the larger side between the best level and its neighbours.
+
+        Throughput is taken as unimodal in users: the peak lies between the measured levels
+        next to the best one. Each step measures a point inside the larger side; the better of
+        it and the best becomes the best, and the bracket shrinks by about 0.618.
+        """
+        best = self._best_good()
+        assert best is not None
+        below = [x.users for x in self.levels if x.users < best.users]
+        above = [x.users for x in self.levels if x.users > best.users]
+        left = max(below) if below else best.users
+        right = min(above) if above else best.users
+        if self.knee_steps < MAX_KNEE_STEPS and max(best.users - left, right - best.users) > 1:
+            self.knee_steps += 1
+            if right - best.users >= best.users - left:
+                self.users = best.users + max(1, round(GOLDEN * (right - best.users)))
+            else:
+                self.users = best.users - max(1, round(GOLDEN * (best.users - left)))
+            return f"peak near {best.users} ({best.rps:.1f} req/s): try {self.users}"
+        self.knee_users = best.users
+        fell = [x for x in self._pooled() if x.clean and x.users > best.users]
+        worst = min(fell, key=lambda x: x.rps) if fell else None
+        self.note = (
+            f"throughput falls past {best.users} users ({best.rps:.1f} req/s there"
+            + (f", {worst.rps:.1f} req/s at {worst.users}" if worst else "")
+            + "): the operating point is that peak, not the highest load under the "
+            f"{self.settings.target_p99_ms:g} ms target"
+        )
+        self._start_measure(best)
+        return f"throughput falls past {best.users} users: measure there"
+
+    # -- ramp and refine -------------------------------------------------------------------
     @staticmethod
     def _saturated(level: _Level, previous: _Level | None) -> bool:
         # Below the knee P99 is flat in users (about the service time): a P99 in the band
@@ -395,19 +620,59 @@ class CapacitySearch:
     def _refine_next(self, lo: _Level, hi: _Level) -> int:
         # Interpolate where P99 crosses the middle of the band (P99 is near-linear in users
         # once saturated), but stay a quarter of the interval inside it, so a noisy or
-        # convex curve still shrinks the interval like bisection would.
+        # convex curve still shrinks the interval like bisection would. A level bad by its
+        # errors alone says nothing about where P99 crosses: bisect.
         span = hi.users - lo.users
         margin = max(1, span // 4)
         aim = self.settings.target_p99_ms * (1.0 - self.settings.tolerance / 2.0)
-        if lo.p99_ms is not None and hi.p99_ms is not None and hi.p99_ms > lo.p99_ms:
+        if (
+            lo.p99_ms is not None
+            and hi.p99_ms is not None
+            and hi.p99_ms > lo.p99_ms
+            and not self._err_only(hi)
+        ):
             guess = lo.users + (aim - lo.p99_ms) / (hi.p99_ms - lo.p99_ms) * span
         else:
             guess = lo.users + span / 2.0
         return int(min(max(math.floor(guess), lo.users + margin), hi.users - margin))
 
+    # -- the operating point ---------------------------------------------------------------
     def _after_measure(self, w: Samples, level: _Level) -> str:
         s = self.settings
-        if w.error_ratio > s.max_error_ratio:
+        if self.check:
+            return self._after_check(w, level)
+        p99 = level.p99_ms
+        over = p99 is not None and p99 > s.target_p99_ms
+        errors = w.error_ratio > s.max_error_ratio
+        if (over or errors) and w.successes > 0:
+            what = (
+                f"error ratio {w.error_ratio:.1%} above the {s.max_error_ratio:.1%} cap"
+                if errors
+                else f"P99 {p99:.1f} ms over the {s.target_p99_ms:g} ms target"
+            )
+            # Errors start sharply above some load and the search windows already bracket
+            # it: step finely. A P99 over the target moves about linearly in users: ~10 %.
+            ratio = ERROR_STEP_DOWN_RATIO if errors and not over else STEP_DOWN_RATIO
+            fewer = min(level.users - 1, math.floor(level.users * ratio))
+            lower = max(s.min_users, fewer)
+            if lower < level.users and self.step_downs < MAX_STEP_DOWNS:
+                # The operating point must meet the target in the window that measures it:
+                # step down and measure again, never accept it over the target.
+                self.step_downs += 1
+                self.hi = level
+                self.bound = ""
+                self.users = lower
+                return f"{what}: step down to {lower} users"
+            self.measurement = w  # keep what was seen: it must show in the result
+            if errors:
+                self._finish("inconclusive", self._error_reason(w, level.users))
+            else:
+                where = "at min_users" if level.users <= s.min_users else (
+                    f"after {self.step_downs} step-downs"
+                )
+                self._finish("inconclusive", self._over_reason(w, level.users, where))
+            return f"{what}: no lower load left to try"
+        if errors:
             self.measurement = w
             self._finish("inconclusive", self._error_reason(w, level.users))
             return "error ratio above cap"
@@ -419,23 +684,42 @@ class CapacitySearch:
                 f"(raise max_duration_s / measure_s, or lower min_samples)",
             )
             return "too few samples"
-        p99 = level.p99_ms or 0.0
-        if p99 > s.target_p99_ms * (1 + s.tolerance) and not self.retried_measure:
-            # The measuring window disagrees with the search window: step one level down once.
-            self.retried_measure = True
-            lower = max(s.min_users, min(level.users - 1, math.floor(level.users * 0.9)))
-            if lower < level.users:
-                self.hi = level
-                self.lo = _Level(lower, None, 0.0, 0)
-                self.users = lower
-                return f"P99 {p99:.1f} ms over target: re-measure at {lower}"
         self.measurement = w
+        if level.users >= s.max_users and self.knee_users is None:
+            self.bound = "max_users"
+            bound_note = (
+                f"stopped at max_users={s.max_users} with P99 {p99 or 0.0:.1f} ms still under "
+                f"the {s.target_p99_ms:g} ms target: the capacity is a lower bound, not the "
+                f"server's limit (raise max_users to find it)"
+            )
+            self.note = f"{self.note}; {bound_note}" if self.note else bound_note
         if self.probe_users is not None and self.probe_users != level.users:
             self.phase, self.users = "probe", self.probe_users
             return f"measured; probe at {self.probe_users}"
         self.probe = w if self.probe_users is not None else None
         self._finish("converged")
-        return "measured"
+        return "measured" + (" (bound: max_users)" if self.bound else "")
+
+    def _after_check(self, w: Samples, level: _Level) -> str:
+        # Check mode judges this load against the baseline: a P99 over the target or more
+        # errors is for the gates to weigh (against the baseline's), not a reason to move.
+        s = self.settings
+        if w.successes == 0:
+            self.measurement = w
+            self._finish("inconclusive", self._error_reason(w, level.users))
+            return "all requests failed"
+        if w.successes < s.min_samples:
+            self._finish(
+                "inconclusive",
+                f"too few samples in the check window: {w.successes} successful requests in "
+                f"{w.duration_s:.1f} s at {level.users} users, {s.min_samples} needed "
+                f"(run the full search, or lower min_samples)",
+            )
+            return "too few samples"
+        self.measurement = self.probe = w
+        self.note = f"check mode: held the baseline's {level.users} users, no search"
+        self._finish("converged")
+        return f"check: measured at {level.users} users"
 
     def _error_reason(self, w: Samples, users: int) -> str:
         sample = "; ".join(_top_errors(w.error_texts)) or "no error text"
@@ -525,7 +809,7 @@ def _endpoint_results(w: Samples) -> dict[str, EndpointResult]:
     out: dict[str, EndpointResult] = {}
     for name in sorted(set(w.name.tolist())):
         sub = w.for_name(name)
-        pct = percentiles(sub.ok_latencies())
+        pct = percentiles(sub.latency_ms)
         out[name] = EndpointResult(
             name=name,
             capacity_rps=sub.rps,
@@ -575,19 +859,19 @@ def build_result(
         start = stop = None
         cap_ci = p99_ci = None
     else:
-        pct = percentiles(w.ok_latencies())
+        pct = percentiles(w.latency_ms)
         users = _measured_users(search)
         cap, req, fail, err, dur = w.rps, w.requests, w.failures, w.error_ratio, w.duration_s
         endpoints = _endpoint_results(w)
         errors = tuple(_top_errors(w.error_texts))
         start, stop = w.start_s, w.stop_s
-        ok = w.ok_latencies()
-        p99_ci = _ci(quantile_ci(ok, 0.99)) if ok.size else None
-        cap_ci = _ci(rate_ci(w.end_s[w.ok], w.start_s, w.stop_s)[1:]) if ok.size else None
+        # every request's latency, in completion order (the interval accounts for dependence)
+        p99_ci = _ci(quantile_ci(w.latency_ms, 0.99)) if w.requests else None
+        cap_ci = _ci(rate_ci(w.end_s[w.ok], w.start_s, w.stop_s)[1:]) if w.successes else None
     probe = None
     if search.probe is not None and search.probe_users is not None:
         pw = search.probe
-        pp = percentiles(pw.ok_latencies())
+        pp = percentiles(pw.latency_ms)
         probe = ProbeResult(
             users=search.probe_users,
             p50_ms=pp["p50_ms"],
@@ -595,7 +879,7 @@ def build_result(
             requests=pw.requests,
             failures=pw.failures,
             duration_s=pw.duration_s,
-            p99_ci=_ci(quantile_ci(pw.ok_latencies(), 0.99)) if pw.successes else None,
+            p99_ci=_ci(quantile_ci(pw.latency_ms, 0.99)) if pw.requests else None,
         )
     off = epoch_offset
     return CapacityResult(
@@ -625,6 +909,10 @@ def build_result(
         p99_ci=p99_ci,
         settings=search.settings.to_dict(),
         extra=dict(extra or {}),
+        bound=search.bound if status == "converged" else "",
+        knee_users=search.knee_users,
+        check=search.check,
+        note=search.note,
     )
 
 

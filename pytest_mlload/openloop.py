@@ -49,6 +49,22 @@ class OpenLoopSamples:
         """Latency from the *intended* send time (coordinated-omission free), in ms."""
         return (self.end_s - self.intended_s) * 1000.0
 
+    def latencies_ms(self, horizon_s: float) -> np.ndarray:
+        """Every arrival's latency, failures included with the time they took.
+
+        An arrival that never finished waited at least until ``horizon_s`` (when the
+        recording ended): it counts with that lower bound, so a request that timed out or hung
+        raises the percentiles instead of leaving them. Ordered by intended send time.
+        """
+        end = np.where(np.isfinite(self.end_s), self.end_s, max(horizon_s, 0.0))
+        return np.maximum(end - self.intended_s, 0.0) * 1000.0
+
+    def horizon_s(self) -> float:
+        """The last moment anything was recorded (latest completion or dispatch)."""
+        seen = np.concatenate([self.end_s, self.dispatched_s, self.intended_s])
+        seen = seen[np.isfinite(seen)]
+        return float(seen.max()) if seen.size else 0.0
+
     def between(self, start_s: float, stop_s: float) -> OpenLoopSamples:
         """Arrivals intended in ``[start_s, stop_s)``."""
         sel = (self.intended_s >= start_s) & (self.intended_s < stop_s)
@@ -86,14 +102,17 @@ def summarize(
 ) -> OpenLoopSummary:
     """Summarize arrivals intended in ``[start_s, stop_s)``; unfinished ones count as failures.
 
-    ``sent_rps`` counts arrivals actually dispatched inside the window: when it falls short of
-    ``rate_rps`` the generator, not the server, was the limit.
+    Percentiles and the P99 interval cover every arrival: failures with the time they took,
+    unfinished ones as waiting at least until the recording ended (see
+    :meth:`OpenLoopSamples.latencies_ms`). ``sent_rps`` counts arrivals actually dispatched
+    inside the window: when it falls short of ``rate_rps`` the generator, not the server, was
+    the limit.
     """
     w = samples.between(start_s, stop_s)
     duration = max(stop_s - start_s, 1e-9)
     done = np.isfinite(w.end_s)
     ok = w.ok & done
-    lat = w.latency_ms[ok]
+    lat = w.latencies_ms(max(samples.horizon_s(), stop_s))
     pct = percentiles(lat)
     ci = quantile_ci(lat, 0.99) if lat.size else None
     sent = np.count_nonzero((w.dispatched_s >= start_s) & (w.dispatched_s < stop_s))
@@ -129,7 +148,7 @@ def recovery_time_s(
     """Seconds after the spike until a window of arrivals has P99 back near the pre-spike P99.
 
     Windows of ``window_s`` slide by ``step_s`` from the end of the spike; the first whose
-    P99 (latency from intended send time, successes only) is at most ``factor`` x
+    P99 (latency from intended send time, failures included) is at most ``factor`` x
     ``pre_p99_ms`` marks recovery, reported as its start minus the spike end. ``None`` when
     no window recovers within the recorded arrivals.
     """
@@ -137,10 +156,11 @@ def recovery_time_s(
     if not np.any(after):
         return None
     last = float(samples.intended_s[after].max())
+    horizon = samples.horizon_s()
     t = spike_end_s
     while t + window_s <= last + 1e-9:
         w = samples.between(t, t + window_s)
-        lat = w.latency_ms[w.ok & np.isfinite(w.end_s)]
+        lat = w.latencies_ms(horizon)
         if lat.size >= min_samples and float(np.percentile(lat, 99)) <= factor * pre_p99_ms:
             return t - spike_end_s
         t += step_s

@@ -84,10 +84,19 @@ class CapacityResult:
     """The outcome of one adaptive capacity search.
 
     ``capacity_rps`` is the *successful*-request throughput sustained at the operating point
-    (``users`` concurrent users, the highest load whose P99 stayed at or under the target),
-    measured in its own window after a settle period. Percentiles come from raw per-request
-    latencies of successful requests; failures are counted in ``error_ratio``.
+    (``users`` concurrent users: the load with the best throughput whose P99 stayed at or under
+    the target, usually the highest such load), measured in its own window after a settle
+    period. Percentiles come from raw per-request latencies of every request, failures
+    included with the time they took; failures are also counted in ``error_ratio``.
     ``status`` is ``"converged"`` or ``"inconclusive"`` (then ``reason`` says why).
+    A converged result's ``p99_ms`` is at or under ``target_p99_ms`` (except in check mode,
+    which holds the baseline's load whatever its P99).
+
+    ``bound`` is ``"max_users"`` when the search stopped at ``max_users`` with P99 still under
+    the target: the capacity is then a lower bound. ``knee_users`` is the user count past which
+    throughput fell (a server that slows down under contention), None when it did not.
+    ``check`` marks a check-mode run (the baseline's load held, no search). ``note`` is the
+    human sentence about either, for reports.
     ``capacity_ci`` is a 95 % moving-block bootstrap interval over per-bin completion counts;
     ``p99_ci`` a 95 % distribution-free order-statistic interval (see :mod:`pytest_mlload.stats`).
     """
@@ -118,6 +127,10 @@ class CapacityResult:
     p99_ci: tuple[float, float] | None = None
     settings: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    bound: str = ""
+    knee_users: int | None = None
+    check: bool = False
+    note: str = ""
 
     @property
     def converged(self) -> bool:
@@ -147,6 +160,10 @@ class CapacityResult:
         kw["p99_ci"] = _pair(d.get("p99_ci"))
         kw["settings"] = dict(d.get("settings") or {})
         kw["extra"] = dict(d.get("extra") or {})
+        kw["bound"] = str(d.get("bound") or "")
+        kw["knee_users"] = int(d["knee_users"]) if d.get("knee_users") is not None else None
+        kw["check"] = bool(d.get("check", False))
+        kw["note"] = str(d.get("note") or "")
         return cls(**kw)
 
 

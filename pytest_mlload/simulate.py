@@ -5,19 +5,26 @@ against a server with ``slots`` FIFO workers and a service time per request. Its
 throughput is known exactly (``slots / service_s``), so tests and benchmarks can check the
 capacity search against the truth without sleeping: :class:`FakeClock` advances simulated
 time, and the service processes every event up to the new time.
+
+Two overload behaviours of real servers can be switched on: a *knee* (past ``knee`` requests in
+service every request gets slower, so throughput peaks there and falls beyond) and *errors that
+start above a load* (past ``error_above`` requests in flight, requests fail more and more
+often). Where the truth is not a formula, :func:`sweep` measures it by brute force: fixed user
+counts, each on a fresh service, with no search involved.
 """
 
 from __future__ import annotations
 
 import bisect
 import heapq
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .controller import Samples
 
-__all__ = ["FakeClock", "SimulatedService"]
+__all__ = ["FakeClock", "SimulatedService", "SweepPoint", "best_rate", "sweep"]
 
 
 @dataclass(slots=True)
@@ -29,6 +36,17 @@ class SimulatedService:
     without holding a worker; ``error_ratio`` the share of requests that fail;
     ``stall_every_s``/``stall_s`` freeze the workers periodically. ``seed`` makes runs
     reproducible.
+
+    ``knee`` > 0: a request's service time is multiplied by
+    ``1 + knee_penalty * max(0, busy - knee)``, ``busy`` being the requests in service when it
+    starts, itself included (contention: cache thrashing, lock convoys, GC). With enough
+    ``slots`` the throughput ``busy / service`` peaks at ``knee`` in service and falls beyond.
+
+    ``error_above`` > 0: a request issued while more than ``error_above`` requests are in
+    flight (queued or in service, itself included) fails with probability
+    ``min(1, error_growth * (in_flight - error_above))``. A failed request still holds its
+    worker for its service time and reports the time it took, as a timeout or a 503 after
+    work does.
     """
 
     slots: int = 4
@@ -43,6 +61,10 @@ class SimulatedService:
     names: tuple[str, ...] = ("/work",)
     weights: tuple[float, ...] = (1.0,)
     service_ms_by_name: dict[str, float] = field(default_factory=dict)
+    knee: int = 0
+    knee_penalty: float = 0.25
+    error_above: int = 0
+    error_growth: float = 0.05
     now: float = 0.0
     _rng: np.random.Generator = field(init=False)
     _events: list[tuple[float, int, str, int]] = field(init=False, default_factory=list)
@@ -57,6 +79,7 @@ class SimulatedService:
     _ok: list[bool] = field(init=False, default_factory=list)
     _name: list[str] = field(init=False, default_factory=list)
     _issued: dict[int, tuple[float, str]] = field(init=False, default_factory=dict)
+    _doomed: set[int] = field(init=False, default_factory=set)
 
     def __post_init__(self) -> None:
         self._rng = np.random.default_rng(self.seed)
@@ -87,6 +110,9 @@ class SimulatedService:
         mult = float(self._rng.lognormal(0.0, self.jitter)) if self.jitter > 0 else 1.0
         t_start = t + self._stall_delay(t)
         self._free -= 1
+        if self.knee > 0:
+            busy = self.slots - self._free  # in service now, this request included
+            mult *= 1.0 + self.knee_penalty * max(0, busy - self.knee)
         self._push(t_start + base * mult, "done", user)
 
     def _issue(self, user: int, t: float) -> None:
@@ -96,6 +122,10 @@ class SimulatedService:
             w = np.asarray(self.weights, dtype=float)
             name = self.names[int(self._rng.choice(len(self.names), p=w / w.sum()))]
         self._issued[user] = (t, name)
+        if self.error_above > 0:
+            over = len(self._issued) - self.error_above  # in flight, this request included
+            if over > 0 and self._rng.random() < min(1.0, self.error_growth * over):
+                self._doomed.add(user)
         if self._free > 0:
             self._start_service(user, t, name)
         else:
@@ -113,6 +143,9 @@ class SimulatedService:
             issued_at, name = self._issued.pop(user)
             done_at = t + self.overhead_ms / 1000.0
             ok = not (self.error_ratio > 0 and self._rng.random() < self.error_ratio)
+            if user in self._doomed:
+                self._doomed.discard(user)
+                ok = False
             self._end.append(done_at)
             self._lat.append((done_at - issued_at) * 1000.0)
             self._ok.append(ok)
@@ -173,3 +206,62 @@ class FakeClock:
     def sleep(self, seconds: float) -> None:
         """Advance simulated time, processing every event on the way."""
         self.service._process_until(self.service.now + max(seconds, 0.0))
+
+
+@dataclass(frozen=True, slots=True)
+class SweepPoint:
+    """What a fixed load of ``users`` gave in a :func:`sweep`."""
+
+    users: int
+    rps: float
+    p99_ms: float | None
+    error_ratio: float
+    requests: int
+
+
+def sweep(
+    make: Callable[[], SimulatedService],
+    users: Iterable[int],
+    *,
+    settle_s: float = 1.0,
+    measure_s: float = 4.0,
+) -> list[SweepPoint]:
+    """The truth by brute force: each user count held on a fresh service from ``make()``.
+
+    Every count runs ``settle_s`` (discarded) then ``measure_s``; the figures are those of
+    the second part: goodput, P99 of all requests (failures with the time they took), error
+    ratio. Nothing of the capacity search is used, so it is an independent reference for it.
+    """
+    out = []
+    for n in users:
+        svc = make()
+        clock = FakeClock(svc)
+        svc.set_users(n)
+        clock.sleep(settle_s)
+        t0 = clock.now()
+        clock.sleep(measure_s)
+        w = svc.window(t0, clock.now())
+        lat = w.latency_ms
+        p99 = float(np.percentile(lat, 99)) if lat.size else None
+        out.append(SweepPoint(n, w.rps, p99, w.error_ratio, w.requests))
+    return out
+
+
+def best_rate(
+    points: Iterable[SweepPoint], target_p99_ms: float, max_error_ratio: float = 0.01
+) -> SweepPoint:
+    """The point with the highest goodput among those meeting the target and the error cap.
+
+    Raises :class:`ValueError` when none meets them (widen the sweep or raise the target).
+    """
+    ok = [
+        p
+        for p in points
+        if p.p99_ms is not None and p.p99_ms <= target_p99_ms and p.error_ratio <= max_error_ratio
+    ]
+    if not ok:
+        raise ValueError(
+            f"no swept load meets P99 <= {target_p99_ms:g} ms with errors <= "
+            f"{max_error_ratio:.1%}: sweep lower user counts or raise the target"
+        )
+    return max(ok, key=lambda p: p.rps)

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import pytest
 
 from pytest_mlload.config import RunSettings
-from pytest_mlload.controller import CapacitySearch, build_result, run_search
-from pytest_mlload.simulate import FakeClock, SimulatedService
+from pytest_mlload.controller import CapacitySearch, Samples, build_result, run_search
+from pytest_mlload.simulate import FakeClock, SimulatedService, best_rate, sweep
 
 
-def search(svc: SimulatedService, probe_users: int | None = None, **kw: object):
+def search(
+    svc: SimulatedService,
+    probe_users: int | None = None,
+    hold_users: int | None = None,
+    **kw: object,
+):
     settings = RunSettings(**kw)  # type: ignore[arg-type]
-    s = CapacitySearch(settings, probe_users=probe_users)
+    s = CapacitySearch(settings, probe_users=probe_users, hold_users=hold_users)
     clock = FakeClock(svc)
     run_search(s, svc, clock)
     return build_result(s, name="sim", host="sim://", elapsed_s=clock.now()), s
@@ -27,7 +35,7 @@ def test_capacity_matches_saturation_truth_within_5_percent(slots, service_ms, t
     r, _ = search(svc, target_p99_ms=target)
     assert r.status == "converged", r.reason
     assert abs(r.capacity_rps / svc.capacity_rps - 1) <= 0.05
-    assert r.p99_ms is not None and r.p99_ms <= target * 1.1
+    assert r.p99_ms is not None and r.p99_ms <= target
     # the operating point is near the target, not far below it
     assert r.p99_ms >= target * 0.7
     # and fast: well inside the 30 s per endpoint budget (simulated seconds)
@@ -40,7 +48,7 @@ def test_below_the_knee_capacity_follows_latency_not_saturation():
     r, _ = search(svc, target_p99_ms=50.0)
     assert r.status == "converged"
     assert 6 <= r.users <= 10
-    assert r.p99_ms is not None and r.p99_ms <= 55.0
+    assert r.p99_ms is not None and r.p99_ms <= 50.0
     assert r.capacity_rps >= 0.9 * svc.capacity_rps  # past the knee, throughput is saturated
 
 
@@ -73,11 +81,16 @@ def test_slower_service_lowers_capacity_and_raises_probe_p99():
     assert slow.probe.p99_ms / fast.probe.p99_ms == pytest.approx(26 / 20, rel=0.08)
 
 
-def test_max_users_caps_the_search():
+def test_max_users_caps_the_search_and_says_the_capacity_is_a_bound():
     svc = SimulatedService(slots=16, service_ms=20.0, seed=0)
     r, _ = search(svc, target_p99_ms=1000.0, max_users=8)
     assert r.status == "converged" and r.users == 8
     assert r.capacity_rps == pytest.approx(8 / 0.021, rel=0.05)  # latency-bound, not saturated
+    assert r.bound == "max_users"
+    assert "max_users=8" in r.note and f"P99 {r.p99_ms:.1f} ms" in r.note and "1000 ms" in r.note
+    # a search that found the target's limit below max_users is not bounded
+    free, _ = search(SimulatedService(slots=4, service_ms=20.0, seed=0), target_p99_ms=120.0)
+    assert free.converged and free.users < 64 and free.bound == "" and "max_users" not in free.note
 
 
 def test_target_unreachable_at_min_users_is_inconclusive():
@@ -150,6 +163,17 @@ def test_result_round_trips_through_json():
     r, _ = search(SimulatedService(seed=1), probe_users=8, target_p99_ms=120.0)
     again = CapacityResult.from_dict(json.loads(json.dumps(r.to_dict())))
     assert again == r
+    knee, _ = search(KNEE(seed=1), target_p99_ms=120.0)
+    bound, _ = search(SimulatedService(seed=1), target_p99_ms=1000.0, max_users=4)
+    check, _ = search(SimulatedService(seed=1), probe_users=8, hold_users=8, target_p99_ms=120.0)
+    assert knee.knee_users and bound.bound == "max_users" and check.check  # the new fields...
+    for res in (knee, bound, check):
+        assert CapacityResult.from_dict(json.loads(json.dumps(res.to_dict()))) == res  # ...too
+    # results written before these fields existed still load
+    old = {
+        k: v for k, v in r.to_dict().items() if k not in ("bound", "knee_users", "check", "note")
+    }
+    assert CapacityResult.from_dict(old) == r
 
 
 def test_noisy_measure_window_is_extended_until_the_interval_is_tight():
@@ -179,3 +203,208 @@ def test_p99_in_band_below_the_knee_does_not_stop_the_ramp():
     assert r.status == "converged", r.reason
     assert r.users == 4
     assert r.capacity_rps >= 0.9 * svc.capacity_rps
+
+
+# --------------------------------------------------------------------------- issue 9
+
+
+def KNEE(seed: int = 0, **kw: object) -> SimulatedService:  # noqa: N802
+    """Throughput rises to 8 requests in service and falls beyond (slots never limit)."""
+    return SimulatedService(slots=64, knee=8, knee_penalty=0.25, seed=seed, **kw)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("target", [60.0, 120.0, 300.0])
+@pytest.mark.parametrize("seed", range(3))
+def test_past_a_knee_the_capacity_is_the_best_rate_meeting_the_target(target, seed):
+    truth = best_rate(sweep(lambda: KNEE(seed=100), range(1, 41)), target)
+    highest = max(
+        p.users for p in sweep(lambda: KNEE(seed=100), range(1, 41)) if p.p99_ms <= target
+    )
+    r, _ = search(KNEE(seed=seed), target_p99_ms=target, max_users=128)
+    assert r.status == "converged", r.reason
+    assert r.capacity_rps / truth.rps == pytest.approx(1.0, abs=0.05)
+    assert r.p99_ms is not None and r.p99_ms <= target
+    assert r.knee_users == truth.users == 8
+    assert "throughput falls past 8 users" in r.note
+    assert any("throughput falls past 8 users" in w.decision for w in r.trajectory)
+    assert highest > r.users  # the old answer (highest load under the target) was elsewhere
+
+
+@pytest.mark.parametrize("jitter", [0.1, 0.5])
+@pytest.mark.parametrize("seed", range(6))
+def test_without_a_knee_no_knee_is_reported_and_capacity_is_unchanged(jitter, seed):
+    svc = SimulatedService(slots=4, service_ms=20.0, jitter=jitter, seed=seed)
+    r, _ = search(svc, target_p99_ms=120.0, max_users=128)
+    assert r.status == "converged", r.reason
+    assert r.knee_users is None and "throughput falls" not in r.note
+    assert not any(w.phase == "knee" for w in r.trajectory)
+    mean_service = math.exp(jitter**2 / 2)  # mean of the lognormal multiplier
+    assert abs(r.capacity_rps / (svc.capacity_rps / mean_service) - 1) <= 0.05
+    assert r.p99_ms is not None and 0.7 * 120.0 <= r.p99_ms <= 120.0
+
+
+PROPERTY_CASES = [
+    ({"slots": 4, "service_ms": 20.0}, 120.0),
+    ({"slots": 8, "service_ms": 10.0}, 60.0),
+    ({"slots": 4, "service_ms": 20.0, "jitter": 0.5}, 120.0),
+    ({"slots": 2, "service_ms": 40.0, "jitter": 0.5}, 500.0),
+    ({"slots": 64, "knee": 8, "knee_penalty": 0.25}, 100.0),
+    ({"slots": 64, "error_above": 12, "error_growth": 0.05}, 120.0),
+    ({"slots": 4, "error_above": 10, "error_growth": 0.02}, 120.0),
+]
+
+
+@pytest.mark.parametrize(("knobs", "target"), PROPERTY_CASES)
+def test_no_converged_result_has_a_p99_above_its_target(knobs, target):
+    converged = 0
+    for seed in range(8):
+        r, _ = search(SimulatedService(seed=seed, **knobs), target_p99_ms=target, max_users=128)
+        if r.converged:
+            converged += 1
+            assert r.p99_ms is not None and r.p99_ms <= target, (seed, r.p99_ms)
+            assert r.error_ratio <= r.settings["max_error_ratio"], (seed, r.error_ratio)
+    assert converged >= 7  # and the property is not bought by giving up
+
+
+def test_a_measure_window_over_target_steps_down_and_measures_again():
+    # A tolerance of 0.3 lets the search accept a level whose short window sat in the band;
+    # the long measure window of a heavy-tailed service then often reads over the target.
+    stepped = 0
+    for seed in range(12):
+        svc = SimulatedService(slots=4, service_ms=20.0, jitter=0.5, seed=seed)
+        r, s = search(svc, target_p99_ms=120.0, tolerance=0.3)
+        downs = [w for w in r.trajectory if w.phase == "measure" and "step down" in w.decision]
+        if downs:
+            stepped += 1
+            first = downs[0]
+            assert first.p99_ms is not None and first.p99_ms > 120.0
+            assert r.users < first.users
+        assert not r.converged or (r.p99_ms is not None and r.p99_ms <= 120.0)
+        assert s.step_downs <= 3
+    assert stepped >= 1  # the case happened, so the test checked something
+
+
+def test_errors_above_a_load_converge_at_the_highest_clean_load():
+    make = lambda: SimulatedService(slots=64, error_above=12, error_growth=0.05, seed=50)  # noqa: E731
+    pts = sweep(make, range(1, 25))
+    truth = best_rate(pts, 120.0)
+    clean = max(p.users for p in pts if p.error_ratio <= 0.01)
+    for seed in range(4):
+        svc = SimulatedService(slots=64, error_above=12, error_growth=0.05, seed=seed)
+        r, _ = search(svc, target_p99_ms=120.0, max_users=128)
+        assert r.status == "converged", r.reason
+        assert r.users == clean == truth.users
+        assert r.capacity_rps / truth.rps == pytest.approx(1.0, abs=0.05)
+        assert r.error_ratio <= 0.01 and r.knee_users is None
+
+
+def test_a_measure_window_over_the_error_cap_steps_down_instead_of_giving_up():
+    # 4 slots: the error onset sits on the throughput plateau, so the search windows can pass
+    # a level whose long measure window then shows errors over the cap
+    outcomes = []
+    for seed in range(10):
+        svc = SimulatedService(slots=4, error_above=12, error_growth=0.05, seed=seed)
+        r, _ = search(svc, target_p99_ms=120.0)
+        assert r.status == "converged", r.reason
+        assert r.users <= 12 and r.error_ratio <= 0.01
+        outcomes.append(any("error ratio" in w.decision for w in r.trajectory))
+    assert any(outcomes)
+
+
+def test_too_many_errors_at_min_users_stays_inconclusive():
+    svc = SimulatedService(slots=64, error_above=1, error_growth=0.5, seed=0)
+    r, _ = search(svc, target_p99_ms=120.0, min_users=4)
+    assert r.status == "inconclusive"
+    assert "error ratio" in r.reason and "4 users" in r.reason
+
+
+class TimeoutsAsFailures:
+    """A simulated service seen through a client with a request timeout (as Locust reports it).
+
+    A request slower than ``timeout_ms`` is a failure whose latency is the time it took.
+    """
+
+    def __init__(self, svc: SimulatedService, timeout_ms: float) -> None:
+        self.svc, self.timeout_ms = svc, timeout_ms
+
+    def set_users(self, users: int) -> None:
+        self.svc.set_users(users)
+
+    def count_since(self, t: float) -> int:
+        return self.svc.count_since(t)
+
+    def window(self, start_s: float, stop_s: float) -> Samples:
+        w = self.svc.window(start_s, stop_s)
+        ok = w.ok & (w.latency_ms < self.timeout_ms)
+        return Samples(w.end_s, w.latency_ms, ok, w.name, w.start_s, w.stop_s, w.error_texts)
+
+
+def test_failures_count_in_the_latency_figures_with_the_time_they_took():
+    # 2 % of requests take 2 s and time out at 1.5 s: P99 is those timeouts, not the 21 ms
+    # of the requests that succeeded (a change that turned slow requests into errors must not
+    # improve P99)
+    svc = SimulatedService(
+        slots=8,
+        service_ms=20.0,
+        jitter=0.0,
+        seed=3,
+        names=("/ok", "/slow"),
+        weights=(97.0, 3.0),
+        service_ms_by_name={"/slow": 2000.0},
+    )
+    s = CapacitySearch(RunSettings(target_p99_ms=5000.0, max_error_ratio=0.5), hold_users=8)
+    clock = FakeClock(svc)
+    run_search(s, TimeoutsAsFailures(svc, 1500.0), clock)
+    r = build_result(s, name="x", host="h", elapsed_s=clock.now())
+    assert r.converged and r.failures > 0
+    assert r.failures == r.endpoints["/slow"].requests  # every slow request failed
+    assert r.p99_ms is not None and r.p99_ms > 1900.0  # the failures' own time
+    assert r.p99_ci is not None and r.p99_ci[1] > 1900.0
+    assert r.endpoints["/slow"].p99_ms is not None and r.endpoints["/slow"].p99_ms > 1900.0
+    assert r.probe is not None and r.probe.p99_ms == r.p99_ms
+
+
+def test_openloop_summary_counts_failed_and_unfinished_arrivals_in_its_percentiles():
+    from pytest_mlload.openloop import OpenLoopSamples, summarize
+
+    n = 1000
+    intended = np.arange(n) / 100.0
+    end = intended + 0.010
+    ok = np.ones(n, bool)
+    ok[::50] = False  # 2 % fail after 500 ms
+    end[::50] = intended[::50] + 0.5
+    end[25::100] = np.inf  # 1 % never finish
+    ok[25::100] = False
+    s = summarize(OpenLoopSamples(intended, intended.copy(), end, ok), 0.0, 10.0, 100.0)
+    assert s.failures == 20 + 10 and s.requests == n
+    assert s.p99_ms is not None and s.p99_ms >= 500.0  # 3 % slow or hung: P99 is theirs
+    assert s.p50_ms == pytest.approx(10.0)
+
+
+def test_check_mode_measures_the_held_load_only_and_fast():
+    base, _ = search(SimulatedService(seed=11), target_p99_ms=120.0)
+    n = base.users
+    same, s = search(SimulatedService(seed=12), probe_users=n, hold_users=n, target_p99_ms=120.0)
+    slow, _ = search(
+        SimulatedService(service_ms=25.0, seed=13),
+        probe_users=n,
+        hold_users=n,
+        target_p99_ms=120.0,
+    )
+    for r in (same, slow):
+        assert r.status == "converged" and r.check and r.users == n
+        assert [w.phase for w in r.trajectory] == ["measure"]
+        assert r.probe is not None and r.probe.users == n and r.probe.p99_ms == r.p99_ms
+        assert r.elapsed_s <= 12.0
+    assert same.capacity_rps / base.capacity_rps == pytest.approx(1.0, abs=0.04)
+    assert slow.capacity_rps / same.capacity_rps == pytest.approx(0.8, abs=0.04)
+    assert slow.p99_ms / same.p99_ms == pytest.approx(1.25, abs=0.08)
+    assert not base.check and s.check
+
+
+def test_check_mode_window_stays_within_the_check_budget_on_a_noisy_service():
+    r, _ = search(
+        SimulatedService(jitter=1.2, seed=8), probe_users=16, hold_users=16, target_p99_ms=400.0
+    )
+    assert r.converged and r.elapsed_s <= 10.0 + 0.1
+    assert r.measure_s > 4.0  # it did grow for precision, within the budget
