@@ -424,7 +424,7 @@ class BaselineEntry:
     """Everything kept for one test id: settings, fingerprint and the last runs (newest last).
 
     Gates compare against the robust aggregates :attr:`capacity_rps` and :attr:`p99_ms`
-    (medians over the kept runs) at :attr:`users` (the newest run's operating load).
+    (medians over the kept runs) at :attr:`users` (the load most runs measured P99 at).
     """
 
     key: str
@@ -458,8 +458,30 @@ class BaselineEntry:
 
     @property
     def users(self) -> int:
-        """Concurrent users of the newest run: the load at which the baseline P99 holds."""
-        return self.latest.users
+        """The entry's reference load: the user count at which it holds the most P99 figures.
+
+        Each run measures P99 at its own operating point, and a run recorded while the entry
+        existed also probes P99 at this reference load (``extra["probe"]``). Judging P99 at
+        the load that most runs measured keeps the reference stable as runs are added (the
+        newest run's own operating point moves with that run's noise, which left the P99
+        gate one comparable run and a selection effect). Ties go to the newest run's load.
+        """
+        loads: list[int] = []  # one entry per P99 figure, oldest first
+        for run in self.runs:
+            if run.p99_ms is not None:
+                loads.append(run.users)
+            probe = run.extra.get("probe")
+            if (
+                isinstance(probe, dict)
+                and isinstance(probe.get("users"), int)
+                and probe.get("p99_ms") is not None
+                and probe["users"] != run.users
+            ):
+                loads.append(probe["users"])
+        if not loads:
+            return self.latest.users
+        # max() keeps the first of equal keys: scanning newest first gives ties to the newest
+        return max(reversed(loads), key=loads.count)
 
     @property
     def capacity_spread_ratio(self) -> float:

@@ -643,3 +643,32 @@ def test_fingerprint_differences() -> None:
         "memory_gib: 31 -> null",
         "new: (missing) -> x",
     ]
+
+
+def test_reference_load_is_where_most_runs_measured_p99(tmp_path: Path) -> None:
+    """Runs recorded while the entry exists probe the reference load: it stays put."""
+    store = store_at(tmp_path, history=5)
+    loads = [(20, None), (22, 20), (19, 20), (23, 20)]  # (operating users, probed users)
+    for i, (users, probed) in enumerate(loads):
+        extra = {"probe": {"users": probed, "p99_ms": 50.0 + i, "p99_ci": None}} if probed else {}
+        run = BaselineRun.from_result(make_result(200.0, users=users), extra=extra, now=NOW)
+        old = store.load().get(KEY)
+        entry = (
+            old.with_run(run, SETTINGS, FP, 5)
+            if old
+            else BaselineEntry.from_result(KEY, make_result(200.0, users=users), SETTINGS, FP)
+        )
+        store.update({KEY: entry})
+    entry = store.load()[KEY]
+    assert [r.users for r in entry.runs] == [20, 22, 19, 23]
+    assert entry.latest.users == 23
+    assert entry.users == 20  # four P99 figures at 20 users, one at each other load
+
+
+def test_reference_load_ties_go_to_the_newest_run() -> None:
+    runs = tuple(
+        BaselineRun.from_result(make_result(200.0, users=u), now=NOW + timedelta(hours=i))
+        for i, u in enumerate((10, 11, 12))
+    )
+    entry = BaselineEntry(key=KEY, settings={}, fingerprint={}, runs=runs)
+    assert entry.users == 12
