@@ -19,6 +19,9 @@ from .errors import ConfigError
 __all__ = ["MODES", "RunSettings", "parse_bool", "resolve_settings", "setting_fields"]
 
 MODES = ("individual", "production", "exploration", "spike")
+# Not a traffic mode of its own: ``mode="check"`` means individual in check mode, and
+# ``mode="check production"`` the production parts in check mode (see RunSettings.check).
+CHECK_MODE = "check"
 CLIENTS = ("fast", "http")
 
 
@@ -92,6 +95,20 @@ class RunSettings:
         0.9, "open-loop confirmation rate as a ratio of the measured capacity"
     )
     safety_factor: float = _opt(0.7, "recommended rate limit = capacity x safety_factor")
+    check: bool = field(
+        default=False,
+        metadata={
+            "help": "check mode (pull requests): hold the baseline's operating load and judge "
+            "there instead of searching; a full search when there is no baseline",
+            "flag": True,
+        },
+    )
+    spike_max_p99_ms: float = _opt(
+        0.0, "spike mode: absolute bound on P99 during the spike, in ms (0 = off)"
+    )
+    spike_max_error_ratio: float = _opt(
+        0.0, "spike mode: absolute bound on the error ratio during the spike (0 = off)"
+    )
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):  # 120 and 120.0 must store and print alike
@@ -124,7 +141,11 @@ class RunSettings:
             v = getattr(self, name)
             if not (isinstance(v, int | float) and 0 < v <= 1):
                 raise bad(name, v, "expected a ratio in (0, 1]")
-        for name in ("wait_time_s", "settle_s"):
+        if CHECK_MODE in self.mode:  # mode="check [modes]": those modes, in check mode
+            rest = tuple(m for m in self.mode if m != CHECK_MODE)
+            object.__setattr__(self, "mode", rest or ("individual",))
+            object.__setattr__(self, "check", True)
+        for name in ("wait_time_s", "settle_s", "spike_max_p99_ms"):
             v = getattr(self, name)
             if not (isinstance(v, int | float) and math.isfinite(v) and v >= 0):
                 raise bad(name, v, "expected a number >= 0")
@@ -134,18 +155,32 @@ class RunSettings:
                 raise bad(name, v, "expected an integer >= 1")
         if self.min_users > self.max_users:
             raise bad("min_users", self.min_users, f"must not exceed max_users={self.max_users}")
+        if not (
+            isinstance(self.spike_max_error_ratio, int | float)
+            and 0 <= self.spike_max_error_ratio <= 1
+        ):
+            raise bad(
+                "spike_max_error_ratio",
+                self.spike_max_error_ratio,
+                "expected a ratio in [0, 1], 0 for no bound",
+            )
         for name in ("threshold", "tolerance", "max_error_ratio"):
             v = getattr(self, name)
             if not (isinstance(v, int | float) and 0 <= v < 1):
                 raise bad(name, v, "expected a ratio in [0, 1), e.g. 0.10 for 10 %")
         if not self.mode or any(m not in MODES for m in self.mode):
-            raise bad("mode", self.mode, f"expected one or more of {', '.join(MODES)}")
+            raise bad(
+                "mode", self.mode, f"expected one or more of {', '.join(MODES)} (or {CHECK_MODE})"
+            )
         if self.client not in CLIENTS:
             raise bad("client", self.client, f"expected one of {', '.join(CLIENTS)}")
 
     # The settings a baseline was measured with; a baseline with other values is not comparable.
     COMPARABLE = ("target_p99_ms", "min_users", "max_users", "mode", "client", "wait_time_s")
     SPIKE_COMPARABLE = ("spike_target_rps", "spike_duration_s", "spike_base_ratio")
+    # Compared too, but stored only when not at their default, so baselines recorded before
+    # they were compared (at the default) stay comparable.
+    COMPARABLE_IF_SET = ("request_timeout_s",)
 
     def comparable(self) -> dict[str, Any]:
         """The settings that must match for a baseline comparison to mean anything."""
@@ -154,6 +189,10 @@ class RunSettings:
         for name in names:
             v = getattr(self, name)
             out[name] = list(v) if isinstance(v, tuple) else v
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        for name in self.COMPARABLE_IF_SET:
+            if getattr(self, name) != defaults[name]:
+                out[name] = getattr(self, name)
         return out
 
     def to_dict(self) -> dict[str, Any]:

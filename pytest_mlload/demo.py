@@ -34,6 +34,17 @@ their service time), ``stall_every_s`` / ``stall_s`` (every ``stall_every_s`` se
 processing freezes for ``stall_s``), ``cpu_ms`` (extra real CPU work per slotted request in
 the event-loop thread) and the per-endpoint service times.
 
+Two knobs make a server that degrades under load, as the simulated service of
+:mod:`pytest_mlload.simulate` does (same names, same meaning):
+
+* ``knee`` K with ``knee_penalty`` P: a request that starts while ``busy`` other requests
+  hold a slot holds its own for ``s × (1 + P·max(0, busy − K))``. With more slots than K,
+  throughput ``n / (s·(1 + P·(n − 1 − K)))`` at ``n`` in flight peaks at K + 1 and falls
+  after it whenever ``P·(K + 1) > 1`` (contention, thrashing caches, a GPU past its batch).
+* ``error_above`` N with ``error_growth`` G: a request arriving while ``in_flight`` others
+  are queued or in service, ``in_flight > N``, is shed at once with 503 with probability
+  ``min(1, G·(in_flight − N))`` (a load shedder). It takes no slot.
+
 ``GET /metrics`` exposes cAdvisor-like CPU counters, Triton-like inference counters and a
 GPU-utilisation gauge; ``GET /admin/stats`` gives the server's own cumulative view of the
 same numbers. :class:`DemoServerProcess` runs the server in a child process for tests.
@@ -182,6 +193,14 @@ class DemoKnobs:
     """Length of each stall; must be shorter than ``stall_every_s``."""
     cpu_ms: float = 0.0
     """Extra real CPU busy work per slotted request, in the event-loop thread."""
+    knee: float = 0.0
+    """Past this many requests in service, each request's hold time grows; 0 turns it off."""
+    knee_penalty: float = 0.25
+    """Hold time x ``1 + knee_penalty · max(0, busy − knee)``, busy = others in service."""
+    error_above: float = 0.0
+    """Past this many requests in flight, arrivals are shed with 503; 0 turns it off."""
+    error_growth: float = 0.05
+    """Shed probability ``min(1, error_growth · (in_flight − error_above))``."""
 
     def __post_init__(self) -> None:
         for name in ("service_ms", "classify_ms", "embed_ms", "infer_ms"):
@@ -196,6 +215,12 @@ class DemoKnobs:
             f"error_ratio must be a fraction in [0, 1] (0.1 = 10 %), got {self.error_ratio!r}",
         )
         _check(self.cpu_ms >= 0, f"cpu_ms must be >= 0, got {self.cpu_ms!r}")
+        for name in ("knee", "knee_penalty", "error_above", "error_growth"):
+            value = getattr(self, name)
+            _check(
+                math.isfinite(value) and value >= 0,
+                f"{name} must be a number >= 0 (0 = off for knee and error_above), got {value!r}",
+            )
         _check(
             self.stall_every_s >= 0 and self.stall_s >= 0,
             f"stall_every_s and stall_s must be >= 0, "
@@ -390,6 +415,10 @@ class _Response:
     headers: tuple[tuple[str, str], ...] = ()
 
 
+class _Overloaded(Exception):
+    """A request shed by ``error_above``: answered 503 without taking a slot."""
+
+
 class _HttpError(Exception):
     """A protocol error: answered with ``status`` and the connection closed."""
 
@@ -546,6 +575,7 @@ class DemoServer:
         self._inference_count: dict[str, int] = dict.fromkeys(("classify", "embed", "work"), 0)
         self._inference_us: dict[str, float] = dict.fromkeys(("classify", "embed", "work"), 0.0)
         self._failures: dict[str, int] = dict.fromkeys(("classify", "embed", "work"), 0)
+        self._shed: dict[str, int] = dict.fromkeys(("classify", "embed", "work"), 0)
         self._requests: dict[tuple[str, int], int] = {}
         self._last_scrape = (0.0, 0.0)  # (loop time, busy-slot seconds) at the previous scrape
         routes: dict[str, tuple[str, Callable[[_Request], Awaitable[_Response]]]] = {
@@ -673,6 +703,8 @@ class DemoServer:
             response = await handler(request)
         except _BadRequest as exc:
             response = _error(400, str(exc))
+        except _Overloaded as exc:
+            response = _error(503, str(exc), (("Retry-After", "1"),))
         except Exception as exc:  # a bug in a handler: answer 500, keep serving
             traceback.print_exc(file=sys.stderr)
             response = _error(500, f"internal error: {exc!r}")
@@ -689,6 +721,15 @@ class DemoServer:
         """Run ``work`` in a slot held for the service time; None means answer 500."""
         loop = asyncio.get_running_loop()
         knobs = self.knobs
+        in_flight = self._queued + len(self._in_slot)
+        if knobs.error_above > 0 and in_flight > knobs.error_above:
+            chance = min(1.0, knobs.error_growth * (in_flight - knobs.error_above))
+            if self._rng.random() < chance:
+                self._shed[model] = self._shed.get(model, 0) + 1
+                raise _Overloaded(
+                    f"overloaded: {in_flight} requests in flight, above error_above="
+                    f"{knobs.error_above:g} (shed with probability {chance:.2f})"
+                )
         fail = knobs.error_ratio > 0 and self._rng.random() < knobs.error_ratio
         arrived = loop.time()
         self._queued += 1
@@ -696,12 +737,17 @@ class DemoServer:
             free_at = await self._pool.acquire()
         finally:
             self._queued -= 1
+        # Past the knee every request in service slows the others down.
+        busy = len(self._in_slot)
+        knee_factor = 1.0
+        if knobs.knee > 0:
+            knee_factor += knobs.knee_penalty * max(0.0, busy - knobs.knee)
         # A request that queued starts when the slot's previous request was due, not when the
         # loop woke it: asyncio's up-to-1-ms late wake-ups must not lower the capacity.
         start = max(arrived, free_at)
         end = stalled_finish_s(
             start,
-            service_ms * knobs.slowdown / 1000.0,
+            service_ms * knobs.slowdown * knee_factor / 1000.0,
             epoch_s=self._stall_epoch,
             every_s=knobs.stall_every_s,
             stall_s=knobs.stall_s,
@@ -819,6 +865,7 @@ class DemoServer:
             "requests": dict(self._inference_count),
             "inference_us": dict(self._inference_us),
             "failures": dict(self._failures),
+            "shed": dict(self._shed),
             "busy_slots": len(self._in_slot),
             "queued": self._queued,
         }
@@ -930,6 +977,10 @@ _KNOB_HELP = {
     "stall_every_s": "freeze slot processing every this many seconds, 0 = never",
     "stall_s": "length of each freeze in seconds",
     "cpu_ms": "extra real CPU work per slotted request in ms",
+    "knee": "past this many requests in service each one slows down, 0 = off",
+    "knee_penalty": "hold time x (1 + this x (busy - knee)) past the knee",
+    "error_above": "past this many requests in flight arrivals may get 503, 0 = off",
+    "error_growth": "503 probability = min(1, this x (in flight - error_above))",
 }
 
 

@@ -135,6 +135,7 @@ def run_capacity(
     settings: RunSettings | None = None,
     name: str = "",
     probe_users: int | None = None,
+    hold_users: int | None = None,
     open_loop_rps: float | None = None,
     kind: str = "search",
     on_event: Callable[[dict[str, Any]], None] | None = None,
@@ -143,8 +144,12 @@ def run_capacity(
 
     ``target``: a seed-style TaskSet, a Locust User class, or a ``{TaskSet: weight}`` mix
     (see :mod:`pytest_mlload.targets`). ``probe_users`` additionally measures P99 at that
-    user count (the baseline's operating load); ``open_loop_rps`` sets the rate of the
-    open-loop confirmation (default: ``open_loop_ratio`` x the measured capacity).
+    user count (the baseline's operating load); ``hold_users`` (check mode) skips the search
+    and measures that user count directly (P99 there is the probe), with no open-loop phase
+    unless ``settings.open_loop``; ``open_loop_rps`` sets the rate of the open-loop
+    confirmation (default: ``open_loop_ratio`` x the measured capacity), which runs within
+    what is left of ``max_duration_s`` after the search or is skipped with the reason in
+    ``result.extra["open_loop"]["skipped"]``.
     ``kind="spike"`` runs the spike job instead of the search (see ``settings.spike_*``).
     ``on_event`` receives every progress event.
     Raises :class:`ConfigError` for a bad target, :class:`HostUnreachable` when the host
@@ -159,6 +164,7 @@ def run_capacity(
         "host": host.rstrip("/"),
         "settings": settings.to_dict(),
         "probe_users": probe_users,
+        "hold_users": hold_users,
         "open_loop_rps": open_loop_rps,
         "kind": kind,
         "name": name or spec.label,

@@ -98,13 +98,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         )
         parser.addini(f"mlload_{name}", help_text, type="bool", default=False)
     for f in [*setting_fields(), *_hpa_fields()]:
+        # A flag setting (check) takes no value on the command line: `--mlload-check VALUE`
+        # would swallow the next argument (a test path) as its value.
+        value_kw: dict[str, Any] = (
+            {"action": "store_const", "const": True}
+            if f.metadata.get("flag")
+            else {"metavar": "VALUE"}
+        )
         group.addoption(
             f"--mlload-{f.name.replace('_', '-')}",
             dest=f"mlload_{f.name}",
             default=None,
-            metavar="VALUE",
             help=f"{f.metadata['help']} (default {_show(f.default)}; marker argument "
             f"{f.name}) [ini: mlload_{f.name}]".replace("%", "%%"),
+            **value_kw,
         )
         parser.addini(f"mlload_{f.name}", f.metadata["help"], default=None)
 
@@ -310,12 +317,14 @@ class MlloadState:
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if not self.records:
             return
-        from .report import summary_rows, text_table
+        from .report import summary_notes, summary_rows, text_table
 
         tr = terminalreporter
         tr.section("mlload capacity summary")
         for line in text_table(summary_rows(self.records)):
             tr.write_line(line)
+        for note in summary_notes(self.records):
+            tr.write_line(note)
         if self.pending:
             verb = "not written (interrupted)" if self.interrupted else "recorded in"
             tr.write_line(
@@ -414,17 +423,33 @@ class MlloadFixture:
         from .engine import run_capacity
 
         assert self.host is not None  # run() skipped the test otherwise
-        key = self._part_key(part.name)
-        entry = None if self._state.update else self._state.store.get(key)
-        comparable = entry is not None and entry.settings == settings.comparable()
-        probe = entry.users if entry is not None and comparable and part.kind == "search" else None
-        ol = None
-        if comparable and entry is not None:
-            from .gates import open_loop_of
+        from .gates import open_loop_of
 
+        key = self._part_key(part.name)
+        stored = self._state.store.get(key)
+        # A comparable entry gives the common user count: P99 is probed there, when gating
+        # and when recording (so every recorded run has P99 at one user count).
+        entry = stored if stored and stored.settings == settings.comparable() else None
+        search = part.kind == "search"
+        probe = entry.users if entry is not None and search else None
+        hold = probe if settings.check and not self._state.update else None
+        ol = None
+        if entry is not None and not self._state.update:
             base_ol = open_loop_of(entry.latest.extra)
             ol = base_ol["rate_rps"] if base_ol else None
-        progress = _Progress(self._request.config, part.name or self.key)
+        note = ""
+        if settings.check and search and hold is None:
+            why = (
+                "--mlload-update-baseline"
+                if self._state.update
+                else "no baseline"
+                if stored is None
+                else "baseline measured with other settings"
+            )
+            note = f"check mode: {why}: full search"
+            self._item.warn(MlloadWarning(f"{key}: {note}"))
+        label = part.name or self.key
+        progress = _Progress(self._request.config, f"{label} ({note})" if note else label)
         try:
             result = run_capacity(
                 part.target,
@@ -432,6 +457,7 @@ class MlloadFixture:
                 settings=settings,
                 name=part.name or self.key,
                 probe_users=probe,
+                hold_users=hold,
                 open_loop_rps=ol,
                 kind=part.kind,
                 on_event=progress,
@@ -439,13 +465,28 @@ class MlloadFixture:
         finally:
             progress.close()
         extra = dict(result.extra)
-        if result.converged and part.kind == "search":
+        if result.converged and search:
             extra["rate_limit_rps"] = round(result.capacity_rps * settings.safety_factor, 2)
-        if hpa.prometheus_url and part.kind == "search":
+        if hpa.prometheus_url and search:
             extra["hpa"] = self._hpa_report(result, hpa, key)
         result = replace(result, extra=extra)
+        self._warn_bound(result, key)
         self._remember(result, part.name)
         return result
+
+    def _warn_bound(self, result: CapacityResult, key: str) -> None:
+        """Warn when the capacity is only the max_users bound (P99 still under the target)."""
+        if getattr(result, "bound", "") != "max_users":
+            return
+        p99 = "-" if result.p99_ms is None else f"{result.p99_ms:.1f}"
+        self._item.warn(
+            MlloadWarning(
+                f"{key}: the search stopped at max_users={result.users} with P99 {p99} ms, "
+                f"still under the {result.target_p99_ms:g} ms target: {result.capacity_rps:.1f} "
+                f"req/s is a lower bound of the capacity, not the capacity; raise max_users "
+                f"to find it"
+            )
+        )
 
     def _remember(self, result: CapacityResult, part: str) -> None:
         """Keep a result for the reports and put its figures in the JUnit XML properties."""
@@ -683,10 +724,26 @@ def _ms_pair(ci: Any) -> list[float] | None:
 
 def _baseline_extra(r: CapacityResult) -> dict[str, Any]:
     """The figures of a result worth keeping in its baseline run, beyond the core ones."""
+    from .gates import open_loop_of
+
     keep: dict[str, Any] = {}
     if "rate_limit_rps" in r.extra:
         keep["rate_limit_rps"] = r.extra["rate_limit_rps"]
-    ol = r.extra.get("open_loop")
+    if r.probe is not None and r.probe.p99_ms is not None:
+        # P99 at the previous baseline's user count: every recorded run has P99 at one
+        # common load, which the P99 gate compares against
+        keep["probe"] = {
+            "users": r.probe.users,
+            "p99_ms": round(r.probe.p99_ms, 2),
+            "p99_ci": _ms_pair(r.probe.p99_ci),
+        }
+    bound = getattr(r, "bound", "")
+    if bound:
+        keep["bound"] = bound
+    knee = getattr(r, "knee_users", None)
+    if knee is not None:
+        keep["knee_users"] = knee
+    ol = open_loop_of(r.extra)  # a skipped open-loop phase has no figures to keep
     if ol:
         keep["open_loop"] = {k: ol.get(k) for k in ("rate_rps", "p50_ms", "p99_ms")}
         keep["open_loop"]["p99_ci"] = _ms_pair(ol.get("p99_ci"))

@@ -20,6 +20,7 @@ __all__ = [
     "TestRecord",
     "json_report",
     "markdown_table",
+    "summary_notes",
     "summary_rows",
     "text_table",
     "write_json",
@@ -108,8 +109,8 @@ def summary_rows(records: list[TestRecord]) -> list[list[str]]:
                 [
                     rec.key if not part else f"{rec.key} [{part}]",
                     cap,
-                    f"{_fmt(r.p99_ms)}/{r.target_p99_ms:g}",
-                    str(r.users),
+                    f"{_fmt(r.p99_ms)}/{_p99_bound(r)}",
+                    _users_cell(r),
                     f"{r.error_ratio:.2%}",
                     change,
                     "-" if limit is None else f"{limit:.1f}",
@@ -117,6 +118,43 @@ def summary_rows(records: list[TestRecord]) -> list[list[str]]:
                 ]
             )
     return rows
+
+
+def _p99_bound(r: CapacityResult) -> str:
+    """What P99 is held against: the target, or for a spike its own bound (— when none)."""
+    if "spike" in r.extra:
+        bound = r.settings.get("spike_max_p99_ms") or 0
+        return f"{bound:g}" if bound else "—"
+    return f"{r.target_p99_ms:g}"
+
+
+def _users_cell(r: CapacityResult) -> str:
+    if getattr(r, "bound", "") == "max_users":
+        return f"{r.users} (max_users)"
+    if getattr(r, "check", False):
+        return f"{r.users} (check)"
+    return str(r.users)
+
+
+def summary_notes(records: list[TestRecord]) -> list[str]:
+    """One line per result worth a sentence beside the table: check mode, a capacity that
+    is only the max_users bound, and where throughput falls past its knee."""
+    notes: list[str] = []
+    for rec in records:
+        for r in rec.results:
+            part = "" if r.name in ("", rec.key) else r.name
+            label = rec.key if not part else f"{rec.key} [{part}]"
+            if getattr(r, "check", False):
+                notes.append(f"{label}: check mode, held the baseline's {r.users} users")
+            if getattr(r, "bound", "") == "max_users":
+                notes.append(
+                    f"{label}: stopped at max_users={r.users} with P99 {_fmt(r.p99_ms)} ms under "
+                    f"the {r.target_p99_ms:g} ms target: the capacity is only a lower bound"
+                )
+            knee = getattr(r, "knee_users", None)
+            if knee is not None:
+                notes.append(f"{label}: throughput falls past {knee} users")
+    return notes
 
 
 def text_table(rows: list[list[str]]) -> list[str]:
@@ -132,6 +170,9 @@ def markdown_table(records: list[TestRecord]) -> str:
     rows = summary_rows(records)
     out = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
     out += ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in rows[1:]]
+    notes = summary_notes(records)
+    if notes:
+        out += ["", *(f"- {n}" for n in notes)]
     return "\n".join(out) + "\n"
 
 

@@ -469,6 +469,81 @@ def test_throughput_matches_slots_over_service_time() -> None:
     assert sample(metrics, "nv_gpu_utilization_ratio", GPU) >= 0.85
 
 
+def closed_loop(url: str, clients: int, window_s: float, warmup_s: float = 0.3) -> dict[str, Any]:
+    """``clients`` threads, each one keep-alive connection sending GET /work back to back, for
+    ``warmup_s + window_s`` (and at most 3000 requests each). Returns req/s of successes and
+    the error ratio in the window, and the status codes seen."""
+    records: list[list[tuple[float, int]]] = [[] for _ in range(clients)]
+    errors: list[BaseException] = []
+    t0 = time.monotonic()
+    stop_at = t0 + warmup_s + window_s
+
+    def worker(out: list[tuple[float, int]]) -> None:
+        client = Client(url)
+        try:
+            while len(out) < 3000 and time.monotonic() < stop_at:
+                status, _, _ = client.request("GET", "/work")
+                out.append((time.monotonic(), status))
+        except BaseException as exc:  # surfaced in the main thread below
+            errors.append(exc)
+        finally:
+            client.close()
+
+    threads = [threading.Thread(target=worker, args=(r,), daemon=True) for r in records]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=warmup_s + window_s + 10)
+    assert not any(t.is_alive() for t in threads) and not errors, errors
+    seen = [c for r in records for t, c in r if t0 + warmup_s <= t < stop_at]
+    assert seen, "no request completed in the window"
+    ok = seen.count(200)
+    return {
+        "rps": ok / window_s,
+        "error_ratio": 1 - ok / len(seen),
+        "codes": set(seen),
+        "requests": len(seen),
+    }
+
+
+def test_throughput_falls_past_the_knee() -> None:
+    """64 slots, so only the knee limits: 20 ms x (1 + 1.0 x (busy - 4)). At 4 in flight no
+    request is slowed (4 / 20 ms = 200 req/s); at 8 each is held 4x (8 / 80 ms = 100 req/s)."""
+    with DemoServerProcess(slots=64, service_ms=20, knee=4, knee_penalty=1.0) as srv:
+        at_knee = closed_loop(srv.url, clients=4, window_s=1.5)
+        past = closed_loop(srv.url, clients=8, window_s=1.5)
+        srv.set_config(knee=0)  # the same server without the knee scales with the clients
+        no_knee = closed_loop(srv.url, clients=8, window_s=1.5)
+    assert at_knee["codes"] == past["codes"] == {200}
+    assert at_knee["rps"] == pytest.approx(200, rel=0.2), at_knee
+    assert past["rps"] == pytest.approx(100, rel=0.2), past
+    assert past["rps"] < 0.7 * at_knee["rps"], (at_knee, past)
+    assert no_knee["rps"] > 1.5 * at_knee["rps"], (at_knee, no_knee)
+
+
+def test_errors_start_above_a_load_and_grow_with_it() -> None:
+    """error_above=4: with 4 clients at most 3 others are in flight, never a 503; above it
+    the shed share grows with the load. Knobs set at runtime, like slowdown."""
+    with DemoServerProcess(slots=64, service_ms=10, seed=3) as srv:
+        config = srv.set_config(error_above=4, error_growth=0.25)
+        assert (config["error_above"], config["error_growth"]) == (4, 0.25)
+        levels = {n: closed_loop(srv.url, clients=n, window_s=1.5) for n in (4, 8, 16)}
+        stats = srv.stats()
+    ratios = {n: round(level["error_ratio"], 3) for n, level in levels.items()}
+    assert levels[4]["codes"] == {200} and levels[4]["requests"] > 200, levels[4]
+    assert levels[8]["codes"] == levels[16]["codes"] == {200, 503}, ratios
+    assert 0.05 < ratios[8] < ratios[16], ratios
+    assert stats["shed"]["work"] >= levels[8]["requests"] * ratios[8]
+    assert stats["failures"]["work"] == 0  # shed requests are not error_ratio failures
+
+
+def test_degradation_knobs_validate() -> None:
+    with pytest.raises(ConfigError, match="knee must be a number >= 0"):
+        DemoKnobs(knee=-1)
+    with pytest.raises(ConfigError, match="error_growth"):
+        DemoKnobs().updated({"error_growth": "nan"})
+
+
 def test_stall_holds_requests_for_the_stall(client_for: Any) -> None:
     stall_s = 0.25
     with DemoServerProcess(slots=4, service_ms=5) as srv:

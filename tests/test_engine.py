@@ -20,7 +20,7 @@ from pytest_mlload.config import RunSettings
 from pytest_mlload.demo import DemoServerProcess
 from pytest_mlload.engine import run_capacity
 from pytest_mlload.errors import ConfigError, HostUnreachable, PerformanceRegression
-from pytest_mlload.gates import check_no_regression, evaluate
+from pytest_mlload.gates import check_no_regression, evaluate, open_loop_of
 
 sys.path.insert(0, str(Path(__file__).parent))
 from engine_targets.tasks import Classify, WorkUser  # noqa: E402
@@ -144,3 +144,31 @@ def test_bad_targets_are_config_errors(demo):
         run_capacity(NotATaskSet, host=demo.url)
     with pytest.raises(ConfigError, match="not an http"):
         run_capacity(Classify, host="127.0.0.1:8000")
+
+
+@pytest.mark.parametrize(
+    ("cap_s", "open_loop_rps", "outcome"),
+    [(20.0, None, "shortened"), (14.0, 10.0, "skipped")],
+    ids=["open-loop-shortened", "open-loop-skipped"],
+)
+def test_max_duration_bounds_the_search_and_the_open_loop_phase(
+    demo, cap_s, open_loop_rps, outcome
+):
+    """max_duration_s caps the whole part: the open-loop confirmation gets what the search
+    left. probe_s=30 asks for a 30 s confirmation, far more than is left, so it is cut to
+    fit; at 10 req/s its 300 arrivals need 30 s, which never fit, so it is skipped with the
+    reason. Before, the confirmation ran after the cap and the part took ~40-45 s."""
+    settings = RunSettings(**{**FAST, "max_duration_s": cap_s, "probe_s": 30.0})
+    result = run_capacity(Classify, host=demo.url, settings=settings, open_loop_rps=open_loop_rps)
+    assert result.status == "converged", result.reason
+    assert result.elapsed_s <= cap_s + 0.5, result.elapsed_s  # one tick and the result build
+    ol = result.extra["open_loop"]
+    searched_s = result.trajectory[-1].end_s - result.trajectory[0].start_s
+    if outcome == "skipped":
+        assert f"max_duration_s={cap_s:g} s" in ol["skipped"], ol
+        assert "300 arrivals at 10.0 req/s" in ol["skipped"], ol
+        assert open_loop_of(result.extra) is None  # the gates see no open-loop figures
+    else:
+        assert "skipped" not in ol, ol
+        assert ol["requests"] >= 300 and ol["p99_ms"] is not None
+        assert ol["duration_s"] < cap_s - searched_s, (ol["duration_s"], searched_s)

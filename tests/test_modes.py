@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_mlload.config import RunSettings
+from pytest_mlload.config import RunSettings, resolve_settings
 from pytest_mlload.demo import DemoServerProcess, capacity_rps, mix_capacity_rps
 from pytest_mlload.engine import run_capacity
 from pytest_mlload.errors import ConfigError
@@ -109,6 +109,39 @@ def test_single_taskset_in_a_mix_mode_is_refused_with_the_fix():
 def test_unknown_mode_is_a_config_error():
     with pytest.raises(ConfigError, match="mode"):
         RunSettings(mode=("turbo",))
+
+
+@pytest.mark.parametrize(
+    ("mode", "modes"),
+    [
+        ("check", ("individual",)),
+        ("check production", ("production",)),
+        (("individual", "check", "spike"), ("individual", "spike")),
+    ],
+)
+def test_check_in_mode_means_those_modes_in_check_mode(mode, modes):
+    s = resolve_settings({"mode": mode})
+    assert (s.mode, s.check) == (modes, True)
+    # the mode a baseline is compared on carries no "check": a check run is comparable with
+    # the full search that recorded it
+    assert s.comparable() == resolve_settings({"mode": " ".join(modes)}).comparable()
+    assert names(s) == names(RunSettings(mode=modes))
+    assert not resolve_settings({"mode": "production"}).check
+    assert resolve_settings(cli={"check": "true"}).check  # --mlload-check / ini mlload_check
+
+
+def test_spike_bounds_and_timeout_settings():
+    assert (RunSettings().spike_max_p99_ms, RunSettings().spike_max_error_ratio) == (0.0, 0.0)
+    assert RunSettings(spike_max_p99_ms=250).spike_max_p99_ms == 250.0
+    with pytest.raises(ConfigError, match="spike_max_p99_ms=-1.0 is invalid: expected a number"):
+        RunSettings(spike_max_p99_ms=-1)
+    with pytest.raises(ConfigError, match="spike_max_error_ratio=1.5 is invalid"):
+        RunSettings(spike_max_error_ratio=1.5)
+    # request_timeout_s changes results, so it is compared, but only when set: baselines
+    # recorded at the default still compare equal
+    assert "request_timeout_s" not in RunSettings().comparable()
+    assert RunSettings(request_timeout_s=2).comparable()["request_timeout_s"] == 2.0
+    assert RunSettings(request_timeout_s=2).comparable() != RunSettings().comparable()
 
 
 def _result(name: str, cap: float, status: str = "converged") -> CapacityResult:

@@ -41,7 +41,9 @@ from plugin_support import (
 
 from pytest_mlload.baseline import BaselineEntry, BaselineStore
 from pytest_mlload.config import RunSettings
+from pytest_mlload.controller import CapacitySearch
 from pytest_mlload.demo import DemoServerProcess, capacity_rps
+from pytest_mlload.results import CapacityResult
 
 DEMO_RPS = capacity_rps(slots=4, service_ms=20)  # 200 req/s on /v1/classify
 KEY = "test_capacity.py::test_classify"
@@ -658,3 +660,135 @@ def test_host_answering_errors_fails_with_ratio_and_samples(
         assert res["failures"] > 0 and res["error_ratio"] == 1.0, res
         assert any("500" in s for s in res["error_samples"]), res["error_samples"]
         assert " 100.00% " in summary_row(out, KEY)
+
+
+# --------------------------------------------------------------------------- check mode
+
+# Helper B's controller (branch ctrl) adds CapacitySearch(hold_users=...) and the result
+# fields bound/knee_users/check: the tests that need them run once it is merged.
+NEEDS_HOLD = pytest.mark.skipif(
+    "hold_users" not in CapacitySearch.__dataclass_fields__,
+    reason="needs CapacitySearch(hold_users=...) from helper B's controller branch",
+)
+NEEDS_BOUND = pytest.mark.skipif(
+    "bound" not in CapacityResult.__dataclass_fields__,
+    reason="needs CapacityResult.bound from helper B's controller branch",
+)
+
+TIMED_TESTS = f"""
+import time
+import pytest
+from tasks import Classify
+
+
+@pytest.mark.capacity({FAST_MARKER})
+def test_classify(mlload):
+    started = time.monotonic()
+    result = mlload.run(Classify)
+    print(f"RUN_S={{time.monotonic() - started:.3f}}")
+    mlload.assert_no_regression(result)
+"""
+
+
+def test_check_without_baseline_searches_and_a_second_recording_probes_the_entry(
+    pytester: pytest.Pytester, demo: DemoServerProcess
+) -> None:
+    """--mlload-check with nothing to hold says so and runs the full search (which then fails
+    for want of a baseline); with --mlload-update-baseline it records from a full search.
+    Recording over a comparable entry probes P99 at that entry's user count and stores it
+    with the run, so every recorded run has P99 at one common load."""
+    make_suite(pytester, tests=TIMED_TESTS)
+    host = ["--mlload-host", demo.url]
+    result, _ = run_inner(pytester, *host, "--mlload-check", "--mlload-report", "r.json")
+    out = text(result)
+    result.assert_outcomes(failed=1)
+    assert f"MlloadWarning: {KEY}: check mode: no baseline: full search" in out
+    assert "no baseline entry in" in out
+    [res] = json.loads((pytester.path / "r.json").read_text())["tests"][0]["results"]
+    assert res["trajectory"][0]["phase"] == "ramp" and res["settings"]["check"] is True
+
+    record = [*host, "--mlload-update-baseline"]
+    result, _ = run_inner(pytester, *record, "--mlload-check")
+    out = text(result)
+    result.assert_outcomes(passed=1)
+    assert f"{KEY}: check mode: --mlload-update-baseline: full search" in out
+    result, _ = run_inner(pytester, *record, "--mlload-report", "r2.json")
+    result.assert_outcomes(passed=1)
+    first, second = yaml.safe_load((pytester.path / "mlload-baseline.yaml").read_text())["tests"][
+        KEY
+    ]["runs"]
+    assert "probe" not in first.get("extra", {})
+    probe = second["extra"]["probe"]
+    [res] = json.loads((pytester.path / "r2.json").read_text())["tests"][0]["results"]
+    assert probe["users"] == first["users"] == res["probe"]["users"]
+    assert probe["p99_ms"] == pytest.approx(res["probe"]["p99_ms"], abs=0.1)
+    low, high = probe["p99_ci"]
+    assert low <= probe["p99_ms"] <= high
+
+
+@NEEDS_HOLD
+def test_check_mode_holds_the_baseline_load_passes_and_catches_a_slower_server(
+    pytester: pytest.Pytester, demo: DemoServerProcess
+) -> None:
+    """Record with the full search; --mlload-check then skips the search, holds the baseline's
+    users and gives a verdict within 12 s: a pass on the unchanged server, a regression on a
+    30 % slower one. The summary says the run was a check."""
+    make_suite(pytester, tests=TIMED_TESTS)
+    host = ["--mlload-host", demo.url]
+    result, _ = run_inner(pytester, *host, "--mlload-update-baseline")
+    result.assert_outcomes(passed=1)
+    [run] = yaml.safe_load((pytester.path / "mlload-baseline.yaml").read_text())["tests"][KEY][
+        "runs"
+    ]
+
+    def check(report: str) -> tuple[Any, dict[str, Any], str]:
+        result, _ = run_inner(pytester, *host, "--mlload-check", "--mlload-report", report)
+        out = text(result)
+        [rec] = json.loads((pytester.path / report).read_text())["tests"]
+        [res] = rec["results"]
+        assert res["check"] is True and res["users"] == run["users"], res
+        assert {w["phase"] for w in res["trajectory"]}.isdisjoint({"ramp", "refine"})
+        assert res["probe"]["users"] == run["users"]
+        assert "p99_ms" not in res["extra"]["open_loop"]  # no open-loop phase in check mode
+        assert res["elapsed_s"] <= 12.0, res["elapsed_s"]  # driver clock: no lock wait
+        print("check RUN_S", printed(out, "RUN_S"), "elapsed_s", res["elapsed_s"])
+        row = summary_row(out, KEY)
+        assert f" {run['users']} (check) " in row, row
+        assert f"{KEY}: check mode, held the baseline's {run['users']} users" in out
+        return result, rec, row
+
+    result, rec, row = check("pass.json")
+    result.assert_outcomes(passed=1)
+    assert rec["outcome"] == "pass" and row.endswith(" pass")
+    demo.set_config(slowdown=1.3)
+    result, rec, row = check("slow.json")
+    result.assert_outcomes(failed=1)
+    assert rec["outcome"] == "regression" and row.endswith(" regression")
+    assert f"capacity of {KEY} fell " in text(result)
+
+
+@NEEDS_BOUND
+def test_search_ending_at_max_users_warns_naming_it(
+    pytester: pytest.Pytester, demo: DemoServerProcess
+) -> None:
+    """At 4 users the demo's P99 is ~20 ms, far under 120: with max_users=4 the capacity is
+    only the bound. The run warns, naming max_users and the P99 reached, the summary shows
+    it, and the recorded run is marked as bounded."""
+    make_suite(
+        pytester,
+        tests=CAPACITY_TESTS.replace("max_users=32", "max_users=4"),
+    )
+    result, _ = run_inner(pytester, "--mlload-host", demo.url, "--mlload-update-baseline")
+    out = text(result)
+    result.assert_outcomes(passed=2)
+    match = re.search(
+        rf"MlloadWarning: {re.escape(KEY)}: the search stopped at max_users=4 with P99 "
+        r"([\d.]+) ms, still under the 120 ms target",
+        out,
+    )
+    assert match and float(match.group(1)) < 60, out
+    assert " 4 (max_users) " in summary_row(out, KEY)
+    [run] = yaml.safe_load((pytester.path / "mlload-baseline.yaml").read_text())["tests"][KEY][
+        "runs"
+    ]
+    assert run["extra"]["bound"] == "max_users"

@@ -10,10 +10,12 @@ from __future__ import annotations
 import json
 import struct
 import xml.etree.ElementTree as ET
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from pytest_mlload import report
 from pytest_mlload.baseline import BaselineEntry, BaselineStore
 from pytest_mlload.config import RunSettings
 from pytest_mlload.results import CapacityResult, ProbeResult, WindowRecord
@@ -282,18 +284,72 @@ def test_locust_conf_layer_and_its_warning(pytester: pytest.Pytester, suite: Pat
         "; ml-loadtest settings\nheadless\nrun-time = 2h\nmax-users = 32\n"
         "increase-step = 1\nhost = http://127.0.0.1:9\n"
     )
-    r = pytester.runpytest_subprocess("-p", "no:cacheprovider", "test_gates.py::test_pass",
-                                      "--mlload-config", "locust.conf")
+    r = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "test_gates.py::test_pass", "--mlload-config", "locust.conf"
+    )
     out = "\n".join(r.outlines)
     r.assert_outcomes(failed=1)
     assert "(max_users: baseline 64, now 32)" in out  # the file's setting applied
     assert "MlloadWarning" in out and "increase-step" in out and "run-time" in out
     # the command line beats the file
-    r = pytester.runpytest_subprocess("-p", "no:cacheprovider", "test_gates.py::test_pass",
-                                      "--mlload-config", "locust.conf",
-                                      "--mlload-max-users", "64")
+    r = pytester.runpytest_subprocess(
+        "-p",
+        "no:cacheprovider",
+        "test_gates.py::test_pass",
+        "--mlload-config",
+        "locust.conf",
+        "--mlload-max-users",
+        "64",
+    )
     r.assert_outcomes(passed=1)
     (suite / "bad.conf").write_text("target-p99-ms = fast\n")
     r = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--mlload-config", "bad.conf")
     assert r.ret == pytest.ExitCode.USAGE_ERROR
     assert "bad.conf:1" in "\n".join(r.errlines) and "target-p99-ms" in "\n".join(r.errlines)
+
+
+# --------------------------------------------------------------------------- summary rows
+
+# B's CapacityResult fields (controller branch): tests that build results with them wait for it
+NEEDS_CONTROLLER_FIELDS = pytest.mark.skipif(
+    not {"bound", "knee_users", "check"} <= set(CapacityResult.__dataclass_fields__),
+    reason="needs CapacityResult.bound/knee_users/check (helper B's controller branch)",
+)
+
+
+def spike_result(p99: float, max_p99: float) -> CapacityResult:
+    """A spike part as the driver builds it: the spike's figures, the test's P99 target."""
+    settings = RunSettings(target_p99_ms=120, spike_max_p99_ms=max_p99).to_dict()
+    r = fake(cap=280.0, p99=p99, users=90)
+    return replace(r, name="spike", settings=settings, extra={"spike": {"target_rps": 300.0}})
+
+
+@pytest.mark.parametrize(("max_p99", "shown"), [(0.0, "—"), (2500.0, "2500")])
+def test_spike_row_shows_its_own_bound_not_the_p99_target(max_p99: float, shown: str) -> None:
+    rec = report.TestRecord(
+        nodeid="t.py::t", key="t.py::t", results=[spike_result(1996.7, max_p99)]
+    )
+    rec.results.append(replace(fake(), name="individual"))
+    [_, spike, individual] = report.summary_rows([rec])
+    assert spike[0] == "t.py::t [spike]" and spike[2] == f"1996.7/{shown}"
+    assert individual[2] == "100.0/120"  # a search part is still held against the target
+    assert f"| 1996.7/{shown} |" in report.markdown_table([rec])
+
+
+@NEEDS_CONTROLLER_FIELDS
+def test_bound_knee_and_check_show_in_the_summary_and_markdown() -> None:
+    bounded = replace(fake(p99=40.0, users=32), name="individual /a", bound="max_users")
+    kneed = replace(fake(users=9), name="individual /b", knee_users=9)
+    checked = replace(fake(users=21), name="individual /c", check=True)
+    rec = report.TestRecord(nodeid="t.py::t", key="t.py::t", results=[bounded, kneed, checked])
+    rows = report.summary_rows([rec])
+    assert [r[3] for r in rows[1:]] == ["32 (max_users)", "9", "21 (check)"]
+    notes = report.summary_notes([rec])
+    assert notes == [
+        "t.py::t [individual /a]: stopped at max_users=32 with P99 40.0 ms under the 120 ms "
+        "target: the capacity is only a lower bound",
+        "t.py::t [individual /b]: throughput falls past 9 users",
+        "t.py::t [individual /c]: check mode, held the baseline's 21 users",
+    ]
+    md = report.markdown_table([rec])
+    assert all(f"- {n}" in md for n in notes)
