@@ -67,7 +67,7 @@ from _common import BenchError, demo_server, header, say, skip_locust_patch, tab
 
 skip_locust_patch()
 
-from pytest_mlload.baseline import BaselineEntry, BaselineRun  # noqa: E402
+from pytest_mlload.baseline import BaselineEntry, BaselineRun, baseline_extra  # noqa: E402
 from pytest_mlload.config import RunSettings  # noqa: E402
 from pytest_mlload.controller import CapacitySearch, build_result, run_search  # noqa: E402
 from pytest_mlload.errors import GateFailure, LoadError  # noqa: E402
@@ -136,12 +136,25 @@ def judge(result: CapacityResult, entry: BaselineEntry, settings: RunSettings) -
 def record(
     entry: BaselineEntry | None, result: CapacityResult, settings: RunSettings
 ) -> BaselineEntry:
-    """Append ``result`` to the history as ``--mlload-update-baseline`` does."""
+    """Append ``result`` to the history as ``--mlload-update-baseline`` does.
+
+    The result of a run recorded while the entry exists should carry a probe at the entry's
+    reference load (``probe_users=entry.users``, as the plugin asks for): it is kept with the
+    run (:func:`baseline_extra`), so the P99 gate has one figure per run at a common load.
+    """
     if not result.converged:
         raise BenchError(f"baseline run did not converge: {result.reason}")
+    extra = baseline_extra(result)
     if entry is None:
-        return BaselineEntry.from_result(KEY, result, settings, FINGERPRINT)
-    return entry.with_run(BaselineRun.from_result(result), settings, FINGERPRINT, HISTORY)
+        return BaselineEntry.from_result(KEY, result, settings, FINGERPRINT, extra=extra)
+    return entry.with_run(
+        BaselineRun.from_result(result, extra=extra), settings, FINGERPRINT, HISTORY
+    )
+
+
+def reference_load(entry: BaselineEntry | None) -> int | None:
+    """The user count a baseline-recording run probes (None for the first run)."""
+    return entry.users if entry is not None else None
 
 
 # --------------------------------------------------------------------------- summaries
@@ -336,7 +349,7 @@ def sim_baseline(case: SimCase, first_seed: int, settings: RunSettings) -> Basel
     entry = None
     kept = 0
     for seed in range(first_seed, first_seed + 10):
-        r = sim_run(case.base, seed, settings, None)
+        r = sim_run(case.base, seed, settings, reference_load(entry))
         if r.converged:
             entry = record(entry, r, settings)
             kept += 1
@@ -506,7 +519,7 @@ def noise_case(case: NoiseCase, n: int) -> NoiseTally:
         entry: BaselineEntry | None = None
         kept = 0
         for seed in range(20_000 + 10 * i, 20_000 + 10 * i + 10):
-            r = noise_run(case, seed, settings)
+            r = noise_run(case, seed, settings, probe=reference_load(entry))
             tally.check_p99(r, f"baseline seed {seed}")
             if r.converged:
                 entry = record(entry, r, settings)
@@ -708,7 +721,9 @@ def part_real(cfg_name: str, runs: int) -> None:
         entry: BaselineEntry | None = None
         base: list[Outcome] = []
         for i in range(HISTORY):
-            r, wall, waited, err = real_run(seed_tasks.GetWork, server.url, settings, None)
+            r, wall, waited, err = real_run(
+                seed_tasks.GetWork, server.url, settings, reference_load(entry)
+            )
             if r is None:
                 raise BenchError(f"baseline run {i + 1} failed: {err}")
             entry = record(entry, r, settings)

@@ -59,6 +59,7 @@ __all__ = [
     "BaselineEntry",
     "BaselineRun",
     "BaselineStore",
+    "baseline_extra",
     "baseline_key",
     "environment_fingerprint",
     "fingerprint_differences",
@@ -560,6 +561,73 @@ class BaselineEntry:
             return _entry_from_dict(key, d)
         except _Invalid as exc:
             raise ValueError(f"entry {key!r}, {exc}") from None
+
+
+def baseline_extra(result: CapacityResult) -> dict[str, Any]:
+    """The figures of ``result`` a baseline run keeps beyond the core ones, rounded for storage.
+
+    The probe (P99 at the entry's reference load, so every recorded run has one figure at a
+    common load), the search's ``bound`` and ``knee_users``, open-loop and spike figures, the
+    rate limit and a non-empty HPA report. Floats keep 4 significant digits so the file
+    diffs cleanly. ``--mlload-update-baseline`` and the benches record through this.
+    """
+    return _round_floats(_extra_figures(result))
+
+
+def _round_floats(value: Any) -> Any:
+    """Round floats to 4 significant digits so baseline extras diff cleanly."""
+    if isinstance(value, float):
+        return float(f"{value:.4g}") if value == value and abs(value) != float("inf") else None
+    if isinstance(value, dict):
+        return {k: _round_floats(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_round_floats(v) for v in value]
+    return value
+
+
+def _ms_pair(ci: Any) -> list[float] | None:
+    """A latency interval as a baseline stores it (rounded like its figure), or None."""
+    pair = rounded_interval("p99_ci_ms", ci)
+    return list(pair) if pair else None
+
+
+def _extra_figures(r: CapacityResult) -> dict[str, Any]:
+    from .gates import open_loop_of
+
+    keep: dict[str, Any] = {}
+    if "rate_limit_rps" in r.extra:
+        keep["rate_limit_rps"] = r.extra["rate_limit_rps"]
+    if r.probe is not None and r.probe.p99_ms is not None:
+        # P99 at the previous baseline's user count: every recorded run has P99 at one
+        # common load, which the P99 gate compares against
+        keep["probe"] = {
+            "users": r.probe.users,
+            "p99_ms": round(r.probe.p99_ms, 2),
+            "p99_ci": _ms_pair(r.probe.p99_ci),
+        }
+    bound = getattr(r, "bound", "")
+    if bound:
+        keep["bound"] = bound
+    knee = getattr(r, "knee_users", None)
+    if knee is not None:
+        keep["knee_users"] = knee
+    ol = open_loop_of(r.extra)  # a skipped open-loop phase has no figures to keep
+    if ol:
+        keep["open_loop"] = {k: ol.get(k) for k in ("rate_rps", "p50_ms", "p99_ms")}
+        keep["open_loop"]["p99_ci"] = _ms_pair(ol.get("p99_ci"))
+    sp = r.extra.get("spike")
+    if sp:
+        keep["spike"] = {
+            "target_rps": sp["target_rps"],
+            "p99_ms": r.p99_ms,
+            "p99_ci": _ms_pair(r.p99_ci),
+            "error_ratio": r.error_ratio,
+            "recovery_s": sp.get("recovery_s"),
+        }
+    hpa = r.extra.get("hpa")
+    if hpa and any(t.get("recommended") is not None for t in hpa.get("triggers", [])):
+        keep["hpa"] = hpa  # an empty report (Prometheus away) would only hide the reference
+    return keep
 
 
 def _fp_dict(fingerprint: Mapping[str, Any]) -> dict[str, Any]:

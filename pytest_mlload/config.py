@@ -95,6 +95,11 @@ class RunSettings:
         0.9, "open-loop confirmation rate as a ratio of the measured capacity"
     )
     safety_factor: float = _opt(0.7, "recommended rate limit = capacity x safety_factor")
+    run_spread_prior: float = _opt(
+        0.03,
+        "assumed run-to-run sd of capacity and P99 as a ratio, pooled with the baseline's own "
+        "scatter (weighs as two runs); lower it only for a runner whose spread you measured",
+    )
     check: bool = field(
         default=False,
         metadata={
@@ -164,7 +169,7 @@ class RunSettings:
                 self.spike_max_error_ratio,
                 "expected a ratio in [0, 1], 0 for no bound",
             )
-        for name in ("threshold", "tolerance", "max_error_ratio"):
+        for name in ("threshold", "tolerance", "max_error_ratio", "run_spread_prior"):
             v = getattr(self, name)
             if not (isinstance(v, int | float) and 0 <= v < 1):
                 raise bad(name, v, "expected a ratio in [0, 1), e.g. 0.10 for 10 %")

@@ -45,7 +45,7 @@ from .errors import (
     SettingsMismatch,
 )
 from .results import CapacityResult
-from .stats import change_interval, decide, interval_sd, run_spread
+from .stats import SIGMA0, change_interval, decide, interval_sd, run_spread
 
 __all__ = ["Verdict", "check_no_regression", "error_verdict", "evaluate", "rate_limit_verdicts"]
 
@@ -119,8 +119,10 @@ def _compare(
     higher_is_better: bool,
     extra: str = "",
     base_cis: Sequence[Any] = (),
+    prior: float = SIGMA0,
 ) -> Verdict:
-    """One gated comparison; ``base_cis`` are the baseline runs' own intervals (or None)."""
+    """One gated comparison; ``base_cis`` are the baseline runs' own intervals (or None);
+    ``prior`` is the assumed run-to-run sd (``RunSettings.run_spread_prior``)."""
     if not base_values or min(base_values) <= 0:
         shown = ", ".join(f"{v:g}" for v in base_values) or "none"
         return _missing(
@@ -132,7 +134,7 @@ def _compare(
             observed=observed,
         )
     within = [interval_sd(v, ci) for v, ci in zip(base_values, base_cis, strict=False)]
-    base = run_spread(base_values, within_sds=within)
+    base = run_spread(base_values, within_sds=within, prior_sd=prior)
     ci = change_interval(observed, observed_ci, base)
     d = decide(
         ci.change,
@@ -407,12 +409,13 @@ def evaluate(
             higher_is_better=True,
             extra=f" at {result.users} users",
             base_cis=[r.capacity_ci_rps for r in entry.runs],
+            prior=settings.run_spread_prior,
         )
     ]
     verdicts.append(
-        _open_loop_verdict(result, entry, key, t)
+        _open_loop_verdict(result, entry, key, settings)
         if settings.open_loop
-        else _probe_verdict(result, entry, key, t)
+        else _probe_verdict(result, entry, key, settings)
     )
     verdicts.append(_errors_of(result, _run_errors(entry), settings, f"error ratio of {key}"))
     return _noted(verdicts, note, part)
@@ -441,7 +444,10 @@ def _p99_at(entry: BaselineEntry, users: int) -> tuple[list[float], list[Any]]:
     return values, cis
 
 
-def _probe_verdict(result: CapacityResult, entry: BaselineEntry, key: str, t: float) -> Verdict:
+def _probe_verdict(
+    result: CapacityResult, entry: BaselineEntry, key: str, settings: RunSettings
+) -> Verdict:
+    t = settings.threshold
     same_load, cis = _p99_at(entry, entry.users)
     probe = result.probe
     if not same_load:
@@ -467,6 +473,7 @@ def _probe_verdict(result: CapacityResult, entry: BaselineEntry, key: str, t: fl
         t,
         higher_is_better=False,
         base_cis=cis,
+        prior=settings.run_spread_prior,
     )
 
 
@@ -476,7 +483,10 @@ def open_loop_of(run_extra: dict[str, Any]) -> dict[str, Any] | None:
     return ol if isinstance(ol, dict) and ol.get("p99_ms") is not None else None
 
 
-def _open_loop_verdict(result: CapacityResult, entry: BaselineEntry, key: str, t: float) -> Verdict:
+def _open_loop_verdict(
+    result: CapacityResult, entry: BaselineEntry, key: str, settings: RunSettings
+) -> Verdict:
+    t = settings.threshold
     base = [ol for r in entry.runs if (ol := open_loop_of(r.extra))]
     now = open_loop_of(result.extra)
     if not base or now is None:
@@ -500,6 +510,7 @@ def _open_loop_verdict(result: CapacityResult, entry: BaselineEntry, key: str, t
         t,
         higher_is_better=False,
         base_cis=[b.get("p99_ci") for b in same],
+        prior=settings.run_spread_prior,
     )  # type: ignore[arg-type]
 
 
@@ -625,6 +636,7 @@ def evaluate_spike(
             t,
             higher_is_better=False,
             base_cis=[b.get("p99_ci") for b in base_runs],
+            prior=settings.run_spread_prior,
         )
     )
     verdicts.append(
@@ -707,6 +719,7 @@ def rate_limit_verdicts(
             settings.threshold,
             higher_is_better=True,
             base_cis=[scale(r.capacity_ci_rps) for r in runs],
+            prior=settings.run_spread_prior,
         )
         if v.verdict == "improvement":
             v = replace(

@@ -339,17 +339,6 @@ class MlloadState:
                 tr.write_line(f"{what}: {path}")
 
 
-def _round_floats(value: Any) -> Any:
-    """Round floats to 4 significant digits so baseline extras diff cleanly."""
-    if isinstance(value, float):
-        return float(f"{value:.4g}") if value == value and abs(value) != float("inf") else None
-    if isinstance(value, dict):
-        return {k: _round_floats(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_round_floats(v) for v in value]
-    return value
-
-
 class MlloadFixture:
     """The ``mlload`` fixture: run capacity searches and gate them against the baseline.
 
@@ -608,7 +597,12 @@ class MlloadFixture:
         )
 
     def _record(self, parts: list[tuple[str, CapacityResult]], settings: RunSettings) -> None:
-        from .baseline import BaselineEntry, BaselineRun, environment_fingerprint
+        from .baseline import (
+            BaselineEntry,
+            BaselineRun,
+            baseline_extra,
+            environment_fingerprint,
+        )
 
         bad = [f"{self._part_key(p)}: {r.reason}" for p, r in parts if not r.converged]
         if bad:
@@ -616,7 +610,7 @@ class MlloadFixture:
         fp = environment_fingerprint()
         for part, r in parts:
             key = self._part_key(part)
-            extra = _round_floats(_baseline_extra(r))
+            extra = baseline_extra(r)
             old = self._state.store.get(key)
             run = BaselineRun.from_result(r, extra=extra)
             self._state.pending[key] = (
@@ -712,54 +706,6 @@ def _hpa_current(key: str, r: CapacityResult) -> HpaReport:
             reason="no hpa data",
         )
     return current
-
-
-def _ms_pair(ci: Any) -> list[float] | None:
-    """A latency interval as a baseline stores it (rounded like its figure), or None."""
-    from .baseline import rounded_interval
-
-    pair = rounded_interval("p99_ci_ms", ci)
-    return list(pair) if pair else None
-
-
-def _baseline_extra(r: CapacityResult) -> dict[str, Any]:
-    """The figures of a result worth keeping in its baseline run, beyond the core ones."""
-    from .gates import open_loop_of
-
-    keep: dict[str, Any] = {}
-    if "rate_limit_rps" in r.extra:
-        keep["rate_limit_rps"] = r.extra["rate_limit_rps"]
-    if r.probe is not None and r.probe.p99_ms is not None:
-        # P99 at the previous baseline's user count: every recorded run has P99 at one
-        # common load, which the P99 gate compares against
-        keep["probe"] = {
-            "users": r.probe.users,
-            "p99_ms": round(r.probe.p99_ms, 2),
-            "p99_ci": _ms_pair(r.probe.p99_ci),
-        }
-    bound = getattr(r, "bound", "")
-    if bound:
-        keep["bound"] = bound
-    knee = getattr(r, "knee_users", None)
-    if knee is not None:
-        keep["knee_users"] = knee
-    ol = open_loop_of(r.extra)  # a skipped open-loop phase has no figures to keep
-    if ol:
-        keep["open_loop"] = {k: ol.get(k) for k in ("rate_rps", "p50_ms", "p99_ms")}
-        keep["open_loop"]["p99_ci"] = _ms_pair(ol.get("p99_ci"))
-    sp = r.extra.get("spike")
-    if sp:
-        keep["spike"] = {
-            "target_rps": sp["target_rps"],
-            "p99_ms": r.p99_ms,
-            "p99_ci": _ms_pair(r.p99_ci),
-            "error_ratio": r.error_ratio,
-            "recovery_s": sp.get("recovery_s"),
-        }
-    hpa = r.extra.get("hpa")
-    if hpa and any(t.get("recommended") is not None for t in hpa.get("triggers", [])):
-        keep["hpa"] = hpa  # an empty report (Prometheus away) would only hide the reference
-    return keep
 
 
 def _combined(kinds: list[str], messages: list[str]) -> GateFailure:
