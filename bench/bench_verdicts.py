@@ -63,6 +63,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from _common import BenchError, demo_server, header, say, skip_locust_patch, table
 
 skip_locust_patch()
@@ -634,7 +635,11 @@ REAL_CONFIGS = {
 
 
 def real_run(
-    task: type, url: str, settings: RunSettings, probe_users: int | None
+    task: type,
+    url: str,
+    settings: RunSettings,
+    probe_users: int | None,
+    hold_users: int | None = None,
 ) -> tuple[CapacityResult | None, float, float, str]:
     """One run_capacity call: (result or None, driver seconds, seconds before the driver, error).
 
@@ -654,7 +659,12 @@ def real_run(
 
     try:
         result = run_capacity(
-            task, host=url, settings=settings, probe_users=probe_users, on_event=on_event
+            task,
+            host=url,
+            settings=settings,
+            probe_users=probe_users,
+            hold_users=hold_users,
+            on_event=on_event,
         )
     except LoadError as exc:  # an overrun or a crashed driver: a failed run, keep going
         result, err = None, f"{type(exc).__name__}: {exc}"[:300]
@@ -705,7 +715,7 @@ def trajectory(r: CapacityResult) -> str:
     )
 
 
-def part_real(cfg_name: str, runs: int) -> None:
+def part_real(cfg_name: str, runs: int, jitter: float, seed: int = 9) -> None:
     skip_locust_patch()
     import seed_tasks  # noqa: PLC0415  (imports Locust, unpatched)
 
@@ -713,14 +723,23 @@ def part_real(cfg_name: str, runs: int) -> None:
     settings = RunSettings(target_p99_ms=cfg.target_p99_ms, max_users=cfg.max_users)
     header(
         f"bench_verdicts --real: demo {cfg_name} ms ({cfg.nominal_rps:.0f} req/s nominal), "
-        f"target P99 {cfg.target_p99_ms:g} ms, {runs} A/A + {runs} x slowdown {SLOWDOWN}"
+        f"target P99 {cfg.target_p99_ms:g} ms, service time x lognormal(0, {jitter:g}) drawn "
+        f"per run; {runs} x (A/A, slowdown {SLOWDOWN}) in full search and in check mode"
     )
+    rng = np.random.default_rng(seed)
+
+    def jittered(factor: float) -> None:
+        """This run's service time: the change times a fresh run-to-run draw."""
+        draw = float(rng.lognormal(0.0, jitter)) if jitter > 0 else 1.0
+        server.set_config(slowdown=factor * draw)
+
     t_all = time.monotonic()
     with demo_server(slots=cfg.slots, service_ms=cfg.service_ms) as server:
         say(f"demo server pid {server.pid} at {server.url}")
         entry: BaselineEntry | None = None
         base: list[Outcome] = []
         for i in range(HISTORY):
+            jittered(1.0)
             r, wall, waited, err = real_run(
                 seed_tasks.GetWork, server.url, settings, reference_load(entry)
             )
@@ -734,25 +753,22 @@ def part_real(cfg_name: str, runs: int) -> None:
         say(
             f"  baseline: capacity {[x.capacity_rps for x in entry.runs]} req/s, users "
             f"{[x.users for x in entry.runs]}, P99 {[x.p99_ms for x in entry.runs]} ms "
-            f"-> probe at {entry.users} users"
+            f"-> reference load {entry.users} users"
         )
-        aa: list[Outcome] = []
-        slow: list[Outcome] = []
+        outs: dict[tuple[str, str], list[Outcome]] = {}
         for i in range(runs):
-            for kind, outs in (("A/A ", aa), ("slow", slow)):
-                if kind == "slow":
-                    server.set_config(slowdown=SLOWDOWN)
-                try:
+            for mode in ("full", "check"):
+                hold = entry.users if mode == "check" else None
+                for kind, factor in (("A/A", 1.0), ("slow", SLOWDOWN)):
+                    jittered(factor)
                     r, wall, waited, err = real_run(
-                        seed_tasks.GetWork, server.url, settings, entry.users
+                        seed_tasks.GetWork, server.url, settings, entry.users, hold
                     )
-                finally:
-                    if kind == "slow":
-                        server.set_config(slowdown=1.0)
-                o = real_outcome(r, err, entry, settings)
-                o.seconds, o.lock_wait_s = wall, waited
-                outs.append(o)
-                say(f"  {kind} {i + 1}/{runs}: {describe(o, changed=kind == 'slow')}")
+                    o = real_outcome(r, err, entry, settings)
+                    o.seconds, o.lock_wait_s = wall, waited
+                    outs.setdefault((mode, kind), []).append(o)
+                    say(f"  {mode} {kind} {i + 1}/{runs}: {describe(o, changed=kind == 'slow')}")
+        server.set_config(slowdown=1.0)
     total = time.monotonic() - t_all
     say()
 
@@ -768,11 +784,23 @@ def part_real(cfg_name: str, runs: int) -> None:
         ]
         return f"{statistics.median(c):.0%} / {max(c):.0%}" if c else "-"
 
-    rows = [
-        row("A/A (slowdown 1.0)", "A/A", aa, secs(aa)) + [cpu(aa)],
-        row(f"slowdown {SLOWDOWN}", "change", slow, secs(slow)) + [cpu(slow)],
-    ]
+    rows = []
+    for mode in ("full", "check"):
+        aa, slow = outs[(mode, "A/A")], outs[(mode, "slow")]
+        rows.append(row(f"{mode}: A/A", "A/A", aa, secs(aa)) + [cpu(aa)])
+        rows.append(row(f"{mode}: slowdown {SLOWDOWN}", "change", slow, secs(slow)) + [cpu(slow)])
     say(table(HEADERS + ["driver s median / max", "gen CPU median / max"], rows))
+    aa = outs[("full", "A/A")] + outs[("check", "A/A")]
+    slow = outs[("full", "slow")] + outs[("check", "slow")]
+    over = [
+        o.result
+        for o in base + outs[("full", "A/A")] + outs[("full", "slow")]
+        if o.result
+        and o.result.converged
+        and o.result.p99_ms is not None
+        and o.result.p99_ms > o.result.target_p99_ms
+    ]
+    say(f"- converged full searches with P99 over the target: {len(over)}")
     say(f"- {spread_line('A/A', aa)}; {covers_zero(aa)}")
     say(
         f"- baseline runs: wall s {[round(o.seconds, 1) for o in base]}, "
@@ -802,7 +830,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--noise-runs", type=int, default=50, help="runs per issue 9 case (--sim); 0: skip them"
     )
     p.add_argument("--noise-only", action="store_true", help="--sim: only the issue 9 tables")
-    p.add_argument("--runs", type=int, default=50, help="A/A runs and slowed runs, each (--real)")
+    p.add_argument("--runs", type=int, default=20, help="A/A and slowed runs per mode (--real)")
+    p.add_argument(
+        "--jitter", type=float, default=0.03, help="--real: per-run lognormal sigma of service time"
+    )
     p.add_argument(
         "--config", choices=sorted(REAL_CONFIGS), default="8x10", help="demo server for --real"
     )
@@ -824,7 +855,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         )
     if args.real:
-        parts.append(lambda: part_real(args.config, args.runs))
+        parts.append(lambda: part_real(args.config, args.runs, args.jitter))
     try:
         for part in parts:
             part()

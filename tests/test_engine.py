@@ -58,7 +58,7 @@ def test_capacity_within_10_percent_of_wrk_truth(demo):
     result = run_capacity(Classify, host=demo.url, settings=RunSettings(**FAST))
     assert result.status == "converged", result.reason
     assert abs(result.capacity_rps / truth - 1) <= 0.10, (result.capacity_rps, truth)
-    assert result.p99_ms is not None and result.p99_ms <= 120 * 1.1
+    assert result.p99_ms is not None and result.p99_ms <= 120  # never over the target
     assert result.error_ratio == 0.0 and result.failures == 0
     assert set(result.endpoints) == {"/v1/classify"}
     assert result.capacity_ci is not None
@@ -78,7 +78,11 @@ def test_baseline_passes_and_30_percent_slower_server_fails(demo):
     entry = BaselineEntry.from_result("k", recorded, settings)
     same = run_capacity(Classify, host=demo.url, settings=settings, probe_users=entry.users)
     verdicts = evaluate(same, entry, settings, key="k", baseline_path="b.yaml")
-    assert {v.metric: v.verdict for v in verdicts} == {"capacity": "pass", "p99": "pass"}
+    assert {v.metric: v.verdict for v in verdicts} == {
+        "capacity": "pass",
+        "p99": "pass",
+        "error_ratio": "pass",
+    }
     demo.set_config(slowdown=1.3)
     try:
         slow = run_capacity(Classify, host=demo.url, settings=settings, probe_users=entry.users)

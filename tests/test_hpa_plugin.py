@@ -346,7 +346,7 @@ def test_hpa_report_keda_file_baseline_and_drift_gate(
     assert rec["outcome"] == "regression"
     b, n = base_api["recommended"], by_key(res["extra"]["hpa"])["api.cpuUtilization"]["recommended"]
     change = n / b - 1
-    assert change > 0.25, (b, n)  # +100 millicpu on ~230: well past the 10 %
+    assert change > 0.2, (b, n)  # +100 millicpu on ~230-400: well past the 10 %
     message = (
         f"HPA trigger API cpuUtilization moved {change * 100:+.1f} % (baseline {b:g}m -> now "
         f"{n:g}m), past the 10 % drift threshold; rerun with --mlload-update-baseline if the "
