@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_mlload.baseline import BaselineEntry
+from pytest_mlload.baseline import BaselineEntry, BaselineRun, baseline_extra
 from pytest_mlload.config import RunSettings
 from pytest_mlload.demo import DemoServerProcess
 from pytest_mlload.engine import run_capacity
@@ -76,6 +76,12 @@ def test_baseline_passes_and_30_percent_slower_server_fails(demo):
     settings = RunSettings(**FAST)
     recorded = run_capacity(Classify, host=demo.url, settings=settings)
     entry = BaselineEntry.from_result("k", recorded, settings)
+    # a second baseline run, as a second --mlload-update-baseline records it (probing the
+    # first run's load): one run alone cannot show the run-to-run spread
+    second = run_capacity(Classify, host=demo.url, settings=settings, probe_users=entry.users)
+    run = BaselineRun.from_result(second, extra=baseline_extra(second))
+    entry = entry.with_run(run, settings, {}, 5)
+    assert entry.users == recorded.users  # the P99 reference load stays the first run's
     same = run_capacity(Classify, host=demo.url, settings=settings, probe_users=entry.users)
     verdicts = evaluate(same, entry, settings, key="k", baseline_path="b.yaml")
     assert {v.metric: v.verdict for v in verdicts} == {
