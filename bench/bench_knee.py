@@ -1,7 +1,8 @@
 """The operating point on servers that degrade past a knee, or start failing above a load.
 
-    python bench/bench_knee.py [--sim] [--seeds 10]     # simulated (default): fake clock, seconds
-    python bench/bench_knee.py --real                   # real demo server + wrk (not here yet)
+    python bench/bench_knee.py [--seeds 10]     # simulated: fake clock, seconds
+
+The same cases on real demo servers, against a wrk sweep: ``bench/bench_knee_real.py``.
 
 Target (issue 9): capacity within **+-5 %** of the best rate that meets the P99 target (and the
 error cap), as measured by an independent sweep over fixed loads, and the knee reported.
@@ -12,9 +13,6 @@ search involved), 1 s settle and 4 s measured each; the best rate is the highest
 counts whose P99 (all requests) meets the target and whose error ratio is under 1 %. Each case
 then runs the capacity search over ``--seeds`` seeds and prints capacity / best rate, the users
 chosen against the sweep's, the knee reported, and whether a converged P99 exceeded the target.
-
-``--real``: reserved for the demo server's ``--knee`` / ``--error-above`` knobs swept with wrk
-(see :func:`part_real`).
 
 A missed target is printed and marked ``(!)``, not an exit status.
 """
@@ -134,35 +132,16 @@ def part_sim(seeds: int) -> None:
     say(f"({time.perf_counter() - t0:.1f} s of CPU time)")
 
 
-# --------------------------------------------------------------------------- real
-
-
-def part_real() -> None:
-    """The real part (demo server with a knee / errors above a load, swept by wrk).
-
-    Not written yet: it needs the demo server's ``--knee`` and ``--error-above`` knobs.
-    It belongs here, beside :func:`part_sim`, with the same table columns.
-    """
-    raise BenchError("bench_knee --real is not implemented yet (needs demo --knee/--error-above)")
-
-
 # --------------------------------------------------------------------------- main
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--sim", action="store_true", help="simulated part (default if no part given)")
-    p.add_argument("--real", action="store_true", help="real demo-server part")
+    p.add_argument("--sim", action="store_true", help="the simulated cases (the only part)")
     p.add_argument("--seeds", type=int, default=10, help="search runs per simulated case")
     args = p.parse_args(argv)
-    if not (args.sim or args.real):
-        args.sim = True
     try:
-        if args.sim:
-            part_sim(args.seeds)
-            say()
-        if args.real:
-            part_real()
+        part_sim(args.seeds)
     except BenchError as exc:
         say(f"BENCH ERROR: {exc}")
         return 2

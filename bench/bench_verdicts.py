@@ -374,7 +374,14 @@ def sim_case(case: SimCase, n: int, *, fresh: bool) -> tuple[list[Outcome], Base
     return outs, fixed
 
 
-def part_sim(n: int, *, fresh_too: bool, noise_n: int = 0, noise_only: bool = False) -> None:
+def part_sim(
+    n: int,
+    *,
+    fresh_too: bool,
+    noise_n: int = 0,
+    noise_only: bool = False,
+    threshold: float = 0.10,
+) -> None:
     """The simulated part, holding the machine-wide load lock.
 
     The simulation keeps a core busy for minutes: on a small machine that would skew any real
@@ -393,7 +400,7 @@ def part_sim(n: int, *, fresh_too: bool, noise_n: int = 0, noise_only: bool = Fa
             _part_sim(n, fresh_too=fresh_too)
             say()
         if noise_n:
-            part_noise(noise_n)
+            part_noise(noise_n, threshold)
     say(f"({note})")
 
 
@@ -513,8 +520,8 @@ class NoiseTally:
                 self.over_target.append(f"{label}: P99 {r.p99_ms:.1f} > {r.target_p99_ms:g} ms")
 
 
-def noise_case(case: NoiseCase, n: int) -> NoiseTally:
-    settings = RunSettings(target_p99_ms=case.target_p99_ms, max_users=128)
+def noise_case(case: NoiseCase, n: int, threshold: float) -> NoiseTally:
+    settings = RunSettings(target_p99_ms=case.target_p99_ms, max_users=128, threshold=threshold)
     tally = NoiseTally()
     for i in range(n):
         entry: BaselineEntry | None = None
@@ -548,10 +555,10 @@ def verdict_counts(outs: Sequence[Outcome]) -> str:
     return f"{reg} / {inc} / {len(outs) - reg - inc}"
 
 
-def part_noise(n: int) -> None:
+def part_noise(n: int, threshold: float) -> None:
     header(
         f"bench_verdicts --sim, issue 9: run-to-run noise and check mode, {n} runs per case, "
-        f"fresh baseline of {HISTORY} per run, threshold {RunSettings().threshold:.0%}"
+        f"fresh baseline of {HISTORY} per run, threshold {threshold:.0%}"
     )
     say(
         "Targets: A/A false regressions <= 1/50 (and no failure: inconclusive counted apart), "
@@ -561,7 +568,7 @@ def part_noise(n: int) -> None:
     rows, p99_rows, notes = [], [], []
     t0 = time.perf_counter()
     for case in NOISE_CASES:
-        tally = noise_case(case, n)
+        tally = noise_case(case, n, threshold)
         for mode in ("full", "check"):
             aa = tally.outs[(mode, "A/A")]
             slow = tally.outs[(mode, "x1.25")]
@@ -830,6 +837,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--noise-runs", type=int, default=50, help="runs per issue 9 case (--sim); 0: skip them"
     )
     p.add_argument("--noise-only", action="store_true", help="--sim: only the issue 9 tables")
+    p.add_argument(
+        "--threshold", type=float, default=0.10, help="--sim: threshold of the noise cases"
+    )
     p.add_argument("--runs", type=int, default=20, help="A/A and slowed runs per mode (--real)")
     p.add_argument(
         "--jitter", type=float, default=0.03, help="--real: per-run lognormal sigma of service time"
@@ -851,7 +861,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         noise_n = min(args.noise_runs, 10) if args.quick else args.noise_runs
         parts.append(
             lambda: part_sim(
-                n, fresh_too=not args.quick, noise_n=noise_n, noise_only=args.noise_only
+                n,
+                fresh_too=not args.quick,
+                noise_n=noise_n,
+                noise_only=args.noise_only,
+                threshold=args.threshold,
             )
         )
     if args.real:
