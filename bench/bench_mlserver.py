@@ -90,11 +90,12 @@ MODELS = ("iris-logreg", "iris-forest")
 # 2 workers): a search window then needs 5+ s for its 300 samples and a run overruns its cap.
 # 30 trees keep it CPU bound in the workers at a rate the search can measure in time.
 FOREST_TREES = 30
-# Under ~3x the operating point sits at 1-2 users, where one user more is a 50-100 % step in
-# load and the run-to-run spread is mostly that step; 4x puts it past the knee of the
-# throughput curve. The sweep takes the lowest P99 of three short wrk runs: other jobs on the
-# machine inflate a single one (seen: 212 ms for ~8 ms of work).
-TARGET_FACTOR = 4.0
+# The target is TARGET_FACTOR x the lowest unloaded P99 of three short wrk runs (other jobs on
+# the machine inflate a single one: seen 212 ms for ~8 ms of work). 8x, not 2-3x: under Locust
+# on the shared cores the 1-user P99 is already 1.5-2x what wrk sees, so 4x (35 / 60 ms here)
+# put the operating points at 1-4 users, where one user more is a 25-100 % step in load, and
+# the 3x-tree forest missed the target at 1 user (an inconclusive search, not a regression).
+TARGET_FACTOR = 8.0
 SWEEP_RUNS = 3
 # The default slowdown: the forest served with 3x its trees (same name, same requests).
 # Fewer parallel workers (--slow workers) is no slowdown here: measured on 2 shared cores,
