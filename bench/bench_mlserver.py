@@ -799,10 +799,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                     judge(run, entries[run.model], settings[run.model])
                     later.append(run)
                     say(f"  {phase} {counts[phase]} {describe(run)}")
-    except KeyboardInterrupt:
-        say("interrupted: servers stopped; the tables hold the runs done so far")
+    except (KeyboardInterrupt, SystemExit) as exc:  # Ctrl-C, or SIGTERM via stop_on_sigterm
+        code = exc.code if isinstance(exc, SystemExit) else 130
+        say(f"interrupted ({code}): servers stopped; the tables hold the runs done so far")
         report(args, base, later, t0)
-        return 130
+        return code if isinstance(code, int) else 1
     report(args, base, later, t0)
     return 0
 
