@@ -97,10 +97,12 @@ FOREST_TREES = 30
 # the 3x-tree forest missed the target at 1 user (an inconclusive search, not a regression).
 TARGET_FACTOR = 8.0
 SWEEP_RUNS = 3
-# The default slowdown: the forest served with 3x its trees (same name, same requests).
+# The default slowdown: the forest served with 2x its trees (same name, same requests). With 3x
+# its P99 at 1 user (115.6 ms) already exceeded the 105 ms target: the search ended
+# inconclusive at min_users instead of measuring a slower server.
 # Fewer parallel workers (--slow workers) is no slowdown here: measured on 2 shared cores,
 # parallel_workers 1 served the light model faster than 2 (fewer processes share the cores).
-SLOW_TREES_FACTOR = 3
+SLOW_TREES_FACTOR = 2
 TARGET_FLOOR_MS = 10.0
 MAX_DURATION_S = 60.0
 READY_TIMEOUT_S = 120.0
