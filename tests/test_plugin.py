@@ -200,7 +200,11 @@ def test_round_trip_missing_record_pass_then_regression(
     phases = [w["phase"] for w in res["trajectory"]]
     assert phases[0] == "ramp" and "measure" in phases, phases
     verdicts = {v["metric"]: v for v in rec["verdicts"]}
-    assert {m: v["verdict"] for m, v in verdicts.items()} == {"capacity": "pass", "p99": "pass"}
+    assert {m: v["verdict"] for m, v in verdicts.items()} == {
+        "capacity": "pass",
+        "p99": "pass",
+        "error_ratio": "pass",
+    }
     assert verdicts["capacity"]["baseline"] == run["capacity_rps"]
     assert verdicts["capacity"]["observed"] == pytest.approx(res["capacity_rps"])
     assert verdicts["capacity"]["threshold"] == 0.15
