@@ -2,8 +2,8 @@
 
     python bench/bench_verdicts.py [--sim] [--sim-runs 200]          # fast, simulated (default)
     python bench/bench_verdicts.py --sim --noise-only [--noise-runs 50]  # issue 9 tables only
-    python bench/bench_verdicts.py --real [--runs 50] [--config 8x10]  # slow, real demo server
-    python bench/bench_verdicts.py --real --runs 10 --quick            # smoke run
+    python bench/bench_verdicts.py --real [--runs 20] [--jitter 0.03]  # real demo server, full
+                                                                       # search and check mode
 
 Targets (issue 4): A/A runs (no change) fail at most 1 in 50 (<= 2 %); a 20 % capacity drop
 or a 25 % P99 rise is caught in at least 49 of 50 runs (>= 98 %); each run within the core
