@@ -667,8 +667,10 @@ class CapacitySearch:
             if errors:
                 self._finish("inconclusive", self._error_reason(w, level.users))
             else:
-                where = "at min_users" if level.users <= s.min_users else (
-                    f"after {self.step_downs} step-downs"
+                where = (
+                    "at min_users"
+                    if level.users <= s.min_users
+                    else (f"after {self.step_downs} step-downs")
                 )
                 self._finish("inconclusive", self._over_reason(w, level.users, where))
             return f"{what}: no lower load left to try"
