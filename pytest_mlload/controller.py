@@ -670,7 +670,7 @@ class CapacitySearch:
                 where = (
                     "at min_users"
                     if level.users <= s.min_users
-                    else (f"after {self.step_downs} step-downs")
+                    else f"after {self.step_downs} step-downs"
                 )
                 self._finish("inconclusive", self._over_reason(w, level.users, where))
             return f"{what}: no lower load left to try"
@@ -679,13 +679,9 @@ class CapacitySearch:
             self._finish("inconclusive", self._error_reason(w, level.users))
             return "error ratio above cap"
         if w.successes < s.min_samples:
-            self._finish(
-                "inconclusive",
-                f"too few samples at the operating point: {w.successes} successful requests in "
-                f"{w.duration_s:.1f} s at {level.users} users, {s.min_samples} needed "
-                f"(raise max_duration_s / measure_s, or lower min_samples)",
+            return self._too_few(
+                w, level.users, "at the operating point", "raise max_duration_s / measure_s"
             )
-            return "too few samples"
         self.measurement = w
         if level.users >= s.max_users and self.knee_users is None:
             self.bound = "max_users"
@@ -702,6 +698,16 @@ class CapacitySearch:
         self._finish("converged")
         return "measured" + (" (bound: max_users)" if self.bound else "")
 
+    def _too_few(self, w: Samples, users: int, where: str, way_out: str) -> str:
+        """End inconclusive: a gated window held fewer successes than ``min_samples``."""
+        self._finish(
+            "inconclusive",
+            f"too few samples {where}: {w.successes} successful requests in "
+            f"{w.duration_s:.1f} s at {users} users, {self.settings.min_samples} needed "
+            f"({way_out}, or lower min_samples)",
+        )
+        return "too few samples"
+
     def _after_check(self, w: Samples, level: _Level) -> str:
         # Check mode judges this load against the baseline: a P99 over the target or more
         # errors is for the gates to weigh (against the baseline's), not a reason to move.
@@ -711,13 +717,7 @@ class CapacitySearch:
             self._finish("inconclusive", self._error_reason(w, level.users))
             return "all requests failed"
         if w.successes < s.min_samples:
-            self._finish(
-                "inconclusive",
-                f"too few samples in the check window: {w.successes} successful requests in "
-                f"{w.duration_s:.1f} s at {level.users} users, {s.min_samples} needed "
-                f"(run the full search, or lower min_samples)",
-            )
-            return "too few samples"
+            return self._too_few(w, level.users, "in the check window", "run the full search")
         self.measurement = self.probe = w
         self.note = f"check mode: held the baseline's {level.users} users, no search"
         self._finish("converged")
