@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
 import shutil
@@ -273,3 +274,16 @@ def header(title: str) -> None:
     say(f"# {title}")
     say(f"date {time.strftime('%Y-%m-%d %H:%M:%S %Z')}, {os.cpu_count()} cores, "
         f"load avg {load[0]:.2f}, python {sys.version.split()[0]}")
+
+
+def cv(values: Sequence[float | None]) -> float | None:
+    """Coefficient of variation in % (sample standard deviation / mean); None below 2 values."""
+    vals = [v for v in values if v is not None and math.isfinite(v)]
+    if len(vals) < 2 or statistics.mean(vals) == 0:
+        return None
+    return 100.0 * statistics.stdev(vals) / statistics.mean(vals)
+
+
+def pct(x: float | None) -> str:
+    """A percentage figure for a table, ``-`` when missing."""
+    return "-" if x is None else f"{x:.1f} %"

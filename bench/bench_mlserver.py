@@ -52,7 +52,6 @@ import math
 import os
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -63,7 +62,17 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from _common import BENCH_DIR, BenchError, header, say, skip_locust_patch, stop_on_sigterm, table
+from _common import (
+    BENCH_DIR,
+    BenchError,
+    cv,
+    header,
+    pct,
+    say,
+    skip_locust_patch,
+    stop_on_sigterm,
+    table,
+)
 from _common import wrk as run_wrk
 
 skip_locust_patch()
@@ -495,18 +504,6 @@ def one_round(
 
 
 # --------------------------------------------------------------------------- printing
-
-
-def cv(values: Sequence[float | None]) -> float | None:
-    """Coefficient of variation in % (sample standard deviation / mean)."""
-    vals = [v for v in values if v is not None and math.isfinite(v)]
-    if len(vals) < 2 or statistics.mean(vals) == 0:
-        return None
-    return 100.0 * statistics.stdev(vals) / statistics.mean(vals)
-
-
-def pct(x: float | None) -> str:
-    return "-" if x is None else f"{x:.1f} %"
 
 
 def num(x: float | None, spec: str = ".1f") -> str:

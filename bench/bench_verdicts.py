@@ -64,7 +64,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from _common import BenchError, demo_server, header, say, skip_locust_patch, table
+from _common import BenchError, cv, demo_server, header, pct, say, skip_locust_patch, table
 
 skip_locust_patch()
 
@@ -159,18 +159,6 @@ def reference_load(entry: BaselineEntry | None) -> int | None:
 
 
 # --------------------------------------------------------------------------- summaries
-
-
-def cv(values: Sequence[float]) -> float | None:
-    """Coefficient of variation in % (sample standard deviation / mean)."""
-    vals = [v for v in values if v is not None and math.isfinite(v)]
-    if len(vals) < 2 or statistics.mean(vals) == 0:
-        return None
-    return 100.0 * statistics.stdev(vals) / statistics.mean(vals)
-
-
-def pct(x: float | None) -> str:
-    return "-" if x is None else f"{x:.1f} %"
 
 
 def count_of(outs: Sequence[Outcome], metric: str, verdict: str) -> int:
