@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from pytest_mlload.demo import DemoServerProcess
+from pytest_mlload.testing.demo import DemoServerProcess
 
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 
@@ -161,7 +161,7 @@ def machine_lock() -> contextlib.AbstractContextManager[None]:
     hold it around run_capacity (which takes it itself).
     """
     try:
-        from pytest_mlload.engine import exclusive_load
+        from pytest_mlload.load.engine import exclusive_load
     except ImportError:
         return contextlib.nullcontext()
     return exclusive_load()

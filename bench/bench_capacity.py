@@ -49,9 +49,9 @@ skip_locust_patch()
 import seed_tasks  # noqa: E402  (imports Locust, unpatched)
 
 from pytest_mlload.config import RunSettings  # noqa: E402
-from pytest_mlload.demo import DemoServerProcess  # noqa: E402
-from pytest_mlload.engine import run_capacity  # noqa: E402
+from pytest_mlload.load.engine import run_capacity  # noqa: E402
 from pytest_mlload.results import CapacityResult  # noqa: E402
+from pytest_mlload.testing.demo import DemoServerProcess  # noqa: E402
 
 TIME_TARGET_S = 30.0
 ERROR_TARGET = 0.05

@@ -52,7 +52,7 @@ skip_locust_patch()
 import seed_tasks  # noqa: E402  (imports Locust, unpatched)
 
 from pytest_mlload.config import RunSettings  # noqa: E402
-from pytest_mlload.engine import run_capacity  # noqa: E402
+from pytest_mlload.load.engine import run_capacity  # noqa: E402
 
 WINDOW_S = 6.0
 BUSY_CORES = 0.3  # a run during which other jobs used more than this is marked "(busy)"

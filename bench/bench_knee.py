@@ -30,8 +30,8 @@ from typing import Any
 from _common import BenchError, header, say, table
 
 from pytest_mlload.config import RunSettings
-from pytest_mlload.controller import CapacitySearch, build_result, run_search
-from pytest_mlload.simulate import FakeClock, SimulatedService, best_rate, sweep
+from pytest_mlload.load.controller import CapacitySearch, build_result, run_search
+from pytest_mlload.testing.simulate import FakeClock, SimulatedService, best_rate, sweep
 
 ACCURACY = 0.05
 SWEEP_USERS = range(1, 41)

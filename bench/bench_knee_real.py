@@ -56,8 +56,8 @@ skip_locust_patch()
 import seed_tasks  # noqa: E402  (imports Locust, unpatched)
 
 from pytest_mlload.config import RunSettings  # noqa: E402
-from pytest_mlload.demo import DemoServerProcess  # noqa: E402
-from pytest_mlload.engine import run_capacity  # noqa: E402
+from pytest_mlload.load.engine import run_capacity  # noqa: E402
+from pytest_mlload.testing.demo import DemoServerProcess  # noqa: E402
 
 TARGET_P99_MS = 120.0
 MAX_ERROR_RATIO = 0.01

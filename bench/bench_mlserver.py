@@ -80,7 +80,7 @@ skip_locust_patch()
 from pytest_mlload import RunSettings  # noqa: E402
 from pytest_mlload.baseline import BaselineEntry, BaselineRun  # noqa: E402
 from pytest_mlload.errors import GateFailure, LoadError  # noqa: E402
-from pytest_mlload.gates import evaluate  # noqa: E402
+from pytest_mlload.judge.gates import evaluate  # noqa: E402
 from pytest_mlload.results import CapacityResult  # noqa: E402
 
 REPO = os.path.dirname(BENCH_DIR)
@@ -453,7 +453,7 @@ def record(
 
 
 def accepts_hold_users() -> bool:
-    from pytest_mlload.engine import run_capacity  # noqa: PLC0415
+    from pytest_mlload.load.engine import run_capacity  # noqa: PLC0415
 
     return "hold_users" in inspect.signature(run_capacity).parameters
 
@@ -472,7 +472,7 @@ def one_round(
     """A fresh server start, then one run_capacity per model; the server is stopped after."""
     import mlserver_tasks  # noqa: PLC0415
 
-    from pytest_mlload.engine import run_capacity  # noqa: PLC0415
+    from pytest_mlload.load.engine import run_capacity  # noqa: PLC0415
 
     tasks = {"iris-logreg": mlserver_tasks.IrisLogreg, "iris-forest": mlserver_tasks.IrisForest}
     runs = []

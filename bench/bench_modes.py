@@ -19,9 +19,9 @@ sys.path.insert(0, str(ROOT / "example_suite"))
 from tasks import Classify, Embed, Infer  # noqa: E402
 
 from pytest_mlload.config import RunSettings  # noqa: E402
-from pytest_mlload.demo import DemoServerProcess, mix_capacity_rps  # noqa: E402
-from pytest_mlload.engine import run_capacity  # noqa: E402
-from pytest_mlload.modes import run_modes  # noqa: E402
+from pytest_mlload.load.engine import run_capacity  # noqa: E402
+from pytest_mlload.load.modes import run_modes  # noqa: E402
+from pytest_mlload.testing.demo import DemoServerProcess, mix_capacity_rps  # noqa: E402
 
 WEIGHTS = {Classify: 50, Embed: 30, Infer: 20}
 SERVICE_MS = {"/v1/classify": 20.0, "/v1/embed": 30.0, "/v2/models/resnet/infer": 40.0}

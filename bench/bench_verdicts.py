@@ -70,11 +70,11 @@ skip_locust_patch()
 
 from pytest_mlload.baseline import BaselineEntry, BaselineRun, baseline_extra  # noqa: E402
 from pytest_mlload.config import RunSettings  # noqa: E402
-from pytest_mlload.controller import CapacitySearch, build_result, run_search  # noqa: E402
 from pytest_mlload.errors import GateFailure, LoadError  # noqa: E402
-from pytest_mlload.gates import evaluate  # noqa: E402
+from pytest_mlload.judge.gates import evaluate  # noqa: E402
+from pytest_mlload.load.controller import CapacitySearch, build_result, run_search  # noqa: E402
 from pytest_mlload.results import CapacityResult  # noqa: E402
-from pytest_mlload.simulate import FakeClock, SimulatedService  # noqa: E402
+from pytest_mlload.testing.simulate import FakeClock, SimulatedService  # noqa: E402
 
 HISTORY = 5
 KEY = "bench_verdicts::work"
@@ -375,7 +375,7 @@ def part_sim(
     The simulation keeps a core busy for minutes: on a small machine that would skew any real
     load run measured meanwhile, so it queues behind them like a load run does.
     """
-    from pytest_mlload.engine import exclusive_load
+    from pytest_mlload.load.engine import exclusive_load
 
     t0 = time.monotonic()
     with contextlib.ExitStack() as stack:
@@ -643,7 +643,7 @@ def real_run(
     the call is queueing for the machine-wide load lock (other load runs) plus the child's
     start-up (interpreter and ``import locust``, about 1-2 s).
     """
-    from pytest_mlload.engine import run_capacity
+    from pytest_mlload.load.engine import run_capacity
 
     t_call = time.monotonic()
     driver_t0: list[float] = []

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from pytest_mlload.demo import DemoServerProcess
+from pytest_mlload.testing.demo import DemoServerProcess
 
 
 @pytest.fixture(scope="session")

@@ -11,8 +11,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .config import RunSettings, resolve_settings
-from .errors import (
+from pytest_mlload.config import RunSettings, resolve_settings
+from pytest_mlload.errors import (
     BaselineError,
     ConfigError,
     GateFailure,
@@ -24,23 +24,23 @@ from .errors import (
     PerformanceRegression,
     SettingsMismatch,
 )
-from .results import CapacityResult, EndpointResult, ProbeResult, WindowRecord
+from pytest_mlload.results import CapacityResult, EndpointResult, ProbeResult, WindowRecord
 
 __version__ = "0.1.0"
 
 _LAZY = {
-    "run_capacity": "engine",
-    "check_host": "engine",
-    "evaluate": "gates",
-    "check_no_regression": "gates",
-    "Verdict": "gates",
+    "run_capacity": "load.engine",
+    "check_host": "load.engine",
+    "evaluate": "judge.gates",
+    "check_no_regression": "judge.gates",
+    "Verdict": "judge.gates",
     "BaselineStore": "baseline",
     "BaselineEntry": "baseline",
     "baseline_key": "baseline",
-    "CapacitySearch": "controller",
-    "run_search": "controller",
-    "SimulatedService": "simulate",
-    "FakeClock": "simulate",
+    "CapacitySearch": "load.controller",
+    "run_search": "load.controller",
+    "SimulatedService": "testing.simulate",
+    "FakeClock": "testing.simulate",
 }
 
 

@@ -45,9 +45,9 @@ from typing import Any
 
 import yaml
 
-from .config import RunSettings
-from .errors import BaselineError
-from .results import CapacityResult
+from pytest_mlload.config import RunSettings
+from pytest_mlload.errors import BaselineError
+from pytest_mlload.results import CapacityResult
 
 try:  # POSIX only; update() says so instead of failing at import time elsewhere.
     import fcntl
@@ -592,7 +592,7 @@ def _ms_pair(ci: Any) -> list[float] | None:
 
 
 def _extra_figures(r: CapacityResult) -> dict[str, Any]:
-    from .gates import open_loop_of
+    from pytest_mlload.judge.gates import open_loop_of
 
     keep: dict[str, Any] = {}
     if "rate_limit_rps" in r.extra:

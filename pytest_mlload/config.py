@@ -14,7 +14,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import ConfigError
+from pytest_mlload.errors import ConfigError
 
 __all__ = ["MODES", "RunSettings", "parse_bool", "resolve_settings", "setting_fields"]
 

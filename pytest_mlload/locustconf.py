@@ -57,8 +57,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from .config import MODES
-from .errors import ConfigError
+from pytest_mlload.config import MODES
+from pytest_mlload.errors import ConfigError
 
 __all__ = ["LocustConf", "load_locust_conf"]
 

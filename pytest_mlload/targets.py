@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ConfigError
+from pytest_mlload.errors import ConfigError
 
 __all__ = ["ClassRef", "TargetSpec", "is_locust_user", "is_seed_taskset", "resolve_target"]
 

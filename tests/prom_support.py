@@ -30,8 +30,8 @@ from typing import Any
 
 import pytest
 
-from pytest_mlload.demo import DemoServerProcess
-from pytest_mlload.prometheus import PrometheusProcess
+from pytest_mlload.testing.demo import DemoServerProcess
+from pytest_mlload.testing.prometheus import PrometheusProcess
 
 KNOWN_RATE_PER_S = 50.0
 KNOWN_GAUGE = 0.42

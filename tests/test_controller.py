@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from pytest_mlload.config import RunSettings
-from pytest_mlload.controller import CapacitySearch, Samples, build_result, run_search
-from pytest_mlload.simulate import FakeClock, SimulatedService, best_rate, sweep
+from pytest_mlload.load.controller import CapacitySearch, Samples, build_result, run_search
+from pytest_mlload.testing.simulate import FakeClock, SimulatedService, best_rate, sweep
 
 
 def search(
@@ -365,7 +365,7 @@ def test_failures_count_in_the_latency_figures_with_the_time_they_took():
 
 
 def test_openloop_summary_counts_failed_and_unfinished_arrivals_in_its_percentiles():
-    from pytest_mlload.openloop import OpenLoopSamples, summarize
+    from pytest_mlload.load.openloop import OpenLoopSamples, summarize
 
     n = 1000
     intended = np.arange(n) / 100.0

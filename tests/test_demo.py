@@ -21,14 +21,14 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from pytest_mlload.demo import (
+from pytest_mlload.errors import ConfigError
+from pytest_mlload.testing.demo import (
     DemoKnobs,
     DemoServerProcess,
     capacity_rps,
     mix_capacity_rps,
     stalled_finish_s,
 )
-from pytest_mlload.errors import ConfigError
 
 API = {"container": "api", "pod": "demo-api-0", "namespace": "demo"}
 TRITON = {"container": "triton", "pod": "demo-triton-modelverse-0", "namespace": "demo"}

@@ -17,10 +17,10 @@ import pytest
 
 from pytest_mlload.baseline import BaselineEntry, BaselineRun, baseline_extra
 from pytest_mlload.config import RunSettings
-from pytest_mlload.demo import DemoServerProcess
-from pytest_mlload.engine import run_capacity
 from pytest_mlload.errors import ConfigError, HostUnreachable, PerformanceRegression
-from pytest_mlload.gates import check_no_regression, evaluate, open_loop_of
+from pytest_mlload.judge.gates import check_no_regression, evaluate, open_loop_of
+from pytest_mlload.load.engine import run_capacity
+from pytest_mlload.testing.demo import DemoServerProcess
 
 sys.path.insert(0, str(Path(__file__).parent))
 from engine_targets.tasks import Classify, WorkUser  # noqa: E402

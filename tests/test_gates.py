@@ -1,4 +1,4 @@
-"""Unit tests of pytest_mlload.gates: verdicts against baseline histories, seeded, no load.
+"""Unit tests of pytest_mlload.judge.gates: verdicts against baseline histories, seeded, no load.
 
 Histories are built with the real baseline records (``BaselineEntry.from_result`` /
 ``with_run``, rounded as stored), so the whole chain from stored figures to a verdict is
@@ -15,11 +15,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pytest_mlload import gates
 from pytest_mlload.baseline import BaselineEntry, BaselineRun
 from pytest_mlload.config import RunSettings
 from pytest_mlload.errors import Inconclusive
-from pytest_mlload.gates import Verdict, error_verdict, evaluate, evaluate_spike
+from pytest_mlload.judge import gates
+from pytest_mlload.judge.gates import Verdict, error_verdict, evaluate, evaluate_spike
 from pytest_mlload.results import CapacityResult, ProbeResult
 
 KEY = "test_x.py::test_x"

@@ -16,9 +16,9 @@ from pytest_mlload.errors import (
     PerformanceRegression,
     SettingsMismatch,
 )
-from pytest_mlload.hpa import (
+from pytest_mlload.hpa.prometheus import QueryOutcome
+from pytest_mlload.hpa.recommend import (
     NO_DATA_NOTE,
-    FakePrometheus,
     HpaReport,
     HpaSettings,
     assert_hpa_stable,
@@ -27,7 +27,7 @@ from pytest_mlload.hpa import (
     derive_app_selector,
     recommend,
 )
-from pytest_mlload.prometheus import QueryOutcome
+from pytest_mlload.testing.fakes import FakePrometheus
 
 START, END = 1_000.0, 1_030.0  # a 30 s operating-point window
 

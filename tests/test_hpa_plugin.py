@@ -32,7 +32,7 @@ import yaml
 from plugin_support import TASKS_SOURCE
 from prom_support import PromStack, closed_port
 
-from pytest_mlload.demo import DemoServerProcess, capacity_rps
+from pytest_mlload.testing.demo import DemoServerProcess, capacity_rps
 
 # registered as a plugin (not imported) so the session has exactly one prom_stack fixture
 pytest_plugins = ["prom_support"]

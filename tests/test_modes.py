@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from pytest_mlload.config import RunSettings, resolve_settings
-from pytest_mlload.demo import DemoServerProcess, capacity_rps, mix_capacity_rps
-from pytest_mlload.engine import run_capacity
 from pytest_mlload.errors import ConfigError
-from pytest_mlload.modes import exploration_summary, plan_parts, rate_limits, run_modes
+from pytest_mlload.load.engine import run_capacity
+from pytest_mlload.load.modes import exploration_summary, plan_parts, rate_limits, run_modes
 from pytest_mlload.results import CapacityResult
+from pytest_mlload.testing.demo import DemoServerProcess, capacity_rps, mix_capacity_rps
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "example_suite"))  # the ml-loadtest style weights module

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 from pytest_mlload.config import RunSettings
-from pytest_mlload.controller import CapacitySearch, build_result, run_search
 from pytest_mlload.errors import ConfigError
-from pytest_mlload.plots import _operating_window, plot_path_for, plot_result
+from pytest_mlload.load.controller import CapacitySearch, build_result, run_search
+from pytest_mlload.report.plots import _operating_window, plot_path_for, plot_result
 from pytest_mlload.results import CapacityResult, WindowRecord
-from pytest_mlload.simulate import FakeClock, SimulatedService
+from pytest_mlload.testing.simulate import FakeClock, SimulatedService
 
 # matplotlib is the optional [plots] extra: drawing tests skip without it, the rest still run.
 needs_matplotlib = pytest.mark.skipif(
@@ -99,7 +99,7 @@ def test_converged_run_renders_a_png(converged: CapacityResult, tmp_path: Path) 
 
 @needs_matplotlib
 def test_example_picture(converged: CapacityResult) -> None:
-    # The example looked at by eye (see the module docstring of pytest_mlload.plots).
+    # The example looked at by eye (see the module docstring of pytest_mlload.report.plots).
     out = plot_result(converged, EXAMPLE, baseline_capacity_rps=230.0, verdict="regression")
     assert_png(out)
 
@@ -237,7 +237,9 @@ def test_missing_matplotlib_raises_config_error_with_hint(
 
 def test_importing_the_package_does_not_import_matplotlib() -> None:
     # matplotlib is an optional extra: only drawing a plot may import it.
-    code = "import sys, pytest_mlload, pytest_mlload.plots; print('matplotlib' in sys.modules)"
+    code = (
+        "import sys, pytest_mlload, pytest_mlload.report.plots; print('matplotlib' in sys.modules)"
+    )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
@@ -252,7 +254,7 @@ import sys, matplotlib
 matplotlib.rcParams["backend"] = "svg"
 before = dict(matplotlib.rcParams)
 from pytest_mlload.results import CapacityResult
-from pytest_mlload.plots import plot_result
+from pytest_mlload.report.plots import plot_result
 r = CapacityResult(name="t", host="h", status="inconclusive", reason="r", capacity_rps=0.0,
     p50_ms=None, p95_ms=None, p99_ms=None, users=0, requests=0, failures=0, error_ratio=0.0,
     measure_s=0.0, elapsed_s=0.0, target_p99_ms=100.0)

@@ -41,9 +41,9 @@ from plugin_support import (
 
 from pytest_mlload.baseline import BaselineEntry, BaselineStore
 from pytest_mlload.config import RunSettings
-from pytest_mlload.controller import CapacitySearch
-from pytest_mlload.demo import DemoServerProcess, capacity_rps
+from pytest_mlload.load.controller import CapacitySearch
 from pytest_mlload.results import CapacityResult
+from pytest_mlload.testing.demo import DemoServerProcess, capacity_rps
 
 DEMO_RPS = capacity_rps(slots=4, service_ms=20)  # 200 req/s on /v1/classify
 KEY = "test_capacity.py::test_classify"
@@ -361,7 +361,7 @@ def test_b_load(mlload):
             assert proc.poll() is None, log.read_text()
             assert time.monotonic() < deadline, "the inner run never loaded the server"
             time.sleep(0.05)  # polling the live server, bounded by the deadline
-        drivers = [p for p in processes_tagged(tag) if "pytest_mlload._driver" in p[1]]
+        drivers = [p for p in processes_tagged(tag) if "pytest_mlload.load.driver" in p[1]]
         assert len(drivers) == 1, drivers
         os.killpg(proc.pid, signal.SIGINT)
         interrupted = time.monotonic()

@@ -23,8 +23,9 @@ from prom_support import (
 )
 
 from pytest_mlload.errors import ConfigError, PerformanceRegression
-from pytest_mlload.hpa import HpaSettings, assert_hpa_stable, recommend
-from pytest_mlload.prometheus import PrometheusClient, PrometheusProcess
+from pytest_mlload.hpa.prometheus import PrometheusClient
+from pytest_mlload.hpa.recommend import HpaSettings, assert_hpa_stable, recommend
+from pytest_mlload.testing.prometheus import PrometheusProcess
 
 # registered as a plugin (not imported) so the session has exactly one prom_stack fixture
 pytest_plugins = ["prom_support"]

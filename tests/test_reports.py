@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from pytest_mlload import report
 from pytest_mlload.baseline import BaselineEntry, BaselineStore
 from pytest_mlload.config import RunSettings
+from pytest_mlload.report import tables as report
 from pytest_mlload.results import CapacityResult, ProbeResult, WindowRecord
 
 MARKER = "target_p99_ms=120"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pytest_mlload.simulate import FakeClock, SimulatedService, best_rate, sweep
+from pytest_mlload.testing.simulate import FakeClock, SimulatedService, best_rate, sweep
 
 
 def test_without_a_knee_throughput_saturates_at_slots_over_service_time():

@@ -29,8 +29,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import ConfigError
-from .results import CapacityResult, WindowRecord
+from pytest_mlload.errors import ConfigError
+from pytest_mlload.results import CapacityResult, WindowRecord
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

@@ -35,17 +35,17 @@ from typing import Any
 
 from scipy import stats as _st
 
-from .baseline import BaselineEntry, BaselineRun, fingerprint_differences
-from .config import RunSettings
-from .errors import (
+from pytest_mlload.baseline import BaselineEntry, BaselineRun, fingerprint_differences
+from pytest_mlload.config import RunSettings
+from pytest_mlload.errors import (
     GateFailure,
     Inconclusive,
     MissingBaseline,
     PerformanceRegression,
     SettingsMismatch,
 )
-from .results import CapacityResult
-from .stats import SIGMA0, change_interval, decide, interval_sd, run_spread
+from pytest_mlload.results import CapacityResult
+from pytest_mlload.stats import SIGMA0, change_interval, decide, interval_sd, run_spread
 
 __all__ = ["Verdict", "check_no_regression", "error_verdict", "evaluate", "rate_limit_verdicts"]
 

@@ -3,7 +3,7 @@
 Nothing here imports Locust or reads a clock of its own. :func:`run_search` drives a
 :class:`CapacitySearch` with any :class:`LoadGenerator` and :class:`Clock`: the Locust driver
 process passes real ones, the unit tests and benchmarks pass the simulated service from
-:mod:`pytest_mlload.simulate` with a fake clock, so the same code is exercised everywhere.
+:mod:`pytest_mlload.testing.simulate` with a fake clock, so the same code is exercised everywhere.
 
 The search, for a P99 target ``T``. A level is *good* when its window's P99 (all requests,
 failures with the time they took) is at or under ``T`` and its errors are under the cap.
@@ -54,9 +54,9 @@ from typing import Protocol
 
 import numpy as np
 
-from .config import RunSettings
-from .results import CapacityResult, EndpointResult, ProbeResult, WindowRecord
-from .stats import min_samples_for_quantile, percentiles, quantile_ci, rate_ci
+from pytest_mlload.config import RunSettings
+from pytest_mlload.results import CapacityResult, EndpointResult, ProbeResult, WindowRecord
+from pytest_mlload.stats import min_samples_for_quantile, percentiles, quantile_ci, rate_ci
 
 __all__ = [
     "CapacitySearch",

@@ -1,7 +1,7 @@
 """pytest layer: options, the ``capacity`` marker, the ``mlload`` fixture, reports.
 
 Translation only: settings come from :func:`pytest_mlload.config.resolve_settings`, runs
-from :func:`pytest_mlload.engine.run_capacity`, verdicts from :mod:`pytest_mlload.gates`,
+from :func:`pytest_mlload.engine.run_capacity`, verdicts from :mod:`pytest_mlload.judge.gates`,
 baselines from :mod:`pytest_mlload.baseline`.
 
 Importing Locust gevent-patches the importing process. A test module that imports a TaskSet
@@ -28,14 +28,14 @@ from typing import (
 
 import pytest  # noqa: E402
 
-from .config import RunSettings, resolve_settings, setting_fields  # noqa: E402
-from .errors import ConfigError, GateFailure, Inconclusive, MlloadError, MlloadWarning  # noqa: E402
-from .results import CapacityResult  # noqa: E402
+from pytest_mlload.config import RunSettings, resolve_settings, setting_fields  # noqa: E402
+from pytest_mlload.errors import ConfigError, GateFailure, Inconclusive, MlloadError, MlloadWarning  # noqa: E402
+from pytest_mlload.results import CapacityResult  # noqa: E402
 
 if TYPE_CHECKING:
-    from .baseline import BaselineEntry, BaselineStore
-    from .hpa import HpaReport
-    from .report import TestRecord
+    from pytest_mlload.baseline import BaselineEntry, BaselineStore
+    from pytest_mlload.hpa.recommend import HpaReport
+    from pytest_mlload.report.tables import TestRecord
 
 # numpy, scipy and yaml load only once a capacity test runs (imports inside functions), so
 # installing the plugin does not slow down every pytest session.
@@ -72,7 +72,7 @@ _FLAGS = [
 
 
 def _hpa_fields() -> list[Any]:
-    from .hpa import HpaSettings
+    from pytest_mlload.hpa.recommend import HpaSettings
 
     return setting_fields(HpaSettings)
 
@@ -166,7 +166,7 @@ class MlloadState:
         conf_path = _option(config, "config")
         try:
             if conf_path:
-                from .locustconf import load_locust_conf
+                from pytest_mlload.locustconf import load_locust_conf
 
                 conf = load_locust_conf(here / conf_path)
                 self.file_layer, self.file_host = dict(conf.settings), conf.host
@@ -204,7 +204,7 @@ class MlloadState:
     def store(self) -> BaselineStore:
         """The baseline store (created on first use)."""
         if self._store is None:
-            from .baseline import BaselineStore
+            from pytest_mlload.baseline import BaselineStore
 
             self._store = BaselineStore(self.baseline_path, history=self.history)
         return self._store
@@ -223,7 +223,7 @@ class MlloadState:
 
     def hpa(self, marker: dict[str, Any], *, where: str) -> Any:
         """HPA settings, same precedence."""
-        from .hpa import HpaSettings
+        from pytest_mlload.hpa.recommend import HpaSettings
 
         return resolve_settings(
             marker,
@@ -274,7 +274,7 @@ class MlloadState:
             self.store.update(self.pending)
         if not self.records:
             return
-        from .report import json_report, markdown_table, write_json
+        from pytest_mlload.report.tables import json_report, markdown_table, write_json
 
         if self.report_path is not None:
             meta = {"baseline": str(self.baseline_path), "update_baseline": self.update}
@@ -291,7 +291,7 @@ class MlloadState:
             self._plot()
 
     def _plot(self) -> None:
-        from .plots import plot_path_for, plot_result
+        from pytest_mlload.report.plots import plot_path_for, plot_result
 
         assert self.plots_dir is not None
         for rec in self.records:
@@ -317,7 +317,7 @@ class MlloadState:
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if not self.records:
             return
-        from .report import summary_notes, summary_rows, text_table
+        from pytest_mlload.report.tables import summary_notes, summary_rows, text_table
 
         tr = terminalreporter
         tr.section("mlload capacity summary")
@@ -349,8 +349,8 @@ class MlloadFixture:
     """
 
     def __init__(self, request: pytest.FixtureRequest, host: str | None) -> None:
-        from .baseline import baseline_key
-        from .report import TestRecord
+        from pytest_mlload.baseline import baseline_key
+        from pytest_mlload.report.tables import TestRecord
 
         self._request = request
         self._item = request.node
@@ -385,8 +385,8 @@ class MlloadFixture:
         name; default ``weights_module``). ``mixes``: extra mixes for exploration.
         ``overrides`` are marker arguments for this run only (e.g. ``mode="production"``).
         """
-        from .modes import Part, run_modes
-        from .targets import is_locust_user, is_seed_taskset
+        from pytest_mlload.load.modes import Part, run_modes
+        from pytest_mlload.targets import is_locust_user, is_seed_taskset
 
         if not self.host:
             pytest.skip(
@@ -409,10 +409,10 @@ class MlloadFixture:
         return run_modes(target, settings, lambda p: self._run_part(p, settings, hpa), mixes=mixes)
 
     def _run_part(self, part: Any, settings: RunSettings, hpa: Any) -> CapacityResult:
-        from .engine import run_capacity
+        from pytest_mlload.load.engine import run_capacity
 
         assert self.host is not None  # run() skipped the test otherwise
-        from .gates import open_loop_of
+        from pytest_mlload.judge.gates import open_loop_of
 
         key = self._part_key(part.name)
         stored = self._state.store.get(key)
@@ -493,9 +493,9 @@ class MlloadFixture:
         )
 
     def _hpa_report(self, result: CapacityResult, hpa: Any, key: str) -> dict[str, Any]:
-        from .hpa import recommend
-        from .plots import plot_path_for
-        from .prometheus import PrometheusClient
+        from pytest_mlload.hpa.prometheus import PrometheusClient
+        from pytest_mlload.hpa.recommend import recommend
+        from pytest_mlload.report.plots import plot_path_for
 
         report = recommend(
             PrometheusClient(hpa.prometheus_url),
@@ -513,7 +513,7 @@ class MlloadFixture:
 
     # -- gates ---------------------------------------------------------------------------
     def _parts(self, result: Any) -> list[tuple[str, CapacityResult]]:
-        from .modes import ModeResults
+        from pytest_mlload.load.modes import ModeResults
 
         if isinstance(result, ModeResults):
             return list(result.parts.items())
@@ -544,8 +544,8 @@ class MlloadFixture:
             self._item.user_properties.append(("mlload_verdict", self.record.outcome))
 
     def _assert_no_regression(self, result: Any) -> None:
-        from . import gates
-        from .baseline import environment_fingerprint
+        from pytest_mlload.baseline import environment_fingerprint
+        from pytest_mlload.judge import gates
 
         settings = self.settings
         parts = self._parts(result)
@@ -597,7 +597,7 @@ class MlloadFixture:
         )
 
     def _record(self, parts: list[tuple[str, CapacityResult]], settings: RunSettings) -> None:
-        from .baseline import (
+        from pytest_mlload.baseline import (
             BaselineEntry,
             BaselineRun,
             baseline_extra,
@@ -622,7 +622,7 @@ class MlloadFixture:
 
     def assert_rate_limits_stable(self, result: Any) -> None:
         """Fail when a recommended rate limit moved past the threshold since the baseline."""
-        from . import gates
+        from pytest_mlload.judge import gates
 
         def check() -> None:
             if self._state.update:
@@ -644,8 +644,8 @@ class MlloadFixture:
             self._judge(lambda: self._assert_hpa_stable(result))
 
     def _assert_hpa_stable(self, result: Any) -> None:
-        from .gates import Verdict
-        from .hpa import assert_hpa_stable
+        from pytest_mlload.hpa.recommend import assert_hpa_stable
+        from pytest_mlload.judge.gates import Verdict
 
         hpa = self._state.hpa(
             self._state.marker_kwargs(self._item, self._overrides), where=self._item.nodeid
@@ -690,7 +690,7 @@ class MlloadFixture:
 
 def _hpa_current(key: str, r: CapacityResult) -> HpaReport:
     """This run's HPA report; :class:`Inconclusive` when it has nothing to compare."""
-    from .hpa import HpaReport
+    from pytest_mlload.hpa.recommend import HpaReport
 
     if "hpa" not in r.extra:
         raise Inconclusive(
@@ -710,7 +710,7 @@ def _hpa_current(key: str, r: CapacityResult) -> HpaReport:
 
 def _combined(kinds: list[str], messages: list[str]) -> GateFailure:
     """One failure for several parts: a regression if any part regressed."""
-    from .errors import MissingBaseline, PerformanceRegression, SettingsMismatch
+    from pytest_mlload.errors import MissingBaseline, PerformanceRegression, SettingsMismatch
 
     text = "\n".join(messages)
     if "regression" in kinds:

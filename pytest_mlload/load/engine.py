@@ -1,7 +1,7 @@
 """Run a capacity search from any Python process, pytest's included.
 
 :func:`run_capacity` checks the target and the host, then starts the load driver
-(:mod:`pytest_mlload._driver`) as a child process, so Locust's gevent patching never touches
+(:mod:`pytest_mlload.load.driver`) as a child process, so Locust's gevent patching never touches
 the calling process. The driver streams progress and the final result as JSON lines; this
 side enforces the time cap (the child is killed by PID if it overruns) and stops the child
 on Ctrl-C, so no load outlives the call.
@@ -26,10 +26,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from .config import RunSettings
-from .errors import ConfigError, HostUnreachable, LoadError
-from .results import CapacityResult
-from .targets import resolve_target
+from pytest_mlload.config import RunSettings
+from pytest_mlload.errors import ConfigError, HostUnreachable, LoadError
+from pytest_mlload.results import CapacityResult
+from pytest_mlload.targets import resolve_target
 
 __all__ = ["check_host", "run_capacity"]
 
@@ -179,7 +179,7 @@ def run_capacity(
     cap_s = run_s + STARTUP_GRACE_S
     with exclusive_load(), tempfile.TemporaryFile("w+") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "pytest_mlload._driver"],
+            [sys.executable, "-m", "pytest_mlload.load.driver"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=err,

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .controller import Samples
+from pytest_mlload.load.controller import Samples
 
 __all__ = ["FakeClock", "SimulatedService", "SweepPoint", "best_rate", "sweep"]
 

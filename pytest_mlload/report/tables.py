@@ -13,8 +13,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .gates import Verdict
-from .results import CapacityResult
+from pytest_mlload.judge.gates import Verdict
+from pytest_mlload.results import CapacityResult
 
 __all__ = [
     "TestRecord",

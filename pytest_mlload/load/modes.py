@@ -14,10 +14,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import RunSettings
-from .errors import ConfigError
-from .results import CapacityResult
-from .targets import is_locust_user, is_seed_taskset, taskset_weights
+from pytest_mlload.config import RunSettings
+from pytest_mlload.errors import ConfigError
+from pytest_mlload.results import CapacityResult
+from pytest_mlload.targets import is_locust_user, is_seed_taskset, taskset_weights
 
 __all__ = ["ModeResults", "exploration_summary", "plan_parts", "rate_limits", "run_modes"]
 

@@ -1,9 +1,10 @@
 """The load driver: the only process that imports Locust.
 
-Started by :mod:`pytest_mlload.engine` as ``python -m pytest_mlload._driver`` with a JSON job on
-stdin. It owns the gevent world (Locust monkey-patches this process, never pytest's), runs the
-capacity search of :mod:`pytest_mlload.controller` against a Locust ``LocalRunner`` and
-streams events on stdout, one JSON document per line behind a marker (user code may print).
+Started by :mod:`pytest_mlload.load.engine` as ``python -m pytest_mlload.load.driver`` with a
+JSON job on stdin. It owns the gevent world (Locust monkey-patches this process, never
+pytest's), runs the capacity search of :mod:`pytest_mlload.load.controller` against a
+Locust ``LocalRunner`` and streams events on stdout, one JSON document per line behind a
+marker (user code may print).
 """
 
 from __future__ import annotations
@@ -27,11 +28,11 @@ import locust  # noqa: E402  (patches this process with gevent, as intended)
 import numpy as np  # noqa: E402
 from locust.env import Environment  # noqa: E402
 
-from .config import resolve_settings  # noqa: E402
-from .controller import CapacitySearch, Samples, Step, build_result, run_search  # noqa: E402
-from .openloop import OpenLoopSamples, arrival_times, recovery_time_s, summarize  # noqa: E402
-from .results import CapacityResult  # noqa: E402
-from .targets import import_class  # noqa: E402
+from pytest_mlload.config import resolve_settings  # noqa: E402
+from pytest_mlload.load.controller import CapacitySearch, Samples, Step, build_result, run_search  # noqa: E402
+from pytest_mlload.load.openloop import OpenLoopSamples, arrival_times, recovery_time_s, summarize  # noqa: E402
+from pytest_mlload.results import CapacityResult  # noqa: E402
+from pytest_mlload.targets import import_class  # noqa: E402
 
 OPEN_LOOP_MAX_WORKERS = 2000
 SPIKE_PRE_S = 3.0

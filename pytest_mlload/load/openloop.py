@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .stats import percentiles, quantile_ci
+from pytest_mlload.stats import percentiles, quantile_ci
 
 __all__ = ["OpenLoopSamples", "arrival_times", "recovery_time_s", "summarize"]
 

@@ -1,0 +1,1 @@
+"""HPA/KEDA: Prometheus signals at the operating point -> recommended trigger thresholds."""

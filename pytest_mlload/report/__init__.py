@@ -1,0 +1,1 @@
+"""Reports: terminal table, JSON, Markdown and plots, all built from the same records."""
