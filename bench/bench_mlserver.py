@@ -80,7 +80,7 @@ skip_locust_patch()
 from pytest_mlload import RunSettings  # noqa: E402
 from pytest_mlload.baseline import BaselineEntry, BaselineRun  # noqa: E402
 from pytest_mlload.errors import GateFailure, LoadError  # noqa: E402
-from pytest_mlload.judge.gates import evaluate  # noqa: E402
+from pytest_mlload.gates.metrics import evaluate  # noqa: E402
 from pytest_mlload.results import CapacityResult  # noqa: E402
 
 REPO = os.path.dirname(BENCH_DIR)
@@ -421,20 +421,6 @@ def judge(run: Run, entry: BaselineEntry, settings: RunSettings) -> None:
     run.messages = {v.metric: v.message.splitlines()[0] for v in vs}
 
 
-def probe_extra(result: CapacityResult) -> dict[str, Any]:
-    """``extra["probe"]`` of a baseline run: its P99 at the previous baseline's user count."""
-    p = result.probe
-    if p is None or p.p99_ms is None:
-        return {}
-    return {
-        "probe": {
-            "users": p.users,
-            "p99_ms": round(p.p99_ms, 3),
-            "p99_ci": [round(x, 3) for x in p.p99_ci] if p.p99_ci else None,
-        }
-    }
-
-
 def record(
     entry: BaselineEntry | None, run: Run, settings: RunSettings, history: int
 ) -> BaselineEntry:
@@ -446,10 +432,9 @@ def record(
             f"baseline run {run.index} of {run.model} did not converge ({why}); "
             f"rerun the bench (a baseline is only recorded from converged runs)"
         )
-    extra = probe_extra(r)
     if entry is None:
-        return BaselineEntry.from_result(key_of(run.model), r, settings, FINGERPRINT, extra=extra)
-    return entry.with_run(BaselineRun.from_result(r, extra=extra), settings, FINGERPRINT, history)
+        return BaselineEntry.from_result(key_of(run.model), r, settings, FINGERPRINT)
+    return entry.with_run(BaselineRun.from_result(r), settings, FINGERPRINT, history)
 
 
 def accepts_hold_users() -> bool:

@@ -99,14 +99,15 @@ def main() -> int:
             "spike 300 req/s for 5 s (capacity 200)",
             lambda: run_capacity(Classify, host=demo.url, settings=s, kind="spike"),
         )
-        f = sp.extra["spike"]
+        f = sp.spike
+        assert f is not None
         rows.append(
             (
                 "  spike",
                 sp.elapsed_s,
-                f"sent {f['spike']['sent_rps']:.1f} req/s, P99 pre {f['pre']['p99_ms']:.0f} ms"
+                f"sent {f.spike.sent_rps:.1f} req/s, P99 pre {f.pre.p99_ms or 0:.0f} ms"
                 f" / during {sp.p99_ms:.0f} ms, errors {sp.error_ratio:.1%}, recovery "
-                f"{f['recovery_s']} s",
+                f"{f.recovery_s} s",
             )
         )
     with DemoServerProcess(slots=4, classify_ms=20.0, stall_every_s=10.0, stall_s=1.0) as demo:
@@ -115,13 +116,14 @@ def main() -> int:
             "open-loop check, 1 s stall every 10 s",
             lambda: run_capacity(Classify, host=demo.url, settings=s),
         )
-        ol = r.extra["open_loop"]
+        ol = r.open_loop
+        assert ol is not None and ol.p99_ms is not None
         rows.append(
             (
                 "  stall",
                 r.elapsed_s,
-                f"closed-loop P99 {r.p99_ms:.0f} ms vs open-loop P99 {ol['p99_ms']:.0f} ms "
-                f"at {ol['rate_rps']:.0f} req/s ({ol['p99_ms'] / r.p99_ms:.1f}x)",
+                f"closed-loop P99 {r.p99_ms:.0f} ms vs open-loop P99 {ol.p99_ms:.0f} ms "
+                f"at {ol.rate_rps:.0f} req/s ({ol.p99_ms / r.p99_ms:.1f}x)",
             )
         )
     width = max(len(label) for label, _, _ in rows)

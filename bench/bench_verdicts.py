@@ -68,10 +68,10 @@ from _common import BenchError, cv, demo_server, header, pct, say, skip_locust_p
 
 skip_locust_patch()
 
-from pytest_mlload.baseline import BaselineEntry, BaselineRun, baseline_extra  # noqa: E402
+from pytest_mlload.baseline import BaselineEntry, BaselineRun  # noqa: E402
 from pytest_mlload.config import RunSettings  # noqa: E402
 from pytest_mlload.errors import GateFailure, LoadError  # noqa: E402
-from pytest_mlload.judge.gates import evaluate  # noqa: E402
+from pytest_mlload.gates.metrics import evaluate  # noqa: E402
 from pytest_mlload.load.controller import CapacitySearch, build_result, run_search  # noqa: E402
 from pytest_mlload.results import CapacityResult  # noqa: E402
 from pytest_mlload.testing.simulate import FakeClock, SimulatedService  # noqa: E402
@@ -141,16 +141,14 @@ def record(
 
     The result of a run recorded while the entry exists should carry a probe at the entry's
     reference load (``probe_users=entry.users``, as the plugin asks for): it is kept with the
-    run (:func:`baseline_extra`), so the P99 gate has one figure per run at a common load.
+    run (:class:`~pytest_mlload.baseline.RunExtras`), so the P99 gate has one figure per run
+    at a common load.
     """
     if not result.converged:
         raise BenchError(f"baseline run did not converge: {result.reason}")
-    extra = baseline_extra(result)
     if entry is None:
-        return BaselineEntry.from_result(KEY, result, settings, FINGERPRINT, extra=extra)
-    return entry.with_run(
-        BaselineRun.from_result(result, extra=extra), settings, FINGERPRINT, HISTORY
-    )
+        return BaselineEntry.from_result(KEY, result, settings, FINGERPRINT)
+    return entry.with_run(BaselineRun.from_result(result), settings, FINGERPRINT, HISTORY)
 
 
 def reference_load(entry: BaselineEntry | None) -> int | None:

@@ -36,9 +36,9 @@ import secrets
 import stat
 import statistics
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path, PurePath
 from typing import Any
@@ -59,7 +59,9 @@ __all__ = [
     "BaselineEntry",
     "BaselineRun",
     "BaselineStore",
-    "baseline_extra",
+    "RunExtras",
+    "StoredP99",
+    "StoredSpike",
     "baseline_key",
     "environment_fingerprint",
     "fingerprint_differences",
@@ -258,12 +260,199 @@ def _settings_dict(settings: RunSettings | Mapping[str, Any]) -> dict[str, Any]:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class StoredP99:
+    """A P99 a baseline run keeps beside its operating point: at another user count (the
+    probe, ``users``) or at a constant arrival rate (the open-loop confirmation,
+    ``rate_rps``)."""
+
+    p99_ms: float
+    p99_ci: tuple[float, float] | None = None
+    users: int | None = None
+    rate_rps: float | None = None
+    p50_ms: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoredSpike:
+    """What a baseline run keeps of a spike: its rate, P99, error ratio and recovery."""
+
+    target_rps: float
+    p99_ms: float | None
+    p99_ci: tuple[float, float] | None
+    error_ratio: float
+    recovery_s: float | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunExtras:
+    """The figures a baseline run keeps beyond the core ones (the YAML ``extra`` mapping).
+
+    Serialised here and only here: :meth:`from_result` (what a recorded run keeps, rounded
+    to 4 significant digits so the file diffs cleanly), :meth:`to_dict` (as stored) and
+    :meth:`parse` (validated; a bad field names itself). ``hpa`` is the
+    :meth:`~pytest_mlload.hpa.recommend.HpaReport.to_dict` of a report with recommendations.
+    """
+
+    rate_limit_rps: float | None = None
+    probe: StoredP99 | None = None
+    open_loop: StoredP99 | None = None
+    spike: StoredSpike | None = None
+    hpa: dict[str, Any] | None = None
+    bound: str = ""
+    knee_users: int | None = None
+
+    @classmethod
+    def from_result(cls, r: CapacityResult) -> RunExtras:
+        """What recording ``r`` keeps: probe, bound, knee, open loop, spike, rate limit, HPA."""
+        probe = open_loop = spike = None
+        if r.probe is not None and r.probe.p99_ms is not None:
+            # P99 at the previous baseline's user count: every recorded run has P99 at one
+            # common load, which the P99 gate compares against
+            probe = StoredP99(
+                users=r.probe.users, p99_ms=_sig(r.probe.p99_ms), p99_ci=_sig_pair(r.probe.p99_ci)
+            )
+        w = r.open_loop.window if r.open_loop else None
+        if r.open_loop is not None and w is not None and w.p99_ms is not None:
+            open_loop = StoredP99(
+                rate_rps=_sig(r.open_loop.rate_rps),
+                p50_ms=_sig(w.p50_ms),
+                p99_ms=_sig(w.p99_ms),
+                p99_ci=_sig_pair(w.p99_ci),
+            )
+        if r.spike is not None:
+            spike = StoredSpike(
+                target_rps=_sig(r.spike.target_rps),
+                p99_ms=_sig(r.p99_ms),
+                p99_ci=_sig_pair(r.p99_ci),
+                error_ratio=_sig(r.error_ratio),
+                recovery_s=_sig(r.spike.recovery_s),
+            )
+        hpa = r.hpa.to_dict() if r.hpa is not None and r.hpa.recommended else None
+        return cls(
+            rate_limit_rps=_sig(r.rate_limit_rps),
+            probe=probe,
+            open_loop=open_loop,
+            spike=spike,
+            hpa=_round_floats(hpa),  # an empty report (Prometheus away) would hide the reference
+            bound=r.bound,
+            knee_users=r.knee_users,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data as stored; empty parts left out."""
+        d: dict[str, Any] = {}
+        if self.rate_limit_rps is not None:
+            d["rate_limit_rps"] = self.rate_limit_rps
+        if self.probe is not None:
+            d["probe"] = {"users": self.probe.users, "p99_ms": self.probe.p99_ms}
+            if self.probe.p99_ci:
+                d["probe"]["p99_ci"] = list(self.probe.p99_ci)
+        if self.open_loop is not None:
+            ol = self.open_loop
+            d["open_loop"] = {"rate_rps": ol.rate_rps, "p50_ms": ol.p50_ms, "p99_ms": ol.p99_ms}
+            if ol.p99_ci:
+                d["open_loop"]["p99_ci"] = list(ol.p99_ci)
+        if self.spike is not None:
+            d["spike"] = {f.name: getattr(self.spike, f.name) for f in fields(self.spike)}
+            d["spike"].pop("p99_ci")
+            if self.spike.p99_ci:
+                d["spike"]["p99_ci"] = list(self.spike.p99_ci)
+        if self.hpa:
+            d["hpa"] = self.hpa
+        if self.bound:
+            d["bound"] = self.bound
+        if self.knee_users is not None:
+            d["knee_users"] = self.knee_users
+        return d
+
+    @classmethod
+    def parse(cls, d: Mapping[str, Any], where: str) -> RunExtras:
+        """Validate stored ``extra`` data; :class:`_Invalid` names the bad field."""
+        _check_keys(d, _EXTRA_FIELDS, where)
+        bound = d.get("bound", "")
+        if bound not in ("", "max_users"):
+            raise _Invalid(_join(where, "bound"), f"expected 'max_users', got {_describe(bound)}")
+        hpa = d.get("hpa")
+        if hpa is not None and not isinstance(hpa, dict):
+            raise _Invalid(_join(where, "hpa"), f"expected a mapping, got {_describe(hpa)}")
+        return cls(
+            rate_limit_rps=_positive(d, "rate_limit_rps", where) if "rate_limit_rps" in d else None,
+            probe=_stored_p99(d, "probe", where, ("users", "p99_ms", "p99_ci")),
+            open_loop=_stored_p99(
+                d, "open_loop", where, ("rate_rps", "p50_ms", "p99_ms", "p99_ci")
+            ),
+            spike=_stored_spike(d, where),
+            hpa=hpa,
+            bound=str(bound),
+            knee_users=_integer(d, "knee_users", where, minimum=1) if "knee_users" in d else None,
+        )
+
+
+_EXTRA_FIELDS = tuple(f.name for f in fields(RunExtras))
+
+
+def _positive(d: Mapping[str, Any], name: str, where: str) -> float:
+    """A finite number > 0 at ``d[name]`` (a rate a gate divides by)."""
+    v = _number(d, name, where)
+    if not v:
+        raise _Invalid(_join(where, name), f"expected a number > 0, got {_describe(d[name])}")
+    return v
+
+
+def _stored_p99(
+    d: Mapping[str, Any], name: str, where: str, allowed: tuple[str, ...]
+) -> StoredP99 | None:
+    raw = d.get(name)
+    if raw is None:
+        return None
+    here = _join(where, name)
+    if not isinstance(raw, Mapping):
+        raise _Invalid(here, f"expected a mapping, got {_describe(raw)}")
+    _check_keys(raw, allowed, here)
+    return StoredP99(
+        p99_ms=_number(raw, "p99_ms", here),  # type: ignore[arg-type]
+        p99_ci=_interval(raw, "p99_ci", here),
+        users=_integer(raw, "users", here, minimum=1) if "users" in allowed else None,
+        rate_rps=_positive(raw, "rate_rps", here) if "rate_rps" in allowed else None,
+        p50_ms=_number(raw, "p50_ms", here, optional=True) if "p50_ms" in raw else None,
+    )
+
+
+def _stored_spike(d: Mapping[str, Any], where: str) -> StoredSpike | None:
+    raw = d.get("spike")
+    if raw is None:
+        return None
+    here = _join(where, "spike")
+    if not isinstance(raw, Mapping):
+        raise _Invalid(here, f"expected a mapping, got {_describe(raw)}")
+    _check_keys(raw, tuple(f.name for f in fields(StoredSpike)), here)
+    return StoredSpike(
+        target_rps=_positive(raw, "target_rps", here),
+        p99_ms=_number(raw, "p99_ms", here, optional=True),
+        p99_ci=_interval(raw, "p99_ci", here),
+        error_ratio=_number(raw, "error_ratio", here, maximum=1.0),  # type: ignore[arg-type]
+        recovery_s=_number(raw, "recovery_s", here, optional=True) if "recovery_s" in raw else None,
+    )
+
+
+def _sig(value: float | None) -> float | None:
+    """4 significant digits (None, NaN and inf become None)."""
+    out = _round_floats(value)
+    return None if out is None else float(out)
+
+
+def _sig_pair(pair: tuple[float, float] | None) -> tuple[float, float] | None:
+    """A latency interval as stored (rounded like its figure), or None."""
+    return rounded_interval("p99_ci_ms", pair)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class BaselineRun:
     """One recorded capacity run: an element of an entry's history.
 
     ``recorded_at`` is ISO-8601 UTC at seconds precision with a ``Z`` suffix. ``endpoints``
     maps a request name to ``capacity_rps, p50_ms, p95_ms, p99_ms, requests, failures,
-    error_ratio``. ``extra`` holds free-form plain YAML data (rate limits, HPA, modes, ...).
+    error_ratio``. ``extra`` holds the typed figures beyond those (:class:`RunExtras`).
     """
 
     recorded_at: str
@@ -275,7 +464,7 @@ class BaselineRun:
     error_ratio: float
     requests: int
     endpoints: dict[str, dict[str, float | int | None]] = field(default_factory=dict)
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: RunExtras = field(default_factory=RunExtras)
     capacity_ci_rps: tuple[float, float] | None = None  # the run's own 95 % intervals
     p99_ci_ms: tuple[float, float] | None = None
 
@@ -284,15 +473,13 @@ class BaselineRun:
         cls,
         result: CapacityResult,
         *,
-        extra: Mapping[str, Any] | None = None,
         now: datetime | None = None,
     ) -> BaselineRun:
         """The run to record for ``result``, figures rounded as they will be stored.
 
         Only converged results make baselines (an inconclusive search has no trustworthy
-        operating point): anything else raises :class:`ValueError`. ``result.extra`` is not
-        copied; pass what the baseline should keep as ``extra``. ``now`` (aware) defaults
-        to the current time.
+        operating point): anything else raises :class:`ValueError`. The run keeps
+        :meth:`RunExtras.from_result`. ``now`` (aware) defaults to the current time.
         """
         if not result.converged:
             raise ValueError(
@@ -311,10 +498,6 @@ class BaselineRun:
             }
             for name, ep in result.endpoints.items()
         }
-        try:
-            extra_plain = _mapping(extra or {}, "extra")
-        except _Invalid as exc:
-            raise ValueError(str(exc)) from None
         return cls(
             recorded_at=_utc_stamp(now),
             capacity_rps=_rounded("capacity_rps", result.capacity_rps),
@@ -325,7 +508,7 @@ class BaselineRun:
             error_ratio=_rounded("error_ratio", result.error_ratio),
             requests=result.requests,
             endpoints=endpoints,
-            extra=extra_plain,
+            extra=RunExtras.from_result(result),
             capacity_ci_rps=rounded_interval("capacity_ci_rps", result.capacity_ci),
             p99_ci_ms=rounded_interval("p99_ci_ms", result.p99_ci),
         )
@@ -361,8 +544,9 @@ class BaselineRun:
             pair = rounded_interval(name, getattr(self, name))
             if pair is not None:
                 d[name] = list(pair)
-        if self.extra:
-            d["extra"] = self.extra
+        extra = self.extra.to_dict()
+        if extra:
+            d["extra"] = extra
         # Validate with the loader's own rules: whatever we write, we can read back.
         try:
             _run_from_dict(d, "run")
@@ -414,7 +598,7 @@ def _run_from_dict(d: Any, where: str) -> BaselineRun:
         error_ratio=_number(d, "error_ratio", where, maximum=1.0),  # type: ignore[arg-type]
         requests=_integer(d, "requests", where, minimum=0),
         endpoints=endpoints,
-        extra=extra,
+        extra=RunExtras.parse(extra, _join(where, "extra")),
         capacity_ci_rps=_interval(d, "capacity_ci_rps", where),
         p99_ci_ms=_interval(d, "p99_ci_ms", where),
     )
@@ -462,7 +646,7 @@ class BaselineEntry:
         """The entry's reference load: the user count at which it holds the most P99 figures.
 
         Each run measures P99 at its own operating point, and a run recorded while the entry
-        existed also probes P99 at this reference load (``extra["probe"]``). Judging P99 at
+        existed also probes P99 at this reference load (``extra.probe``). Judging P99 at
         the load that most runs measured keeps the reference stable as runs are added (the
         newest run's own operating point moves with that run's noise, which left the P99
         gate one comparable run and a selection effect). Ties go to the newest run's load.
@@ -471,14 +655,9 @@ class BaselineEntry:
         for run in self.runs:
             if run.p99_ms is not None:
                 loads.append(run.users)
-            probe = run.extra.get("probe")
-            if (
-                isinstance(probe, dict)
-                and isinstance(probe.get("users"), int)
-                and probe.get("p99_ms") is not None
-                and probe["users"] != run.users
-            ):
-                loads.append(probe["users"])
+            probe = run.extra.probe
+            if probe is not None and probe.users is not None and probe.users != run.users:
+                loads.append(probe.users)
         if not loads:
             return self.latest.users
         # max() keeps the first of equal keys: scanning newest first gives ties to the newest
@@ -507,7 +686,6 @@ class BaselineEntry:
         settings: RunSettings | Mapping[str, Any],
         fingerprint: Mapping[str, Any] | None = None,
         *,
-        extra: Mapping[str, Any] | None = None,
         now: datetime | None = None,
     ) -> BaselineEntry:
         """A one-run entry for ``result``; ``fingerprint`` defaults to this machine's.
@@ -515,7 +693,7 @@ class BaselineEntry:
         ``settings`` is a :class:`RunSettings` (its :meth:`~RunSettings.comparable` part is
         kept) or that mapping already. See :meth:`BaselineRun.from_result` for the rest.
         """
-        run = BaselineRun.from_result(result, extra=extra, now=now)
+        run = BaselineRun.from_result(result, now=now)
         fp = environment_fingerprint() if fingerprint is None else fingerprint
         return cls(
             key=key, settings=_settings_dict(settings), fingerprint=_fp_dict(fp), runs=(run,)
@@ -563,17 +741,6 @@ class BaselineEntry:
             raise ValueError(f"entry {key!r}, {exc}") from None
 
 
-def baseline_extra(result: CapacityResult) -> dict[str, Any]:
-    """The figures of ``result`` a baseline run keeps beyond the core ones, rounded for storage.
-
-    The probe (P99 at the entry's reference load, so every recorded run has one figure at a
-    common load), the search's ``bound`` and ``knee_users``, open-loop and spike figures, the
-    rate limit and a non-empty HPA report. Floats keep 4 significant digits so the file
-    diffs cleanly. ``--mlload-update-baseline`` and the benches record through this.
-    """
-    return _round_floats(_extra_figures(result))
-
-
 def _round_floats(value: Any) -> Any:
     """Round floats to 4 significant digits so baseline extras diff cleanly."""
     if isinstance(value, float):
@@ -583,51 +750,6 @@ def _round_floats(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_round_floats(v) for v in value]
     return value
-
-
-def _ms_pair(ci: Any) -> list[float] | None:
-    """A latency interval as a baseline stores it (rounded like its figure), or None."""
-    pair = rounded_interval("p99_ci_ms", ci)
-    return list(pair) if pair else None
-
-
-def _extra_figures(r: CapacityResult) -> dict[str, Any]:
-    from pytest_mlload.judge.gates import open_loop_of
-
-    keep: dict[str, Any] = {}
-    if "rate_limit_rps" in r.extra:
-        keep["rate_limit_rps"] = r.extra["rate_limit_rps"]
-    if r.probe is not None and r.probe.p99_ms is not None:
-        # P99 at the previous baseline's user count: every recorded run has P99 at one
-        # common load, which the P99 gate compares against
-        keep["probe"] = {
-            "users": r.probe.users,
-            "p99_ms": round(r.probe.p99_ms, 2),
-            "p99_ci": _ms_pair(r.probe.p99_ci),
-        }
-    bound = getattr(r, "bound", "")
-    if bound:
-        keep["bound"] = bound
-    knee = getattr(r, "knee_users", None)
-    if knee is not None:
-        keep["knee_users"] = knee
-    ol = open_loop_of(r.extra)  # a skipped open-loop phase has no figures to keep
-    if ol:
-        keep["open_loop"] = {k: ol.get(k) for k in ("rate_rps", "p50_ms", "p99_ms")}
-        keep["open_loop"]["p99_ci"] = _ms_pair(ol.get("p99_ci"))
-    sp = r.extra.get("spike")
-    if sp:
-        keep["spike"] = {
-            "target_rps": sp["target_rps"],
-            "p99_ms": r.p99_ms,
-            "p99_ci": _ms_pair(r.p99_ci),
-            "error_ratio": r.error_ratio,
-            "recovery_s": sp.get("recovery_s"),
-        }
-    hpa = r.extra.get("hpa")
-    if hpa and any(t.get("recommended") is not None for t in hpa.get("triggers", [])):
-        keep["hpa"] = hpa  # an empty report (Prometheus away) would only hide the reference
-    return keep
 
 
 def _fp_dict(fingerprint: Mapping[str, Any]) -> dict[str, Any]:
@@ -920,6 +1042,7 @@ class BaselineStore:
         self.path = Path(path)
         self.history = history
         self.lock_timeout_s = float(lock_timeout_s)
+        self._cache: tuple[tuple[int, int, int], dict[str, BaselineEntry]] | None = None
 
     def __repr__(self) -> str:
         return f"BaselineStore({str(self.path)!r}, history={self.history})"
@@ -949,9 +1072,17 @@ class BaselineStore:
         """All entries by key (sorted); ``{}`` when the file does not exist.
 
         A malformed file raises :class:`BaselineError` naming the file, the entry and the
-        field. The file is never modified.
+        field. The file is never modified. The parse is cached until the file changes
+        (size, mtime or inode), so a test that asks for several entries reads it once.
         """
-        return self._read()[2]
+        try:
+            st = self._real_path().stat()
+            stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+        except FileNotFoundError:
+            return {}
+        if self._cache is None or self._cache[0] != stamp:
+            self._cache = (stamp, self._read()[2])
+        return dict(self._cache[1])
 
     def get(self, key: str) -> BaselineEntry | None:
         """The entry for ``key``, or None when there is none."""
@@ -975,32 +1106,43 @@ class BaselineStore:
         settings: RunSettings | Mapping[str, Any],
         *,
         fingerprint: Mapping[str, Any] | None = None,
-        extra: Mapping[str, Any] | None = None,
         now: datetime | None = None,
     ) -> BaselineEntry:
-        """Append ``result`` as a run to ``key``'s entry (creating it) and return the entry.
+        """Append ``result`` as a run to ``key``'s entry (creating it) and return the entry."""
+        return self.record_many([(key, result, settings)], fingerprint=fingerprint, now=now)[key]
 
-        Reading the existing entry happens under the same lock as the write, so concurrent
-        recorders of one key lose no runs. ``fingerprint`` defaults to this machine's;
-        ``now`` (aware) to the current time.
+    def record_many(
+        self,
+        items: Sequence[tuple[str, CapacityResult, RunSettings | Mapping[str, Any]]],
+        *,
+        fingerprint: Mapping[str, Any] | None = None,
+        now: datetime | None = None,
+    ) -> dict[str, BaselineEntry]:
+        """Append each ``(key, result, settings)`` as a run to its entry, in one write.
+
+        The entries are read under the same lock as the write and each run is merged into the
+        entry as it is on disk then, so concurrent recorders (two sessions, xdist workers) of
+        one key lose no runs. ``fingerprint`` defaults to this machine's; ``now`` (aware) to
+        the current time. Nothing is written when any item cannot be stored.
         """
         fp = environment_fingerprint() if fingerprint is None else fingerprint
-        fresh = BaselineEntry.from_result(key, result, settings, fp, extra=extra, now=now)
-        fresh.to_dict()  # fail on unstorable data before taking the lock
-        out: list[BaselineEntry] = []
+        fresh = [BaselineEntry.from_result(k, r, s, fp, now=now) for k, r, s in items]
+        for entry in fresh:
+            entry.to_dict()  # fail on unstorable data before taking the lock
+        out: dict[str, BaselineEntry] = {}
 
         def merge(existing: Mapping[str, BaselineEntry]) -> dict[str, dict[str, Any]]:
-            old = existing.get(key)
-            new = (
-                fresh
-                if old is None
-                else old.with_run(fresh.latest, fresh.settings, fresh.fingerprint, self.history)
-            )
-            out.append(new)
-            return self._prepare({key: new})
+            for new in fresh:
+                old = out.get(new.key) or existing.get(new.key)
+                out[new.key] = (
+                    new
+                    if old is None
+                    else old.with_run(new.latest, new.settings, new.fingerprint, self.history)
+                )
+            return self._prepare(out)
 
         self._transaction(merge)
-        return out[0]
+        return out
 
     @staticmethod
     def _prepare(entries: Mapping[str, BaselineEntry]) -> dict[str, dict[str, Any]]:

@@ -19,6 +19,8 @@ failures (not errors) of the test that called the assertion helper.
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "MlloadWarning",
     "BaselineError",
@@ -69,9 +71,12 @@ class HostUnreachable(LoadError):
 
 
 class GateFailure(MlloadError, AssertionError):
-    """A gate decided that the test fails. ``verdict`` is the machine-readable kind."""
+    """A gate decided that the test fails. ``verdict`` is the machine-readable kind;
+    ``verdicts`` the failing :class:`~pytest_mlload.gates.metrics.Verdict` records (figures
+    kept) when the judge raised it."""
 
     verdict = "fail"
+    verdicts: tuple[Any, ...] = ()
 
 
 class PerformanceRegression(GateFailure):

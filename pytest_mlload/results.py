@@ -1,16 +1,52 @@
-"""What a capacity run produces: plain dataclasses that round-trip through JSON.
+"""What a capacity run produces: keyword-only records that round-trip through JSON.
 
-A :class:`CapacityResult` is what ``mlload.run(target)`` returns. It is produced in the load
-driver (child process), shipped as JSON, and rebuilt here, so nothing in this module imports
-Locust or pytest.
+A :class:`CapacityResult` is what ``mlload.run(...)`` returns in every mode. It is produced in
+the load driver (child process), shipped as JSON, and rebuilt here, so nothing in this module
+imports Locust or pytest. Each concept has one record and is serialised here, once:
+:class:`OpenLoopWindow` (one constant-arrival window), :class:`OpenLoopResult` (the open-loop
+confirmation), :class:`SpikeResult` (pre-spike, spike, recovery), the recommended
+``rate_limit_rps`` and the HPA report (:class:`pytest_mlload.hpa.recommend.HpaReport`).
+
+A run of several parts (modes, endpoints) gives one :class:`CapacityResult` whose figures are
+its headline part's (``production`` when the mix ran, else the single part) and whose
+``parts`` hold every part: ``result["production"]``, ``result.parts["spike"]``. In
+individual mode on several endpoints ``result.endpoints[name]`` is each endpoint's full
+result (:class:`CapacityResult` is an :class:`EndpointResult` with more figures).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field, fields
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["CapacityResult", "EndpointResult", "ProbeResult", "WindowRecord"]
+if TYPE_CHECKING:
+    from pytest_mlload.hpa.recommend import HpaReport
+
+__all__ = [
+    "CapacityResult",
+    "EndpointResult",
+    "OpenLoopResult",
+    "OpenLoopWindow",
+    "ProbeResult",
+    "SpikeResult",
+    "WindowRecord",
+    "part_key",
+    "part_name",
+]
+
+RESULT_SCHEMA = 2  # bumped when a field changes meaning; 2: typed records replace ``extra``
+
+
+def part_name(test_key: str, name: str) -> str:
+    """The part a result of a test is: "" for the test's only part (a result named like the
+    test, or unnamed), else the result's name (``production``, ``individual /v1/embed``)."""
+    return "" if name in ("", test_key) else name
+
+
+def part_key(test_key: str, part: str) -> str:
+    """The baseline key of one part of a test: ``key`` alone, or ``key[part]``."""
+    return test_key if part_name(test_key, part) == "" else f"{test_key}[{part}]"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -27,13 +63,119 @@ class EndpointResult:
     error_ratio: float
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> EndpointResult:
+    def from_dict(cls, d: Mapping[str, Any]) -> EndpointResult:
         """Rebuild from :meth:`to_dict` output."""
-        return cls(**{k: d.get(k) for k in cls.__dataclass_fields__})  # type: ignore[arg-type]
+        return EndpointResult(**{f.name: d.get(f.name) for f in fields(EndpointResult)})
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-friendly dict."""
         return asdict(self)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OpenLoopWindow:
+    """What one constant-arrival window showed (failures and unfinished arrivals included).
+
+    ``sent_rps`` counts arrivals actually dispatched inside the window: when it falls short
+    of ``rate_rps`` the generator, not the server, was the limit.
+    """
+
+    rate_rps: float
+    sent_rps: float
+    goodput_rps: float
+    requests: int
+    failures: int
+    error_ratio: float
+    p50_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+    p99_ci: tuple[float, float] | None
+    dispatch_lag_p95_ms: float | None
+    duration_s: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-friendly dict."""
+        d = asdict(self)
+        d["p99_ci"] = list(self.p99_ci) if self.p99_ci else None
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> OpenLoopWindow:
+        """Rebuild from :meth:`to_dict` output."""
+        kw = {f.name: d.get(f.name) for f in fields(cls)}
+        kw["p99_ci"] = _pair(d.get("p99_ci"))
+        return cls(**kw)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OpenLoopResult:
+    """The open-loop confirmation of an operating point: ``rate_rps`` offered at a constant
+    arrival rate. ``skipped`` says why it did not run ("" when it ran; ``window`` is None
+    then)."""
+
+    rate_rps: float
+    window: OpenLoopWindow | None = None
+    peak_workers: int = 0
+    skipped: str = ""
+
+    @property
+    def p99_ms(self) -> float | None:
+        """The window's P99, None when skipped."""
+        return self.window.p99_ms if self.window else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-friendly dict."""
+        return {
+            "rate_rps": self.rate_rps,
+            "window": self.window.to_dict() if self.window else None,
+            "peak_workers": self.peak_workers,
+            "skipped": self.skipped,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> OpenLoopResult:
+        """Rebuild from :meth:`to_dict` output."""
+        w = d.get("window")
+        return cls(
+            rate_rps=float(d["rate_rps"]),
+            window=OpenLoopWindow.from_dict(w) if w else None,
+            peak_workers=int(d.get("peak_workers") or 0),
+            skipped=str(d.get("skipped") or ""),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SpikeResult:
+    """A spike run: ``base_rps`` before, ``target_rps`` for ``duration_s``, ``base_rps`` after.
+
+    ``recovery_s`` is how long after the spike P99 came back near the pre-spike P99 (None:
+    not within ``recovery_limit_s``); ``ok_requests`` the successes inside the spike.
+    """
+
+    target_rps: float
+    base_rps: float
+    duration_s: float
+    pre: OpenLoopWindow
+    spike: OpenLoopWindow
+    recovery_s: float | None
+    recovery_limit_s: float
+    peak_workers: int
+    ok_requests: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-friendly dict."""
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["pre"], d["spike"] = self.pre.to_dict(), self.spike.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> SpikeResult:
+        """Rebuild from :meth:`to_dict` output."""
+        kw = {f.name: d.get(f.name) for f in fields(cls)}
+        kw["pre"] = OpenLoopWindow.from_dict(d["pre"])
+        kw["spike"] = OpenLoopWindow.from_dict(d["spike"])
+        kw["ok_requests"] = int(d.get("ok_requests") or 0)
+        return cls(**kw)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -80,8 +222,8 @@ class WindowRecord:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class CapacityResult:
-    """The outcome of one adaptive capacity search.
+class CapacityResult(EndpointResult):
+    """The outcome of one adaptive capacity search (or of a run of several parts).
 
     ``capacity_rps`` is the *successful*-request throughput sustained at the operating point
     (``users`` concurrent users: the load with the best throughput whose P99 stayed at or under
@@ -98,25 +240,21 @@ class CapacityResult:
     ``check`` marks a check-mode run (the baseline's load held, no search). ``note`` is the
     human sentence about either, for reports.
     ``capacity_ci`` is a 95 % moving-block bootstrap interval over per-bin completion counts;
-    ``p99_ci`` a 95 % distribution-free order-statistic interval (see :mod:`pytest_mlload.stats`).
+    ``p99_ci`` a 95 % interval from batch means (see :mod:`pytest_mlload.stats`).
+
+    ``open_loop``, ``spike``, ``rate_limit_rps`` (capacity x safety factor) and ``hpa`` are
+    the typed figures of the phases that ran. ``parts``, ``exploration`` and ``rate_limits``
+    are filled on the result of a run of several parts (see the module docstring).
     """
 
-    name: str
     host: str
     status: str
     reason: str
-    capacity_rps: float
-    p50_ms: float | None
-    p95_ms: float | None
-    p99_ms: float | None
     users: int
-    requests: int
-    failures: int
-    error_ratio: float
     measure_s: float
     elapsed_s: float
     target_p99_ms: float
-    endpoints: dict[str, EndpointResult] = field(default_factory=dict)
+    endpoints: Mapping[str, EndpointResult] = field(default_factory=dict)
     probe: ProbeResult | None = None
     trajectory: tuple[WindowRecord, ...] = ()
     error_samples: tuple[str, ...] = ()
@@ -126,32 +264,60 @@ class CapacityResult:
     capacity_ci: tuple[float, float] | None = None
     p99_ci: tuple[float, float] | None = None
     settings: dict[str, Any] = field(default_factory=dict)
-    extra: dict[str, Any] = field(default_factory=dict)
     bound: str = ""
     knee_users: int | None = None
     check: bool = False
     note: str = ""
+    open_loop: OpenLoopResult | None = None
+    spike: SpikeResult | None = None
+    rate_limit_rps: float | None = None
+    hpa: HpaReport | None = None
+    parts: Mapping[str, CapacityResult] = field(default_factory=dict)
+    exploration: dict[str, Any] | None = None
+    rate_limits: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def converged(self) -> bool:
-        """True when the search found an operating point with enough data."""
-        return self.status == "converged"
+        """True when the search found an operating point with enough data (every part's)."""
+        return self.status == "converged" and all(p.converged for p in self.parts.values())
+
+    def __getitem__(self, part: str) -> CapacityResult:
+        """The result of one part: ``result["production"]``, ``result["spike"]``."""
+        try:
+            return self.parts[part]
+        except KeyError:
+            known = ", ".join(repr(p) for p in self.parts) or "none (a single-part run)"
+            raise KeyError(f"no part {part!r} in this result; its parts: {known}") from None
+
+    def __iter__(self) -> Iterator[tuple[str, CapacityResult]]:
+        """``(part name, result)`` for every part; a single-part run yields ``(name, self)``."""
+        if self.parts:
+            yield from self.parts.items()
+        else:
+            yield self.name, self
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-friendly dict (inverse of :meth:`from_dict`)."""
-        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["schema"] = RESULT_SCHEMA
         d["endpoints"] = {k: v.to_dict() for k, v in self.endpoints.items()}
         d["probe"] = self.probe.to_dict() if self.probe else None
         d["trajectory"] = [w.to_dict() for w in self.trajectory]
         d["error_samples"] = list(self.error_samples)
+        d["open_loop"] = self.open_loop.to_dict() if self.open_loop else None
+        d["spike"] = self.spike.to_dict() if self.spike else None
+        d["hpa"] = self.hpa.to_dict() if self.hpa else None
+        d["parts"] = {k: v.to_dict() for k, v in self.parts.items()}
+        d["rate_limits"] = dict(self.rate_limits)
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> CapacityResult:
+    def from_dict(cls, d: Mapping[str, Any]) -> CapacityResult:
         """Rebuild from :meth:`to_dict` output (e.g. the driver's JSON)."""
-        kw: dict[str, Any] = {k: d.get(k) for k in cls.__dataclass_fields__ if k in d}
+        kw: dict[str, Any] = {f.name: d[f.name] for f in fields(cls) if f.name in d}
         kw["endpoints"] = {
-            k: EndpointResult.from_dict(v) for k, v in (d.get("endpoints") or {}).items()
+            k: (CapacityResult if "status" in v else EndpointResult).from_dict(v)
+            for k, v in (d.get("endpoints") or {}).items()
         }
         kw["probe"] = ProbeResult.from_dict(d["probe"]) if d.get("probe") else None
         kw["trajectory"] = tuple(WindowRecord(**w) for w in d.get("trajectory") or ())
@@ -159,12 +325,24 @@ class CapacityResult:
         kw["capacity_ci"] = _pair(d.get("capacity_ci"))
         kw["p99_ci"] = _pair(d.get("p99_ci"))
         kw["settings"] = dict(d.get("settings") or {})
-        kw["extra"] = dict(d.get("extra") or {})
         kw["bound"] = str(d.get("bound") or "")
         kw["knee_users"] = int(d["knee_users"]) if d.get("knee_users") is not None else None
         kw["check"] = bool(d.get("check", False))
         kw["note"] = str(d.get("note") or "")
+        kw["open_loop"] = OpenLoopResult.from_dict(d["open_loop"]) if d.get("open_loop") else None
+        kw["spike"] = SpikeResult.from_dict(d["spike"]) if d.get("spike") else None
+        kw["hpa"] = _hpa_from(d.get("hpa"))
+        kw["parts"] = {k: cls.from_dict(v) for k, v in (d.get("parts") or {}).items()}
+        kw["rate_limits"] = dict(d.get("rate_limits") or {})
         return cls(**kw)
+
+
+def _hpa_from(d: Mapping[str, Any] | None) -> HpaReport | None:
+    if not d:
+        return None
+    from pytest_mlload.hpa.recommend import HpaReport
+
+    return HpaReport.from_dict(d)
 
 
 def _pair(value: Any) -> tuple[float, float] | None:

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from pytest_mlload.baseline import BaselineEntry, BaselineRun, baseline_extra
+from pytest_mlload.baseline import BaselineEntry, BaselineRun
 from pytest_mlload.config import RunSettings
 from pytest_mlload.errors import ConfigError, HostUnreachable, PerformanceRegression
-from pytest_mlload.judge.gates import check_no_regression, evaluate, open_loop_of
+from pytest_mlload.gates.metrics import check_no_regression, evaluate
 from pytest_mlload.load.engine import run_capacity
 from pytest_mlload.testing.demo import DemoServerProcess
 
@@ -79,7 +79,7 @@ def test_baseline_passes_and_30_percent_slower_server_fails(demo):
     # a second baseline run, as a second --mlload-update-baseline records it (probing the
     # first run's load): one run alone cannot show the run-to-run spread
     second = run_capacity(Classify, host=demo.url, settings=settings, probe_users=entry.users)
-    run = BaselineRun.from_result(second, extra=baseline_extra(second))
+    run = BaselineRun.from_result(second)
     entry = entry.with_run(run, settings, {}, 5)
     assert entry.users == recorded.users  # the P99 reference load stays the first run's
     same = run_capacity(Classify, host=demo.url, settings=settings, probe_users=entry.users)
@@ -172,13 +172,14 @@ def test_max_duration_bounds_the_search_and_the_open_loop_phase(
     result = run_capacity(Classify, host=demo.url, settings=settings, open_loop_rps=open_loop_rps)
     assert result.status == "converged", result.reason
     assert result.elapsed_s <= cap_s + 0.5, result.elapsed_s  # one tick and the result build
-    ol = result.extra["open_loop"]
+    ol = result.open_loop
+    assert ol is not None
     searched_s = result.trajectory[-1].end_s - result.trajectory[0].start_s
     if outcome == "skipped":
-        assert f"max_duration_s={cap_s:g} s" in ol["skipped"], ol
-        assert "300 arrivals at 10.0 req/s" in ol["skipped"], ol
-        assert open_loop_of(result.extra) is None  # the gates see no open-loop figures
+        assert f"max_duration_s={cap_s:g} s" in ol.skipped, ol
+        assert "300 arrivals at 10.0 req/s" in ol.skipped, ol
+        assert ol.window is None and ol.p99_ms is None  # the gates see no open-loop figures
     else:
-        assert "skipped" not in ol, ol
-        assert ol["requests"] >= 300 and ol["p99_ms"] is not None
-        assert ol["duration_s"] < cap_s - searched_s, (ol["duration_s"], searched_s)
+        assert not ol.skipped and ol.window is not None, ol
+        assert ol.window.requests >= 300 and ol.window.p99_ms is not None
+        assert ol.window.duration_s < cap_s - searched_s, (ol.window.duration_s, searched_s)

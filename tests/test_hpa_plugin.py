@@ -146,7 +146,7 @@ def hpa_warnings(out: str) -> list[str]:
 def empty_triggers(res: dict[str, Any], out: str) -> list[dict[str, Any]]:
     """Every trigger of a run without Prometheus figures, checked to have none observed or
     recommended and its warning in the session's four HPA warnings; returned for more checks."""
-    seen = by_key(res["extra"]["hpa"])
+    seen = by_key(res["hpa"])
     warnings = hpa_warnings(out)
     assert len(warnings) == 4, out
     for key in TRIGGERS:
@@ -214,7 +214,7 @@ class StatsSampler:
 def agreement(res: dict[str, Any], sampler: StatsSampler, label: str) -> dict[str, float]:
     """Prometheus (through the plugin) vs the demo's own counters over the range the queries
     read: ``[end - window_s, end]``. Prints both; returns prometheus / demo per trigger."""
-    hpa = res["extra"]["hpa"]
+    hpa = res["hpa"]
     end = hpa["window_end_epoch"]
     truth = sampler.over(end - hpa["window_s"], end)
     seen = by_key(hpa)
@@ -252,7 +252,7 @@ def test_hpa_report_keda_file_baseline_and_drift_gate(
     assert not hpa_warnings(out), out
     rec, res = read_report(pytester.path / "rec.json")
     assert rec["outcome"] == "recorded" and res["status"] == "converged"
-    hpa = res["extra"]["hpa"]
+    hpa = res["hpa"]
     assert hpa["prometheus_url"] == prom_url
     assert (hpa["bottleneck_tier"], hpa["saturated_tier"]) == ("api", "api")
     assert (hpa["api_replicas"], hpa["hpa_margin"]) == (1, 0.8)
@@ -320,7 +320,7 @@ def test_hpa_report_keda_file_baseline_and_drift_gate(
     with StatsSampler(demo) as sampler:
         result, out = run_inner(pytester, *common, "--mlload-hpa-gate", "--mlload-report", "r.json")
     rec, res = read_report(pytester.path / "r.json")
-    api_now = by_key(res["extra"]["hpa"])["api.cpuUtilization"]
+    api_now = by_key(res["hpa"])["api.cpuUtilization"]
     change = api_now["recommended"] / base_api["recommended"] - 1
     print(f"same server: API cpu recommendation {api_now['recommended']}m, {change:+.1%}")
     result.assert_outcomes(passed=1)
@@ -344,7 +344,7 @@ def test_hpa_report_keda_file_baseline_and_drift_gate(
     verdicts = gate_verdicts(rec)
     assert (verdicts["capacity"], verdicts["p99"]) == ("pass", "pass"), rec["verdicts"]
     assert rec["outcome"] == "regression"
-    b, n = base_api["recommended"], by_key(res["extra"]["hpa"])["api.cpuUtilization"]["recommended"]
+    b, n = base_api["recommended"], by_key(res["hpa"])["api.cpuUtilization"]["recommended"]
     change = n / b - 1
     assert change > 0.2, (b, n)  # +100 millicpu on ~230-400: well past the 10 %
     message = (
@@ -384,7 +384,7 @@ def test_no_series_and_unreachable_prometheus_leave_the_capacity_verdict_alone(
         assert t["note"].startswith("no Prometheus data: verify the selector"), t["note"]
         assert "no series: check the selector" in t["warning"]
         assert f"[query: {t['query']}]" in t["warning"]
-    assert 'pod=~"nothing-api-.*"' in by_key(res["extra"]["hpa"])["api.cpuUtilization"]["query"]
+    assert 'pod=~"nothing-api-.*"' in by_key(res["hpa"])["api.cpuUtilization"]["query"]
     assert not (pytester.path / ".mlload" / "keda").exists()  # nothing to recommend
 
     # 2. Prometheus unreachable: capacity passes against the baseline just recorded; the HPA

@@ -222,6 +222,12 @@ def test_individual_and_production_capacities_follow_the_known_truth(demo):
         {"/v1/classify": 0.5, "/v1/embed": 0.3, "/v2/models/resnet/infer": 0.2}, abs=0.05
     )
     assert runs.rate_limits["production"] == pytest.approx(0.7 * mix.capacity_rps, rel=0.01)
+    # one result type: the run's own figures are the mix's, its parts every part's
+    assert runs.capacity_rps == mix.capacity_rps and runs.p99_ms == mix.p99_ms
+    assert runs.endpoints == mix.endpoints and set(runs.parts) == {
+        "production",
+        *(f"individual {e}" for e in truth),
+    }
 
 
 @pytest.mark.engine
@@ -232,11 +238,12 @@ def test_open_loop_reveals_the_stall_that_closed_loop_hides():
     with DemoServerProcess(slots=4, classify_ms=20.0, stall_every_s=10.0, stall_s=1.0) as d:
         r = run_capacity(ClassifyTaskSet, host=d.url, settings=settings)
     assert r.converged, r.reason
-    ol = r.extra["open_loop"]
-    assert r.measure_s >= 10.0 and ol["duration_s"] >= 10.0  # each window holds a stall
+    assert r.open_loop is not None and r.open_loop.window is not None
+    ol = r.open_loop.window
+    assert r.measure_s >= 10.0 and ol.duration_s >= 10.0  # each window holds a stall
     assert r.p99_ms is not None and r.p99_ms < 150.0  # the closed loop hides it
-    assert ol["p99_ms"] > 500.0  # the open loop shows it
-    assert ol["sent_rps"] == pytest.approx(ol["rate_rps"], rel=0.05)
+    assert ol.p99_ms is not None and ol.p99_ms > 500.0  # the open loop shows it
+    assert ol.sent_rps == pytest.approx(ol.rate_rps, rel=0.05)
 
 
 @pytest.mark.engine
@@ -248,7 +255,8 @@ def test_spike_the_generator_cannot_send_is_reported_not_faked():
         r = run_capacity(ClassifyTaskSet, host=own.url, settings=settings, kind="spike")
     assert r.status == "inconclusive"
     assert "could not reach the spike rate" in r.reason and "60000 req/s" in r.reason
-    sent = r.extra["spike"]["spike"]["sent_rps"]
+    assert r.spike is not None
+    sent = r.spike.spike.sent_rps
     assert f"{sent:.1f} req/s" in r.reason and sent < 0.9 * 60000
 
 
@@ -257,9 +265,10 @@ def test_spike_reports_p99_errors_and_recovery(demo):
     settings = RunSettings(spike_target_rps=300, spike_duration_s=3)
     r = run_capacity(ClassifyTaskSet, host=demo.url, settings=settings, kind="spike")
     assert r.converged, r.reason
-    sp = r.extra["spike"]
-    assert sp["spike"]["sent_rps"] == pytest.approx(300, rel=0.05)
+    sp = r.spike
+    assert sp is not None
+    assert sp.spike.sent_rps == pytest.approx(300, rel=0.05)
     # 300 req/s into 200 req/s of capacity for 3 s: ~300 requests queue, ~1.5 s of backlog
     assert r.p99_ms > 1000.0
-    assert sp["pre"]["p99_ms"] < 60.0
-    assert sp["recovery_s"] is not None and 0.5 <= sp["recovery_s"] <= 4.0
+    assert sp.pre.p99_ms is not None and sp.pre.p99_ms < 60.0
+    assert sp.recovery_s is not None and 0.5 <= sp.recovery_s <= 4.0

@@ -55,7 +55,13 @@ from typing import Protocol
 import numpy as np
 
 from pytest_mlload.config import RunSettings
-from pytest_mlload.results import CapacityResult, EndpointResult, ProbeResult, WindowRecord
+from pytest_mlload.results import (
+    CapacityResult,
+    EndpointResult,
+    OpenLoopResult,
+    ProbeResult,
+    WindowRecord,
+)
 from pytest_mlload.stats import min_samples_for_quantile, percentiles, quantile_ci, rate_ci
 
 __all__ = [
@@ -833,7 +839,7 @@ def build_result(
     elapsed_s: float,
     epoch_offset: float | None = None,
     generator_cpu_ratio: float | None = None,
-    extra: dict[str, object] | None = None,
+    open_loop: OpenLoopResult | None = None,
 ) -> CapacityResult:
     """Turn a finished search into a :class:`CapacityResult`.
 
@@ -910,7 +916,7 @@ def build_result(
         capacity_ci=cap_ci,
         p99_ci=p99_ci,
         settings=search.settings.to_dict(),
-        extra=dict(extra or {}),
+        open_loop=open_loop,
         bound=search.bound if status == "converged" else "",
         knee_users=search.knee_users,
         check=search.check,

@@ -31,7 +31,7 @@ from locust.env import Environment  # noqa: E402
 from pytest_mlload.config import resolve_settings  # noqa: E402
 from pytest_mlload.load.controller import CapacitySearch, Samples, Step, build_result, run_search  # noqa: E402
 from pytest_mlload.load.openloop import OpenLoopSamples, arrival_times, recovery_time_s, summarize  # noqa: E402
-from pytest_mlload.results import CapacityResult  # noqa: E402
+from pytest_mlload.results import CapacityResult, OpenLoopResult, SpikeResult  # noqa: E402
 from pytest_mlload.targets import import_class  # noqa: E402
 
 OPEN_LOOP_MAX_WORKERS = 2000
@@ -216,19 +216,19 @@ class OpenLoopRunner:
 
 def run_open_loop_confirm(
     env: Environment, user_cls: type, rate: float, duration: float, deadline: float
-) -> dict[str, Any]:
+) -> OpenLoopResult:
     """The open-loop confirmation of an operating point: ``rate`` req/s for ``duration``."""
     start = time.monotonic() + 0.05
     times = arrival_times(start, [(duration, rate)])
     runner = OpenLoopRunner(env, user_cls, max_workers=OPEN_LOOP_MAX_WORKERS)
     samples = runner.run(times, deadline)
-    summary = summarize(samples, start, start + duration, rate)
-    return {**summary.to_dict(), "peak_workers": runner.peak_workers}
+    window = summarize(samples, start, start + duration, rate)
+    return OpenLoopResult(rate_rps=rate, window=window, peak_workers=runner.peak_workers)
 
 
 def open_loop_in_budget(
     env: Environment, user_cls: type, rate: float, settings: Any, deadline: float
-) -> dict[str, Any]:
+) -> OpenLoopResult:
     """The open-loop confirmation within what is left of ``max_duration_s`` (``deadline``).
 
     It lasts ``probe_s`` or as long as 300 arrivals take (a P99 interval), whichever is
@@ -241,22 +241,22 @@ def open_loop_in_budget(
     drain = min(OPEN_LOOP_DRAIN_S, max(0.5, 3.0 * settings.target_p99_ms / 1000.0))
     left = deadline - time.monotonic()
     if left < shortest + drain:
-        return {
-            "skipped": (
+        return OpenLoopResult(
+            rate_rps=rate,
+            skipped=(
                 f"only {max(left, 0.0):.1f} s of max_duration_s={settings.max_duration_s:g} s "
                 f"left after the search; the open-loop confirmation needs "
                 f"{shortest + drain:.1f} s ({OPEN_LOOP_MIN_ARRIVALS} arrivals at {rate:.1f} "
                 f"req/s and the drain); raise max_duration_s to get it"
             ),
-            "rate_rps": rate,
-        }
+        )
     duration = min(wanted, left - drain)
     return run_open_loop_confirm(env, user_cls, rate, duration, deadline)
 
 
 def run_spike(
     env: Environment, user_cls: type, settings: Any, deadline: float
-) -> tuple[dict[str, Any], OpenLoopSamples, tuple[float, float]]:
+) -> tuple[SpikeResult, OpenLoopSamples, tuple[float, float]]:
     """Pre-spike, spike, recovery at fixed arrival rates; figures of each."""
     target = settings.spike_target_rps
     base = target * settings.spike_base_ratio
@@ -269,16 +269,18 @@ def run_spike(
     pre = summarize(samples, start + SPIKE_WARMUP_S, spike_start, base)
     spike = summarize(samples, spike_start, spike_end, target)
     recovery = recovery_time_s(samples, spike_end, pre.p99_ms) if pre.p99_ms is not None else None
-    figures = {
-        "target_rps": target,
-        "base_rps": base,
-        "duration_s": dur,
-        "pre": pre.to_dict(),
-        "spike": spike.to_dict(),
-        "recovery_s": recovery,
-        "recovery_limit_s": post_s,
-        "peak_workers": runner.peak_workers,
-    }
+    w = samples.between(spike_start, spike_end)
+    figures = SpikeResult(
+        target_rps=target,
+        base_rps=base,
+        duration_s=dur,
+        pre=pre,
+        spike=spike,
+        recovery_s=recovery,
+        recovery_limit_s=post_s,
+        peak_workers=runner.peak_workers,
+        ok_requests=int(np.count_nonzero(w.ok & np.isfinite(w.end_s))),
+    )
     return figures, samples, (spike_start, spike_end)
 
 
@@ -391,26 +393,28 @@ def main() -> int:
     def should_stop() -> str | None:
         return "the pytest process went away" if os.getppid() != parent else None
 
-    extra: dict[str, Any] = {}
+    open_loop: OpenLoopResult | None = None
     try:
         run_search(search, load, RealClock(), on_window=on_window, should_stop=should_stop)
         if search.status == "converged" and search.measurement is not None:
             rate = job.get("open_loop_rps") or search.measurement.rps * settings.open_loop_ratio
             if hold is not None and not settings.open_loop:
                 # check mode stays lean: the open-loop P99 is not gated (open_loop=False)
-                extra["open_loop"] = {"skipped": "check mode without open_loop=True"}
+                open_loop = OpenLoopResult(
+                    rate_rps=rate, skipped="check mode without open_loop=True"
+                )
             else:
                 load.runner.stop()
-                extra["open_loop"] = open_loop_in_budget(env, user_cls, rate, settings, deadline)
-        if "p99_ms" in extra.get("open_loop", {}):
+                open_loop = open_loop_in_budget(env, user_cls, rate, settings, deadline)
+        if open_loop is not None and open_loop.window is not None:
             emit(
                 "window",
                 phase="openloop",
-                users=extra["open_loop"]["peak_workers"],
-                rps=round(extra["open_loop"]["goodput_rps"], 3),
-                p99_ms=extra["open_loop"]["p99_ms"],
-                requests=extra["open_loop"]["requests"],
-                failures=extra["open_loop"]["failures"],
+                users=open_loop.peak_workers,
+                rps=round(open_loop.window.goodput_rps, 3),
+                p99_ms=open_loop.window.p99_ms,
+                requests=open_loop.window.requests,
+                failures=open_loop.window.failures,
                 elapsed_s=round(time.monotonic() - t0, 3),
                 cpu=None,
                 target_p99_ms=settings.target_p99_ms,
@@ -424,7 +428,7 @@ def main() -> int:
         elapsed_s=time.monotonic() - t0,
         epoch_offset=epoch_offset,
         generator_cpu_ratio=cpu_by_phase.get("measure"),
-        extra=extra,
+        open_loop=open_loop,
     )
     emit("result", result=result.to_dict())
     return 0
@@ -442,49 +446,45 @@ def spike_main(
     """Run the spike job and emit its result."""
     cpu0, wall0 = time.process_time(), time.monotonic()
     hard = max(deadline, wall0 + SPIKE_PRE_S + settings.spike_duration_s + 2 * SPIKE_POST_S + 5)
-    figures, samples, (s0, s1) = run_spike(env, user_cls, settings, hard)
+    figures, _, (s0, s1) = run_spike(env, user_cls, settings, hard)
     cpu = (time.process_time() - cpu0) / max(time.monotonic() - wall0, 1e-9)
-    spike = figures["spike"]
+    spike = figures.spike
     status, reason = "converged", ""
-    lag = spike["dispatch_lag_p95_ms"]
-    if spike["sent_rps"] < 0.9 * figures["target_rps"] or (
-        lag is not None and lag > MAX_DISPATCH_LAG_MS
-    ):
+    lag = spike.dispatch_lag_p95_ms
+    if spike.sent_rps < 0.9 * figures.target_rps or (lag is not None and lag > MAX_DISPATCH_LAG_MS):
         status = "inconclusive"
         reason = (
             f"the load generator could not reach the spike rate: it sent "
-            f"{spike['sent_rps']:.1f} req/s of the {figures['target_rps']:g} req/s asked "
+            f"{spike.sent_rps:.1f} req/s of the {figures.target_rps:g} req/s asked "
             f"(p95 dispatch lag {lag or 0:.0f} ms, generator CPU {cpu:.0%}); lower "
             f"spike_target_rps or add load-generator capacity"
         )
-    elif spike["requests"] == 0:
+    elif spike.requests == 0:
         status, reason = "inconclusive", "no request was sent during the spike"
-    elif figures["pre"]["p99_ms"] is None:
+    elif figures.pre.p99_ms is None:
         status, reason = "inconclusive", "no successful request before the spike"
-    w = samples.between(s0, s1)
-    okw = w.ok & np.isfinite(w.end_s)
     result = CapacityResult(
         name=job.get("name", ""),
         host=job["host"],
         status=status,
         reason=reason,
-        capacity_rps=spike["goodput_rps"],
-        p50_ms=spike["p50_ms"],
-        p95_ms=spike["p95_ms"],
-        p99_ms=spike["p99_ms"],
-        users=figures["peak_workers"],
-        requests=spike["requests"],
-        failures=spike["failures"],
-        error_ratio=spike["error_ratio"],
-        measure_s=figures["duration_s"],
+        capacity_rps=spike.goodput_rps,
+        p50_ms=spike.p50_ms,
+        p95_ms=spike.p95_ms,
+        p99_ms=spike.p99_ms,
+        users=figures.peak_workers,
+        requests=spike.requests,
+        failures=spike.failures,
+        error_ratio=spike.error_ratio,
+        measure_s=figures.duration_s,
         elapsed_s=time.monotonic() - t0,
         target_p99_ms=settings.target_p99_ms,
-        p99_ci=tuple(spike["p99_ci"]) if spike["p99_ci"] else None,
+        p99_ci=spike.p99_ci,
         generator_cpu_ratio=cpu,
         window_start_epoch=s0 + epoch_offset,
         window_end_epoch=s1 + epoch_offset,
         settings=settings.to_dict(),
-        extra={"spike": figures, "spike_ok_requests": int(np.count_nonzero(okw))},
+        spike=figures,
     )
     emit("result", result=result.to_dict())
     return 0

@@ -149,7 +149,7 @@ def run_capacity(
     unless ``settings.open_loop``; ``open_loop_rps`` sets the rate of the open-loop
     confirmation (default: ``open_loop_ratio`` x the measured capacity), which runs within
     what is left of ``max_duration_s`` after the search or is skipped with the reason in
-    ``result.extra["open_loop"]["skipped"]``.
+    ``result.open_loop.skipped``.
     ``kind="spike"`` runs the spike job instead of the search (see ``settings.spike_*``).
     ``on_event`` receives every progress event.
     Raises :class:`ConfigError` for a bad target, :class:`HostUnreachable` when the host

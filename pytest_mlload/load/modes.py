@@ -1,8 +1,9 @@
 """Traffic modes: individual endpoints, the production mix, exploration, spike.
 
-Each mode is one or more runs of :func:`pytest_mlload.engine.run_capacity`; a run that asks
-for several modes returns one :class:`ModeResults` holding every part, each gated and
-reported on its own. Part names are prefixed by their mode (``individual /v1/embed``,
+Each mode is one or more runs of :func:`pytest_mlload.load.engine.run_capacity`; a run of
+several parts returns one :class:`~pytest_mlload.results.CapacityResult` whose ``parts`` hold
+every part, each gated and reported on its own (:func:`combine` picks the headline figures).
+Part names are prefixed by their mode (``individual /v1/embed``,
 ``production``, ``exploration 2x /v1/embed``, ``spike``), so an endpoint can never collide
 with a configuration name (ml-loadtest broke on an endpoint called ``baseline``).
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pytest_mlload.config import RunSettings
@@ -19,7 +20,15 @@ from pytest_mlload.errors import ConfigError
 from pytest_mlload.results import CapacityResult
 from pytest_mlload.targets import is_locust_user, is_seed_taskset, taskset_weights
 
-__all__ = ["ModeResults", "exploration_summary", "plan_parts", "rate_limits", "run_modes"]
+__all__ = [
+    "Part",
+    "combine",
+    "exploration_summary",
+    "plan_parts",
+    "rate_limit_rps",
+    "rate_limits",
+    "run_modes",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,31 +40,6 @@ class Part:
     target: Any
     kind: str = "search"
     weights: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class ModeResults:
-    """Results of a multi-mode (or multi-endpoint) run, keyed by part name."""
-
-    parts: dict[str, CapacityResult]
-    exploration: dict[str, Any] | None = None
-    rate_limits: dict[str, float] = field(default_factory=dict)
-
-    def __getitem__(self, name: str) -> CapacityResult:
-        return self.parts[name]
-
-    @property
-    def converged(self) -> bool:
-        """True when every part converged."""
-        return all(r.converged for r in self.parts.values())
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-friendly form."""
-        return {
-            "parts": {k: v.to_dict() for k, v in self.parts.items()},
-            "exploration": self.exploration,
-            "rate_limits": self.rate_limits,
-        }
 
 
 def _mix_label(pairs: tuple[tuple[Any, float], ...]) -> dict[str, float]:
@@ -125,13 +109,20 @@ def plan_parts(
     return parts
 
 
+def rate_limit_rps(result: CapacityResult, safety_factor: float) -> float | None:
+    """The recommended rate limit of a converged search: capacity x safety factor."""
+    if not result.converged or result.spike is not None:
+        return None
+    return round(result.capacity_rps * safety_factor, 2)
+
+
 def rate_limits(parts: Mapping[str, CapacityResult], safety_factor: float) -> dict[str, float]:
-    """Recommended rate limit per solo endpoint and for the mix: capacity x safety factor."""
+    """Recommended rate limit per solo endpoint and for the mix (not exploration mixes)."""
     out: dict[str, float] = {}
     for name, r in parts.items():
-        if not r.converged or name.startswith(("spike", "exploration")):
-            continue
-        out[name] = round(r.capacity_rps * safety_factor, 2)
+        limit = rate_limit_rps(r, safety_factor)
+        if limit is not None and not name.startswith(("spike", "exploration")):
+            out[name] = limit
     return out
 
 
@@ -176,12 +167,41 @@ def run_modes(
     run: Callable[[Part], CapacityResult],
     *,
     mixes: list[Mapping[Any, Any]] | None = None,
-) -> ModeResults:
-    """Plan the parts, run each with ``run(part)``, and add exploration and rate limits."""
+) -> CapacityResult:
+    """Plan the parts, run each with ``run(part)``, and combine them (see :func:`combine`)."""
     plan = plan_parts(target, settings, mixes=mixes)
-    results = {p.name: run(p) for p in plan}
-    return ModeResults(
-        parts=results,
-        exploration=exploration_summary(results, plan),
-        rate_limits=rate_limits(results, settings.safety_factor),
+    return combine({p.name: run(p) for p in plan}, plan, settings)
+
+
+def combine(
+    parts: dict[str, CapacityResult], plan: list[Part], settings: RunSettings
+) -> CapacityResult:
+    """One result for a run of several parts: the headline part's figures, every part in
+    ``parts``, the exploration summary and the rate limits.
+
+    The headline is ``production`` when the mix ran, else the only individual part; with
+    several individual endpoints it is the weakest endpoint's figures (lowest capacity),
+    named ``individual``, with ``endpoints`` mapping each endpoint to its full result.
+    """
+    solo = {p.name: parts[p.name] for p in plan if p.mode == "individual"}
+    head: CapacityResult
+    if "production" in parts:
+        head = parts["production"]
+    elif len(solo) == 1 or not solo:
+        head = next(iter(solo.values())) if solo else next(iter(parts.values()))
+    else:
+        endpoints = {name.removeprefix("individual "): r for name, r in solo.items()}
+        weakest = min(endpoints, key=lambda n: endpoints[n].capacity_rps)
+        head = replace(
+            endpoints[weakest],
+            name="individual",
+            endpoints=endpoints,
+            note=f"headline figures are the weakest endpoint's ({weakest}); every endpoint "
+            f"in .endpoints",
+        )
+    return replace(
+        head,
+        parts=parts,
+        exploration=exploration_summary(parts, plan),
+        rate_limits=rate_limits(parts, settings.safety_factor),
     )

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
+from pytest_mlload.results import OpenLoopWindow
 from pytest_mlload.stats import percentiles, quantile_ci
 
 __all__ = ["OpenLoopSamples", "arrival_times", "recovery_time_s", "summarize"]
@@ -73,33 +74,9 @@ class OpenLoopSamples:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class OpenLoopSummary:
-    """What an open-loop window showed."""
-
-    rate_rps: float
-    sent_rps: float
-    goodput_rps: float
-    requests: int
-    failures: int
-    error_ratio: float
-    p50_ms: float | None
-    p95_ms: float | None
-    p99_ms: float | None
-    p99_ci: tuple[float, float] | None
-    dispatch_lag_p95_ms: float | None
-    duration_s: float
-
-    def to_dict(self) -> dict[str, object]:
-        """JSON-friendly form."""
-        d = asdict(self)
-        d["p99_ci"] = list(self.p99_ci) if self.p99_ci else None
-        return d
-
-
 def summarize(
     samples: OpenLoopSamples, start_s: float, stop_s: float, rate_rps: float
-) -> OpenLoopSummary:
+) -> OpenLoopWindow:
     """Summarize arrivals intended in ``[start_s, stop_s)``; unfinished ones count as failures.
 
     Percentiles and the P99 interval cover every arrival: failures with the time they took,
@@ -119,7 +96,7 @@ def summarize(
     lag = (w.dispatched_s - w.intended_s) * 1000.0
     n = int(w.intended_s.size)
     failures = n - int(np.count_nonzero(ok))
-    return OpenLoopSummary(
+    return OpenLoopWindow(
         rate_rps=rate_rps,
         sent_rps=sent / duration,
         goodput_rps=int(np.count_nonzero(ok)) / duration,

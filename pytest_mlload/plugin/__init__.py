@@ -1,8 +1,10 @@
 """pytest layer: options, the ``capacity`` marker, the ``mlload`` fixture, reports.
 
-Translation only: settings come from :func:`pytest_mlload.config.resolve_settings`, runs
-from :func:`pytest_mlload.engine.run_capacity`, verdicts from :mod:`pytest_mlload.judge.gates`,
-baselines from :mod:`pytest_mlload.baseline`.
+Translation only: settings come from :func:`pytest_mlload.config.resolve_settings`, a test's
+run, verdicts and recording from :class:`pytest_mlload.flow.CapacityTest` (which calls the
+judge, :func:`pytest_mlload.judge`), reports from :mod:`pytest_mlload.report`. Under
+pytest-xdist each worker sends its records to the controller (``workeroutput``), which
+writes the one summary table, JSON report and Markdown summary.
 
 Importing Locust gevent-patches the importing process. A test module that imports a TaskSet
 imports Locust at collection time, so this plugin sets ``LOCUST_SKIP_MONKEY_PATCH`` (and
@@ -18,8 +20,6 @@ import os
 os.environ.setdefault("LOCUST_SKIP_MONKEY_PATCH", "1")
 os.environ.setdefault("LOCUST_SKIP_URLLIB3_PATCH", "1")
 
-import sys  # noqa: E402
-from dataclasses import replace  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import (
     TYPE_CHECKING,  # noqa: E402
@@ -29,12 +29,13 @@ from typing import (
 import pytest  # noqa: E402
 
 from pytest_mlload.config import RunSettings, resolve_settings, setting_fields  # noqa: E402
-from pytest_mlload.errors import ConfigError, GateFailure, Inconclusive, MlloadError, MlloadWarning  # noqa: E402
+from pytest_mlload.errors import ConfigError, MlloadWarning  # noqa: E402
+from pytest_mlload.plugin.fixture import MlloadFixture  # noqa: E402
 from pytest_mlload.results import CapacityResult  # noqa: E402
 
 if TYPE_CHECKING:
-    from pytest_mlload.baseline import BaselineEntry, BaselineStore
-    from pytest_mlload.hpa.recommend import HpaReport
+    from pytest_mlload.baseline import BaselineStore
+    from pytest_mlload.hpa.recommend import HpaSettings
     from pytest_mlload.report.tables import TestRecord
 
 # numpy, scipy and yaml load only once a capacity test runs (imports inside functions), so
@@ -155,8 +156,10 @@ class MlloadState:
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
         self.records: list[TestRecord] = []
-        self.pending: dict[str, BaselineEntry] = {}
+        self.pending: dict[str, tuple[CapacityResult, RunSettings]] = {}
         self.interrupted = False
+        self.is_worker = hasattr(config, "workerinput")  # a pytest-xdist worker
+        self._resolved: dict[tuple[str, str], tuple[RunSettings, HpaSettings]] = {}
         here = Path(config.invocation_params.dir)
         names = [f.name for f in [*setting_fields(), *_hpa_fields()]]
         self.cli = {n: config.getoption(f"mlload_{n}", default=None) for n in names}
@@ -190,6 +193,7 @@ class MlloadState:
         base = Path(path) if path else Path(config.rootpath) / DEFAULT_BASELINE
         self.baseline_path = (here / base).resolve()
         self._store: BaselineStore | None = None
+        self.recorded_elsewhere: set[str] = set()  # keys xdist workers recorded
 
         def out(name: str, default: Path | None = None) -> Path | None:
             value = _option(config, name)
@@ -234,20 +238,23 @@ class MlloadState:
             also_known={f.name for f in setting_fields()},
         )
 
-    def marker_kwargs(
-        self, item: pytest.Item, overrides: dict[str, Any] | None = None
-    ) -> dict[str, Any]:
+    def marker_kwargs(self, item: pytest.Item) -> dict[str, Any]:
         marker = item.get_closest_marker("capacity")
-        kwargs = dict(marker.kwargs) if marker else {}
-        kwargs.update(overrides or {})
-        return kwargs
+        return dict(marker.kwargs) if marker else {}
 
     def settings_for(
-        self, item: pytest.Item, overrides: dict[str, Any] | None = None
-    ) -> RunSettings:
-        return self.resolve(
-            self.marker_kwargs(item, overrides), where=f"{item.nodeid}: capacity marker"
-        )
+        self, item: pytest.Item, overrides: dict[str, Any] | None = None, *, where: str = ""
+    ) -> tuple[RunSettings, HpaSettings]:
+        """Run and HPA settings of ``item`` (with ``run()`` overrides), resolved once."""
+        kwargs = {**self.marker_kwargs(item), **(overrides or {})}
+        cache_key = (item.nodeid, repr(sorted(kwargs.items(), key=lambda kv: kv[0])))
+        if cache_key not in self._resolved:
+            where = where or f"{item.nodeid}: capacity marker"
+            self._resolved[cache_key] = (
+                self.resolve(kwargs, where=where),
+                self.hpa(kwargs, where=where),
+            )
+        return self._resolved[cache_key]
 
     # -- hooks ---------------------------------------------------------------------------
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
@@ -262,7 +269,6 @@ class MlloadState:
                 )
             try:
                 self.settings_for(item)
-                self.hpa(self.marker_kwargs(item), where=f"{item.nodeid}: capacity marker")
             except ConfigError as exc:
                 raise pytest.UsageError(str(exc)) from None
 
@@ -271,11 +277,18 @@ class MlloadState:
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         if self.pending and not self.interrupted and exitstatus != pytest.ExitCode.INTERRUPTED:
-            self.store.update(self.pending)
+            # merged into each entry as it is on disk now, under the lock: a concurrent
+            # session (or xdist worker) recording the same key loses no run
+            self.store.record_many([(k, r, s) for k, (r, s) in self.pending.items()])
+        if self.is_worker:
+            self.config.workeroutput["mlload_records"] = [r.to_dict() for r in self.records]  # type: ignore[attr-defined]
+            self.config.workeroutput["mlload_pending"] = sorted(self.pending)  # type: ignore[attr-defined]
+            return
         if not self.records:
             return
         from pytest_mlload.report.tables import json_report, markdown_table, write_json
 
+        self.records.sort(key=lambda r: r.nodeid)
         if self.report_path is not None:
             meta = {"baseline": str(self.baseline_path), "update_baseline": self.update}
             write_json(self.report_path, json_report(self.records, meta=meta))
@@ -290,27 +303,31 @@ class MlloadState:
         if self.plots_dir is not None:
             self._plot()
 
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        """xdist controller: collect a finished worker's records and recorded keys."""
+        from pytest_mlload.report.tables import TestRecord
+
+        out = getattr(node, "workeroutput", {}) or {}
+        self.records += [TestRecord.from_dict(d) for d in out.get("mlload_records", [])]
+        self.recorded_elsewhere.update(out.get("mlload_pending", []))
+
     def _plot(self) -> None:
         from pytest_mlload.report.plots import plot_path_for, plot_result
+        from pytest_mlload.results import part_key, part_name
 
         assert self.plots_dir is not None
+        entries = self.store.load() if not self.update else {}
         for rec in self.records:
             for r in rec.results:
-                key = rec.key if r.name in ("", rec.key) else f"{rec.key}[{r.name}]"
-                entry = self.store.get(key) if not self.update else None
-                outcome = next(
-                    (
-                        v.verdict
-                        for v in rec.verdicts
-                        if v.part in ("", r.name) and v.verdict != "pass"
-                    ),
-                    rec.outcome,
-                )
+                part = part_name(rec.key, r.name)
+                key = part_key(rec.key, part)
+                entry = entries.get(key)
                 plot_result(
                     r,
                     plot_path_for(self.plots_dir, key),
                     baseline_capacity_rps=entry.capacity_rps if entry else None,
-                    verdict=outcome,
+                    verdict=rec.part_outcome(part),
                     title=key,
                 )
 
@@ -325,11 +342,10 @@ class MlloadState:
             tr.write_line(line)
         for note in summary_notes(self.records):
             tr.write_line(note)
-        if self.pending:
+        recorded = sorted({*self.pending, *self.recorded_elsewhere})
+        if recorded:
             verb = "not written (interrupted)" if self.interrupted else "recorded in"
-            tr.write_line(
-                f"baselines {verb} {self.baseline_path}: {', '.join(sorted(self.pending))}"
-            )
+            tr.write_line(f"baselines {verb} {self.baseline_path}: {', '.join(recorded)}")
         for path, what in (
             (self.report_path, "JSON report"),
             (self.markdown_path, "Markdown"),
@@ -337,416 +353,6 @@ class MlloadState:
         ):
             if path is not None:
                 tr.write_line(f"{what}: {path}")
-
-
-class MlloadFixture:
-    """The ``mlload`` fixture: run capacity searches and gate them against the baseline.
-
-    ``run()`` returns a :class:`~pytest_mlload.results.CapacityResult` for one target in
-    individual mode, else a :class:`~pytest_mlload.modes.ModeResults` with one result per
-    part (``individual <endpoint>``, ``production``, ``exploration ...``, ``spike``). Each
-    part has its own baseline entry, keyed ``<test key>[<part>]``.
-    """
-
-    def __init__(self, request: pytest.FixtureRequest, host: str | None) -> None:
-        from pytest_mlload.baseline import baseline_key
-        from pytest_mlload.report.tables import TestRecord
-
-        self._request = request
-        self._item = request.node
-        self._state = _state(request.config)
-        self.host = host or self._state.file_host
-        nodeid = self._item.nodeid
-        name = nodeid.split("::", 1)[1] if "::" in nodeid else self._item.name
-        self.key = baseline_key(Path(self._item.path), name, self._state.baseline_path)
-        self.record = TestRecord(nodeid=nodeid, key=self.key)
-        self._state.records.append(self.record)
-        rel = os.path.relpath(self._item.path, self._request.config.invocation_params.dir)
-        self.record_command = f"pytest --mlload-update-baseline '{rel}::{name}'"
-        self._overrides: dict[str, Any] = {}
-
-    @property
-    def settings(self) -> RunSettings:
-        """This test's settings (marker > command line > config file > ini > default)."""
-        return self._state.settings_for(self._item, self._overrides)
-
-    @property
-    def baseline(self) -> BaselineEntry | None:
-        """This test's baseline entry (single-target runs), or None."""
-        return self._state.store.get(self.key)
-
-    def _part_key(self, part: str) -> str:
-        return self.key if part == "" else f"{self.key}[{part}]"
-
-    def run(self, target: Any = None, *, mixes: list[Any] | None = None, **overrides: Any) -> Any:
-        """Run the capacity search(es) of ``target`` against the host, in the test's modes.
-
-        ``target``: a seed TaskSet, a Locust User, or weights (mapping / module / dotted
-        name; default ``weights_module``). ``mixes``: extra mixes for exploration.
-        ``overrides`` are marker arguments for this run only (e.g. ``mode="production"``).
-        """
-        from pytest_mlload.load.modes import Part, run_modes
-        from pytest_mlload.targets import is_locust_user, is_seed_taskset
-
-        if not self.host:
-            pytest.skip(
-                "no --mlload-host given (or mlload_host ini / fixture): capacity test skipped"
-            )
-        try:
-            self._overrides = dict(overrides)
-            settings = self.settings
-            hpa = self._state.hpa(
-                self._state.marker_kwargs(self._item, overrides),
-                where=f"{self._item.nodeid}: run()",
-            )
-        except ConfigError as exc:
-            raise pytest.UsageError(str(exc)) from None
-        single = (is_seed_taskset(target) or is_locust_user(target)) and settings.mode == (
-            "individual",
-        )
-        if single:
-            return self._run_part(Part("", "individual", target), settings, hpa)
-        return run_modes(target, settings, lambda p: self._run_part(p, settings, hpa), mixes=mixes)
-
-    def _run_part(self, part: Any, settings: RunSettings, hpa: Any) -> CapacityResult:
-        from pytest_mlload.load.engine import run_capacity
-
-        assert self.host is not None  # run() skipped the test otherwise
-        from pytest_mlload.judge.gates import open_loop_of
-
-        key = self._part_key(part.name)
-        stored = self._state.store.get(key)
-        # A comparable entry gives the common user count: P99 is probed there, when gating
-        # and when recording (so every recorded run has P99 at one user count).
-        entry = stored if stored and stored.settings == settings.comparable() else None
-        search = part.kind == "search"
-        probe = entry.users if entry is not None and search else None
-        hold = probe if settings.check and not self._state.update else None
-        ol = None
-        if entry is not None and not self._state.update:
-            base_ol = open_loop_of(entry.latest.extra)
-            ol = base_ol["rate_rps"] if base_ol else None
-        note = ""
-        if settings.check and search and hold is None:
-            why = (
-                "--mlload-update-baseline"
-                if self._state.update
-                else "no baseline"
-                if stored is None
-                else "baseline measured with other settings"
-            )
-            note = f"check mode: {why}: full search"
-            self._item.warn(MlloadWarning(f"{key}: {note}"))
-        label = part.name or self.key
-        progress = _Progress(self._request.config, f"{label} ({note})" if note else label)
-        try:
-            result = run_capacity(
-                part.target,
-                host=self.host,
-                settings=settings,
-                name=part.name or self.key,
-                probe_users=probe,
-                hold_users=hold,
-                open_loop_rps=ol,
-                kind=part.kind,
-                on_event=progress,
-            )
-        finally:
-            progress.close()
-        extra = dict(result.extra)
-        if result.converged and search:
-            extra["rate_limit_rps"] = round(result.capacity_rps * settings.safety_factor, 2)
-        if hpa.prometheus_url and search:
-            extra["hpa"] = self._hpa_report(result, hpa, key)
-        result = replace(result, extra=extra)
-        self._warn_bound(result, key)
-        self._remember(result, part.name)
-        return result
-
-    def _warn_bound(self, result: CapacityResult, key: str) -> None:
-        """Warn when the capacity is only the max_users bound (P99 still under the target)."""
-        if getattr(result, "bound", "") != "max_users":
-            return
-        p99 = "-" if result.p99_ms is None else f"{result.p99_ms:.1f}"
-        self._item.warn(
-            MlloadWarning(
-                f"{key}: the search stopped at max_users={result.users} with P99 {p99} ms, "
-                f"still under the {result.target_p99_ms:g} ms target: {result.capacity_rps:.1f} "
-                f"req/s is a lower bound of the capacity, not the capacity; raise max_users "
-                f"to find it"
-            )
-        )
-
-    def _remember(self, result: CapacityResult, part: str) -> None:
-        """Keep a result for the reports and put its figures in the JUnit XML properties."""
-        self.record.results.append(result)
-        suffix = f"[{part}]" if part else ""
-        p99 = None if result.p99_ms is None else round(result.p99_ms, 3)
-        self._item.user_properties.extend(
-            [
-                (f"mlload_capacity_rps{suffix}", round(result.capacity_rps, 3)),
-                (f"mlload_p99_ms{suffix}", p99),
-                (f"mlload_users{suffix}", result.users),
-                (f"mlload_error_ratio{suffix}", result.error_ratio),
-                (f"mlload_status{suffix}", result.status),
-            ]
-        )
-
-    def _hpa_report(self, result: CapacityResult, hpa: Any, key: str) -> dict[str, Any]:
-        from pytest_mlload.hpa.prometheus import PrometheusClient
-        from pytest_mlload.hpa.recommend import recommend
-        from pytest_mlload.report.plots import plot_path_for
-
-        report = recommend(
-            PrometheusClient(hpa.prometheus_url),
-            hpa,
-            result.window_start_epoch,
-            result.window_end_epoch,
-        )
-        for warning in report.warnings:
-            self._item.warn(MlloadWarning(f"{key}: HPA {warning}"))
-        if report.recommended and self._state.keda_dir is not None:
-            path = plot_path_for(self._state.keda_dir, key).with_suffix(".yaml")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(report.keda_yaml(hpa.prometheus_url))
-        return report.to_dict()
-
-    # -- gates ---------------------------------------------------------------------------
-    def _parts(self, result: Any) -> list[tuple[str, CapacityResult]]:
-        from pytest_mlload.load.modes import ModeResults
-
-        if isinstance(result, ModeResults):
-            return list(result.parts.items())
-        return [("" if result.name in ("", self.key) else result.name, result)]
-
-    def _judge(self, fn: Any) -> None:
-        """Run a gate function, keeping the record's outcome and message in step."""
-        try:
-            fn()
-        except GateFailure as exc:
-            self.record.outcome = exc.verdict
-            self.record.message = str(exc)
-            raise
-        except MlloadError as exc:
-            self.record.outcome = "error"
-            self.record.message = str(exc)
-            raise
-
-    def assert_no_regression(self, result: Any) -> None:
-        """Fail this test when any part regressed past the threshold (or cannot be judged).
-
-        With ``--mlload-update-baseline`` each conclusive part is recorded instead; an
-        inconclusive part fails and nothing of this test is recorded.
-        """
-        try:
-            self._judge(lambda: self._assert_no_regression(result))
-        finally:
-            self._item.user_properties.append(("mlload_verdict", self.record.outcome))
-
-    def _assert_no_regression(self, result: Any) -> None:
-        from pytest_mlload.baseline import environment_fingerprint
-        from pytest_mlload.judge import gates
-
-        settings = self.settings
-        parts = self._parts(result)
-        for part, r in parts:  # a result made outside run() (e.g. run_capacity) counts too
-            if not any(r is known for known in self.record.results):
-                self._remember(r, part)
-        if self._state.update:
-            self._record(parts, settings)
-            return
-        fp = environment_fingerprint()
-        verdicts: list[gates.Verdict] = []
-        failures: list[str] = []
-        kinds: list[str] = []
-        for part, r in parts:
-            key = self._part_key(part)
-            judge = gates.evaluate_spike if part == "spike" else gates.evaluate
-            try:
-                vs = judge(
-                    r,
-                    self._state.store.get(key),
-                    settings,
-                    key=key,
-                    baseline_path=str(self._state.baseline_path),
-                    record_command=self.record_command,
-                    fingerprint=fp,
-                    part=part,
-                )
-            except GateFailure as exc:
-                failures.append(str(exc))
-                kinds.append(exc.verdict)
-                continue
-            verdicts += vs
-            try:
-                gates.check_no_regression(vs)
-            except GateFailure as exc:
-                failures.append(str(exc))
-                kinds.append(exc.verdict)
-        self.record.verdicts = verdicts
-        if self._state.hpa_gate:
-            try:
-                self._assert_hpa_stable(result)
-            except GateFailure as exc:
-                failures.append(str(exc))
-                kinds.append(exc.verdict)
-        if failures:
-            raise _combined(kinds, failures)
-        self.record.outcome = (
-            "improvement" if any(v.verdict == "improvement" for v in verdicts) else "pass"
-        )
-
-    def _record(self, parts: list[tuple[str, CapacityResult]], settings: RunSettings) -> None:
-        from pytest_mlload.baseline import (
-            BaselineEntry,
-            BaselineRun,
-            baseline_extra,
-            environment_fingerprint,
-        )
-
-        bad = [f"{self._part_key(p)}: {r.reason}" for p, r in parts if not r.converged]
-        if bad:
-            raise Inconclusive("not recorded, inconclusive: " + "; ".join(bad), reason="record")
-        fp = environment_fingerprint()
-        for part, r in parts:
-            key = self._part_key(part)
-            extra = baseline_extra(r)
-            old = self._state.store.get(key)
-            run = BaselineRun.from_result(r, extra=extra)
-            self._state.pending[key] = (
-                old.with_run(run, settings, fp, self._state.history)
-                if old
-                else BaselineEntry.from_result(key, r, settings, fp, extra=extra)
-            )
-        self.record.outcome = "recorded"
-
-    def assert_rate_limits_stable(self, result: Any) -> None:
-        """Fail when a recommended rate limit moved past the threshold since the baseline."""
-        from pytest_mlload.judge import gates
-
-        def check() -> None:
-            if self._state.update:
-                return  # recording: assert_no_regression stores the rate limits
-            parts = {p: r for p, r in self._parts(result) if "rate_limit_rps" in r.extra}
-            current = {self._part_key(p): r for p, r in parts.items()}
-            entries = {k: self._state.store.get(k) for k in current}
-            vs = gates.rate_limit_verdicts(current, entries, self.settings)
-            part_of = {self._part_key(p): p for p in parts}
-            vs = [replace(v, part=part_of[v.part]) for v in vs]  # report rows are by part
-            self.record.verdicts += vs
-            gates.check_no_regression(vs)
-
-        self._judge(check)
-
-    def assert_hpa_stable(self, result: Any) -> None:
-        """Fail when a recommended HPA/KEDA threshold drifted from the baseline (see hpa.py)."""
-        if not self._state.update:  # recording: assert_no_regression stores the HPA report
-            self._judge(lambda: self._assert_hpa_stable(result))
-
-    def _assert_hpa_stable(self, result: Any) -> None:
-        from pytest_mlload.hpa.recommend import assert_hpa_stable
-        from pytest_mlload.judge.gates import Verdict
-
-        hpa = self._state.hpa(
-            self._state.marker_kwargs(self._item, self._overrides), where=self._item.nodeid
-        )
-        for part, r in self._parts(result):
-            if part == "spike":
-                continue
-            key = self._part_key(part)
-            failure: GateFailure | None = None
-            try:
-                current = _hpa_current(key, r)
-                assert_hpa_stable(self._hpa_reference(key), current, hpa.drift_threshold)
-            except GateFailure as exc:
-                failure = exc
-            self.record.verdicts.append(
-                Verdict(
-                    metric="hpa",
-                    verdict=failure.verdict if failure else "pass",
-                    baseline=getattr(failure, "baseline", None),
-                    observed=getattr(failure, "observed", None),
-                    change=getattr(failure, "change_ratio", None),
-                    low=None,
-                    high=None,
-                    threshold=hpa.drift_threshold,
-                    unit="",
-                    message=str(failure)
-                    if failure
-                    else f"{key}: HPA thresholds within {hpa.drift_threshold:.0%}",
-                    part=part,
-                )
-            )
-            if failure is not None:
-                raise failure
-
-    def _hpa_reference(self, key: str) -> dict[str, Any] | None:
-        """The newest recorded run's HPA report that has recommendations (a run recorded while
-        Prometheus was away keeps none, and must not erase the reference)."""
-        entry = self._state.store.get(key)
-        runs = reversed(entry.runs) if entry else ()
-        return next((run.extra["hpa"] for run in runs if run.extra.get("hpa")), None)
-
-
-def _hpa_current(key: str, r: CapacityResult) -> HpaReport:
-    """This run's HPA report; :class:`Inconclusive` when it has nothing to compare."""
-    from pytest_mlload.hpa.recommend import HpaReport
-
-    if "hpa" not in r.extra:
-        raise Inconclusive(
-            f"{key}: HPA gate skipped: no HPA report (give --mlload-prometheus-url)",
-            reason="no prometheus",
-        )
-    current = HpaReport.from_dict(r.extra["hpa"])
-    if not current.recommended:
-        raise Inconclusive(
-            f"{key}: HPA gate skipped: this run has no recommendation ("
-            + ("; ".join(current.warnings) or "no saturated tier")
-            + ")",
-            reason="no hpa data",
-        )
-    return current
-
-
-def _combined(kinds: list[str], messages: list[str]) -> GateFailure:
-    """One failure for several parts: a regression if any part regressed."""
-    from pytest_mlload.errors import MissingBaseline, PerformanceRegression, SettingsMismatch
-
-    text = "\n".join(messages)
-    if "regression" in kinds:
-        return PerformanceRegression(text)
-    if "inconclusive" in kinds:
-        return Inconclusive(text, reason="see message")
-    if "settings-mismatch" in kinds:
-        return SettingsMismatch(text)
-    return MissingBaseline(text) if "no-baseline" in kinds else GateFailure(text)
-
-
-class _Progress:
-    """One updating terminal line per run: phase, users, req/s, P99 vs target."""
-
-    def __init__(self, config: pytest.Config, label: str) -> None:
-        self.label = label
-        self.tr = config.pluginmanager.get_plugin("terminalreporter")
-        self.on = bool(self.tr) and config.get_verbosity() >= 0 and sys.stdout.isatty()
-        self.width = 0
-
-    def __call__(self, event: dict[str, Any]) -> None:
-        if not self.on or event.get("event") != "window":
-            return
-        p99 = event.get("p99_ms")
-        text = (
-            f"[mlload {self.label}] {event['phase']:<8} users={event['users']:<4} "
-            f"{event['rps']:8.1f} req/s  P99 {'-' if p99 is None else f'{p99:.1f}'}"
-            f"/{event['target_p99_ms']:g} ms  t={event['elapsed_s']:.0f}s"
-        )
-        assert self.tr is not None
-        self.tr.write("\r" + text.ljust(self.width))
-        self.width = len(text)
-
-    def close(self) -> None:
-        if self.on and self.width and self.tr is not None:
-            self.tr.write("\r" + " " * self.width + "\r")
 
 
 @pytest.fixture(scope="session")
@@ -759,7 +365,7 @@ def mlload_host(pytestconfig: pytest.Config) -> str | None:
 @pytest.fixture
 def mlload(request: pytest.FixtureRequest, mlload_host: str | None) -> MlloadFixture:
     """Run capacity searches for this test and gate them (see :class:`MlloadFixture`)."""
-    return MlloadFixture(request, mlload_host)
+    return MlloadFixture(request, mlload_host, _state(request.config))
 
 
 __all__ = ["MlloadFixture", "mlload", "mlload_host"]

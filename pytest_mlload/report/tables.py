@@ -13,8 +13,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pytest_mlload.judge.gates import Verdict
-from pytest_mlload.results import CapacityResult
+from pytest_mlload.gates.judgement import worst
+from pytest_mlload.gates.metrics import Verdict
+from pytest_mlload.results import RESULT_SCHEMA, CapacityResult, part_name
 
 __all__ = [
     "TestRecord",
@@ -26,7 +27,7 @@ __all__ = [
     "write_json",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = RESULT_SCHEMA  # 2: typed records (open_loop, spike, hpa, rate_limit_rps)
 
 
 @dataclass(slots=True)
@@ -51,27 +52,29 @@ class TestRecord:
             "verdicts": [v.to_dict() for v in self.verdicts],
         }
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TestRecord:
+        """Rebuild from :meth:`to_dict` output (an xdist worker's records)."""
+        return cls(
+            nodeid=d["nodeid"],
+            key=d["key"],
+            outcome=d.get("outcome", "not judged"),
+            message=d.get("message", ""),
+            results=[CapacityResult.from_dict(r) for r in d.get("results", [])],
+            verdicts=[Verdict.from_dict(v) for v in d.get("verdicts", [])],
+        )
+
+    def part_outcome(self, part: str) -> str:
+        """The worst verdict of one part, else the test's outcome."""
+        return worst({v.verdict for v in self.verdicts if v.part == part}, default=self.outcome)
+
 
 def _fmt(x: float | None, spec: str = ".1f") -> str:
     return "-" if x is None else format(x, spec)
 
 
-_SEVERITY = (
-    "regression",
-    "inconclusive",
-    "settings-mismatch",
-    "no-baseline",
-    "improvement",
-    "pass",
-)
-
-
-def _row_outcome(rec: TestRecord, part: str) -> str:
-    kinds = {v.verdict for v in rec.verdicts if v.part == part}
-    for kind in _SEVERITY:
-        if kind in kinds:
-            return kind
-    return rec.outcome
+def _label(key: str, part: str) -> str:
+    return f"{key} [{part}]" if part else key
 
 
 def summary_rows(records: list[TestRecord]) -> list[list[str]]:
@@ -92,7 +95,7 @@ def summary_rows(records: list[TestRecord]) -> list[list[str]]:
         if not rec.results:
             rows.append([rec.key, "-", "-", "-", "-", "-", "-", rec.outcome])
         for r in rec.results:
-            part = "" if r.name in ("", rec.key) else r.name
+            part = part_name(rec.key, r.name)
             cap_v = next(
                 (v for v in rec.verdicts if v.metric == "capacity" and v.part == part), None
             )
@@ -104,17 +107,17 @@ def summary_rows(records: list[TestRecord]) -> list[list[str]]:
             cap = _fmt(r.capacity_rps)
             if r.capacity_ci:
                 cap += f" ±{(r.capacity_ci[1] - r.capacity_ci[0]) / 2:.1f}"
-            limit = r.extra.get("rate_limit_rps")
+            limit = r.rate_limit_rps
             rows.append(
                 [
-                    rec.key if not part else f"{rec.key} [{part}]",
+                    _label(rec.key, part),
                     cap,
                     f"{_fmt(r.p99_ms)}/{_p99_bound(r)}",
                     _users_cell(r),
                     f"{r.error_ratio:.2%}",
                     change,
                     "-" if limit is None else f"{limit:.1f}",
-                    _row_outcome(rec, part),
+                    rec.part_outcome(part),
                 ]
             )
     return rows
@@ -122,7 +125,7 @@ def summary_rows(records: list[TestRecord]) -> list[list[str]]:
 
 def _p99_bound(r: CapacityResult) -> str:
     """What P99 is held against: the target, or for a spike its own bound (— when none)."""
-    if "spike" in r.extra:
+    if r.spike is not None:
         bound = r.settings.get("spike_max_p99_ms") or 0
         return f"{bound:g}" if bound else "—"
     return f"{r.target_p99_ms:g}"
@@ -142,18 +145,16 @@ def summary_notes(records: list[TestRecord]) -> list[str]:
     notes: list[str] = []
     for rec in records:
         for r in rec.results:
-            part = "" if r.name in ("", rec.key) else r.name
-            label = rec.key if not part else f"{rec.key} [{part}]"
-            if getattr(r, "check", False):
+            label = _label(rec.key, part_name(rec.key, r.name))
+            if r.check:
                 notes.append(f"{label}: check mode, held the baseline's {r.users} users")
-            if getattr(r, "bound", "") == "max_users":
+            if r.bound == "max_users":
                 notes.append(
                     f"{label}: stopped at max_users={r.users} with P99 {_fmt(r.p99_ms)} ms under "
                     f"the {r.target_p99_ms:g} ms target: the capacity is only a lower bound"
                 )
-            knee = getattr(r, "knee_users", None)
-            if knee is not None:
-                notes.append(f"{label}: throughput falls past {knee} users")
+            if r.knee_users is not None:
+                notes.append(f"{label}: throughput falls past {r.knee_users} users")
     return notes
 
 

@@ -30,12 +30,12 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from scipy import stats as _st
 
-from pytest_mlload.baseline import BaselineEntry, BaselineRun, fingerprint_differences
+from pytest_mlload.baseline import BaselineEntry, fingerprint_differences
 from pytest_mlload.config import RunSettings
 from pytest_mlload.errors import (
     GateFailure,
@@ -87,6 +87,11 @@ class Verdict:
             if isinstance(d[k], float) and not math.isfinite(d[k]):
                 d[k] = None
         return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Verdict:
+        """Rebuild from :meth:`to_dict` output."""
+        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
 
 
 def _pct(x: float) -> str:
@@ -421,13 +426,6 @@ def evaluate(
     return _noted(verdicts, note, part)
 
 
-def probe_of(run: BaselineRun) -> dict[str, Any] | None:
-    """The probe figures a baseline run kept while recording (P99 at another user count)."""
-    pr = run.extra.get("probe")
-    ok = isinstance(pr, dict) and pr.get("p99_ms") is not None and pr.get("users") is not None
-    return pr if ok else None
-
-
 def _p99_at(entry: BaselineEntry, users: int) -> tuple[list[float], list[Any]]:
     """Baseline P99 values (and their intervals) at ``users``: runs whose operating point was
     there, and runs that probed there while recording."""
@@ -437,10 +435,10 @@ def _p99_at(entry: BaselineEntry, users: int) -> tuple[list[float], list[Any]]:
         if r.users == users and r.p99_ms is not None:
             values.append(float(r.p99_ms))
             cis.append(r.p99_ci_ms)
-        pr = probe_of(r)
-        if pr is not None and int(pr["users"]) == users:
-            values.append(float(pr["p99_ms"]))
-            cis.append(pr.get("p99_ci"))
+        pr = r.extra.probe
+        if pr is not None and pr.users == users:
+            values.append(pr.p99_ms)
+            cis.append(pr.p99_ci)
     return values, cis
 
 
@@ -477,47 +475,36 @@ def _probe_verdict(
     )
 
 
-def open_loop_of(run_extra: dict[str, Any]) -> dict[str, Any] | None:
-    """The open-loop figures stored with a result or a baseline run, if any."""
-    ol = run_extra.get("open_loop")
-    return ol if isinstance(ol, dict) and ol.get("p99_ms") is not None else None
-
-
 def _open_loop_verdict(
     result: CapacityResult, entry: BaselineEntry, key: str, settings: RunSettings
 ) -> Verdict:
     t = settings.threshold
-    base = [ol for r in entry.runs if (ol := open_loop_of(r.extra))]
-    now = open_loop_of(result.extra)
-    if not base or now is None:
+    base = [ol for r in entry.runs if (ol := r.extra.open_loop) is not None]
+    now = result.open_loop
+    if not base or now is None or now.window is None or now.window.p99_ms is None:
         why = "the baseline has no open-loop P99" if not base else "this run has none"
+        if now is not None and now.skipped:
+            why += f" ({now.skipped})"
         return _missing(
             "p99_open_loop",
             t,
             "ms",
             f"open-loop P99 of {key}: {why}; record one with --mlload-update-baseline",
         )
-    rate = base[-1]["rate_rps"]
-    same = [b for b in base if abs(b["rate_rps"] / rate - 1) < 0.01]
-    ci = tuple(now["p99_ci"]) if now.get("p99_ci") else None
+    rate = base[-1].rate_rps or 1.0
+    same = [b for b in base if abs((b.rate_rps or 0.0) / rate - 1) < 0.01]
     return _compare(
         "p99_open_loop",
-        f"open-loop P99 of {key} at {now['rate_rps']:.1f} req/s",
+        f"open-loop P99 of {key} at {now.rate_rps:.1f} req/s",
         "ms",
-        now["p99_ms"],
-        ci,
-        [b["p99_ms"] for b in same],
+        now.window.p99_ms,
+        now.window.p99_ci,
+        [b.p99_ms for b in same],
         t,
         higher_is_better=False,
-        base_cis=[b.get("p99_ci") for b in same],
+        base_cis=[b.p99_ci for b in same],
         prior=settings.run_spread_prior,
-    )  # type: ignore[arg-type]
-
-
-def spike_figures(run_extra: dict[str, Any]) -> dict[str, Any] | None:
-    """The spike figures stored with a result or a baseline run, if any."""
-    sp = run_extra.get("spike")
-    return sp if isinstance(sp, dict) else None
+    )
 
 
 def _bound(
@@ -618,8 +605,7 @@ def evaluate_spike(
         error_cap=False,
     )
     t = settings.threshold
-    now = spike_figures(result.extra) or {}
-    base = [(r, sp) for r in entry.runs if (sp := spike_figures(r.extra))]
+    base = [(r, sp) for r in entry.runs if (sp := r.extra.spike) is not None]
     verdicts = _spike_bounds(result, settings, key)
     if not base or result.p99_ms is None:
         verdicts.append(_missing("spike", t, "", f"spike of {key}: no spike figures to compare"))
@@ -632,24 +618,24 @@ def evaluate_spike(
             "ms",
             result.p99_ms,
             result.p99_ci,
-            [b["p99_ms"] for b in base_runs],
+            [b.p99_ms for b in base_runs if b.p99_ms is not None],
             t,
             higher_is_better=False,
-            base_cis=[b.get("p99_ci") for b in base_runs],
+            base_cis=[b.p99_ci for b in base_runs if b.p99_ms is not None],
             prior=settings.run_spread_prior,
         )
     )
     verdicts.append(
         _errors_of(
             result,
-            [(float(sp["error_ratio"]), r.requests) for r, sp in base],
+            [(sp.error_ratio, r.requests) for r, sp in base],
             settings,
             f"error ratio during the spike of {key}",
             metric="spike_errors",
         )
     )
-    base_rec = [b["recovery_s"] for b in base_runs if b.get("recovery_s") is not None]
-    rec = now.get("recovery_s")
+    base_rec = [b.recovery_s for b in base_runs if b.recovery_s is not None]
+    rec = result.spike.recovery_s if result.spike else None
     if base_rec:
         b = float(statistics.median(base_rec))
         limit = b * (1 + t) + RECOVERY_STEP_S
@@ -683,17 +669,17 @@ def rate_limit_verdicts(
 
     One-sided: only a drop fails (a higher safe rate is good news, never a failure). The
     comparison is the capacity one, through the same prediction model: the observed value is
-    the part's ``extra["rate_limit_rps"]`` with ``capacity_ci x safety_factor`` as its
-    interval, the baseline values are the runs' ``extra["rate_limit_rps"]`` with their
+    the part's ``rate_limit_rps`` with ``capacity_ci x safety_factor`` as its
+    interval, the baseline values are the runs' ``extra.rate_limit_rps`` with their
     ``capacity_ci_rps x safety_factor`` as their own intervals where known. ``results`` and
     ``entries`` are keyed by part key; the verdicts carry that key as ``part``.
     """
     out: list[Verdict] = []
     f = settings.safety_factor
     for part, result in sorted(results.items()):
-        now = result.extra.get("rate_limit_rps")
+        now = result.rate_limit_rps
         entry = entries.get(part)
-        runs = [r for r in entry.runs if r.extra.get("rate_limit_rps")] if entry else []
+        runs = [r for r in entry.runs if r.extra.rate_limit_rps] if entry else []
         label = f"recommended rate limit of {part}"
         if now is None or not runs:
             why = "this run has none" if now is None else "no baseline value"
@@ -715,7 +701,7 @@ def rate_limit_verdicts(
             "req/s",
             float(now),
             scale(result.capacity_ci),
-            [float(r.extra["rate_limit_rps"]) for r in runs],
+            [float(r.extra.rate_limit_rps or 0.0) for r in runs],
             settings.threshold,
             higher_is_better=True,
             base_cis=[scale(r.capacity_ci_rps) for r in runs],

@@ -1,0 +1,203 @@
+"""One capacity test, start to end, without pytest: plan -> load -> result -> judge -> record.
+
+:class:`CapacityTest` is what the ``mlload`` fixture wraps and what a script uses directly::
+
+    from pytest_mlload import BaselineStore, CapacityTest, RunSettings
+
+    test = CapacityTest(key="svc::classify", host="http://127.0.0.1:8000",
+                        settings=RunSettings(target_p99_ms=120),
+                        store=BaselineStore(Path("mlload-baseline.yaml")))
+    result = test.run(Classify)          # probes P99 at the baseline's load, like pytest
+    judgement = test.judge(result)       # the same verdicts as under pytest
+    if judgement.error():
+        raise judgement.error()
+
+Planning reads the baseline: the P99 probe at the baseline entry's reference load, check
+mode's held load and the open-loop rate come from the entry (when its settings match).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pytest_mlload.config import RunSettings
+from pytest_mlload.errors import Inconclusive
+from pytest_mlload.results import CapacityResult, part_key, part_name
+
+if TYPE_CHECKING:
+    from pytest_mlload.baseline import BaselineStore
+    from pytest_mlload.gates.judgement import Judgement
+    from pytest_mlload.hpa.recommend import HpaReport, HpaSettings
+    from pytest_mlload.load.modes import Part
+
+__all__ = ["CapacityTest", "RunPlan"]
+
+
+def _ignore(_: str) -> None:
+    return None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunPlan:
+    """How one part runs, read from its baseline entry."""
+
+    probe_users: int | None = None  # P99 probe at the entry's reference load
+    hold_users: int | None = None  # check mode: hold this load instead of searching
+    open_loop_rps: float | None = None  # the entry's open-loop rate
+    note: str = ""  # why check mode fell back to a full search
+
+
+@dataclass(kw_only=True)
+class CapacityTest:
+    """One capacity test: its baseline key, host, settings and baseline store.
+
+    ``update`` records instead of comparing (``--mlload-update-baseline``). ``hpa`` enables
+    the HPA recommendation when it has a Prometheus URL; ``keda_dir`` receives KEDA trigger
+    YAML. ``warn`` receives warnings (the plugin turns them into pytest warnings),
+    ``on_event`` every progress event, ``on_part`` every finished part.
+    """
+
+    key: str
+    host: str
+    settings: RunSettings
+    store: BaselineStore
+    update: bool = False
+    hpa: HpaSettings | None = None
+    keda_dir: Path | None = None
+    record_command: str = "pytest --mlload-update-baseline"
+    warn: Callable[[str], None] = _ignore
+    on_event: Callable[[str, dict[str, Any]], None] | None = None
+    on_part: Callable[[str, CapacityResult], None] | None = None
+
+    def run(self, target: Any = None, *, mixes: list[Any] | None = None) -> CapacityResult:
+        """Run ``target`` in the settings' modes; one result (parts inside when several)."""
+        from pytest_mlload.load.modes import Part, run_modes
+        from pytest_mlload.targets import is_locust_user, is_seed_taskset
+
+        single = is_seed_taskset(target) or is_locust_user(target)
+        if single and self.settings.mode == ("individual",):
+            return self.run_part(Part("", "individual", target))
+        return run_modes(target, self.settings, self.run_part, mixes=mixes)
+
+    def plan(self, part: str, kind: str = "search") -> RunPlan:
+        """The probe, held load and open-loop rate of ``part`` from its baseline entry."""
+        s = self.settings
+        stored = self.store.get(part_key(self.key, part))
+        entry = stored if stored and stored.settings == s.comparable() else None
+        search = kind == "search"
+        probe = entry.users if entry is not None and search else None
+        hold = probe if s.check and not self.update else None
+        ol = entry.latest.extra.open_loop if entry is not None and not self.update else None
+        note = ""
+        if s.check and search and hold is None:
+            why = (
+                "--mlload-update-baseline"
+                if self.update
+                else "no baseline"
+                if stored is None
+                else "baseline measured with other settings"
+            )
+            note = f"check mode: {why}: full search"
+        return RunPlan(
+            probe_users=probe,
+            hold_users=hold,
+            open_loop_rps=ol.rate_rps if ol is not None else None,
+            note=note,
+        )
+
+    def run_part(self, part: Part) -> CapacityResult:
+        """Run one part as planned, then add its rate limit and HPA report."""
+        from pytest_mlload.load.engine import run_capacity
+        from pytest_mlload.load.modes import rate_limit_rps
+
+        key = part_key(self.key, part.name)
+        plan = self.plan(part.name, part.kind)
+        if plan.note:
+            self.warn(f"{key}: {plan.note}")
+        label = part.name or self.key
+        events = self.on_event
+        result = run_capacity(
+            part.target,
+            host=self.host,
+            settings=self.settings,
+            name=label,
+            probe_users=plan.probe_users,
+            hold_users=plan.hold_users,
+            open_loop_rps=plan.open_loop_rps,
+            kind=part.kind,
+            on_event=(lambda e: events(f"{label} ({plan.note})" if plan.note else label, e))
+            if events
+            else None,
+        )
+        search = part.kind == "search"
+        hpa = self._hpa_report(result, key) if search else None
+        result = replace(
+            result, rate_limit_rps=rate_limit_rps(result, self.settings.safety_factor), hpa=hpa
+        )
+        self._warn_bound(result, key)
+        if self.on_part is not None:
+            self.on_part(part.name, result)
+        return result
+
+    def judge(
+        self, result: CapacityResult, *, checks: Collection[str] = ("regression",)
+    ) -> Judgement:
+        """Judge ``result`` against this test's entries (:func:`pytest_mlload.judge`)."""
+        from pytest_mlload.gates.judgement import judge
+
+        return judge(
+            result,
+            self.store,
+            self.settings,
+            key=self.key,
+            checks=checks,
+            hpa_threshold=self.hpa.drift_threshold if self.hpa else None,
+            baseline_path=str(self.store.path),
+            record_command=self.record_command,
+        )
+
+    def recordable(self, result: CapacityResult) -> dict[str, CapacityResult]:
+        """The parts of ``result`` to record, by baseline key; :class:`Inconclusive` when any
+        part did not converge (then nothing of the test is recorded)."""
+        parts = {part_key(self.key, part_name(self.key, n)): r for n, r in result}
+        bad = [f"{k}: {r.reason}" for k, r in parts.items() if not r.converged]
+        if bad:
+            raise Inconclusive("not recorded, inconclusive: " + "; ".join(bad), reason="record")
+        return parts
+
+    def _hpa_report(self, result: CapacityResult, key: str) -> HpaReport | None:
+        """The HPA recommendation at the operating point; KEDA YAML written when it has one."""
+        if self.hpa is None or not self.hpa.prometheus_url:
+            return None
+        from pytest_mlload.hpa.prometheus import PrometheusClient
+        from pytest_mlload.hpa.recommend import recommend
+        from pytest_mlload.report.plots import plot_path_for
+
+        report = recommend(
+            PrometheusClient(self.hpa.prometheus_url),
+            self.hpa,
+            result.window_start_epoch,
+            result.window_end_epoch,
+        )
+        for warning in report.warnings:
+            self.warn(f"{key}: HPA {warning}")
+        if report.recommended and self.keda_dir is not None:
+            path = plot_path_for(self.keda_dir, key).with_suffix(".yaml")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(report.keda_yaml(self.hpa.prometheus_url))
+        return report
+
+    def _warn_bound(self, result: CapacityResult, key: str) -> None:
+        """Warn when the capacity is only the max_users bound (P99 still under the target)."""
+        if result.bound != "max_users":
+            return
+        p99 = "-" if result.p99_ms is None else f"{result.p99_ms:.1f}"
+        self.warn(
+            f"{key}: the search stopped at max_users={result.users} with P99 {p99} ms, "
+            f"still under the {result.target_p99_ms:g} ms target: {result.capacity_rps:.1f} "
+            f"req/s is a lower bound of the capacity, not the capacity; raise max_users "
+            f"to find it"
+        )

@@ -1,1 +1,0 @@
-"""Judge: a run's results, the baseline store and the settings in; structured verdicts out."""
