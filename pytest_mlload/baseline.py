@@ -29,15 +29,13 @@ Nothing here imports pytest or Locust.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import platform
-import secrets
-import stat
 import statistics
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path, PurePath
@@ -45,14 +43,10 @@ from typing import Any
 
 import yaml
 
+from pytest_mlload._io import atomic_write, timed_lock
 from pytest_mlload.config import RunSettings
 from pytest_mlload.errors import BaselineError
 from pytest_mlload.results import CapacityResult
-
-try:  # POSIX only; update() says so instead of failing at import time elsewhere.
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -148,7 +142,8 @@ def _plain(value: Any, where: str) -> Any:
 def _mapping(value: Any, where: str) -> dict[str, Any]:
     if not isinstance(value, Mapping):
         raise _Invalid(where, f"expected a mapping, got {_describe(value)}")
-    return _plain(value, where)
+    out: dict[str, Any] = _plain(value, where)
+    return out
 
 
 def _describe(value: Any) -> str:
@@ -309,22 +304,22 @@ class RunExtras:
             # P99 at the previous baseline's user count: every recorded run has P99 at one
             # common load, which the P99 gate compares against
             probe = StoredP99(
-                users=r.probe.users, p99_ms=_sig(r.probe.p99_ms), p99_ci=_sig_pair(r.probe.p99_ci)
+                users=r.probe.users, p99_ms=_sig4(r.probe.p99_ms), p99_ci=_sig_pair(r.probe.p99_ci)
             )
         w = r.open_loop.window if r.open_loop else None
         if r.open_loop is not None and w is not None and w.p99_ms is not None:
             open_loop = StoredP99(
                 rate_rps=_sig(r.open_loop.rate_rps),
                 p50_ms=_sig(w.p50_ms),
-                p99_ms=_sig(w.p99_ms),
+                p99_ms=_sig4(w.p99_ms),
                 p99_ci=_sig_pair(w.p99_ci),
             )
         if r.spike is not None:
             spike = StoredSpike(
-                target_rps=_sig(r.spike.target_rps),
+                target_rps=_sig4(r.spike.target_rps),
                 p99_ms=_sig(r.p99_ms),
                 p99_ci=_sig_pair(r.p99_ci),
-                error_ratio=_sig(r.error_ratio),
+                error_ratio=_sig4(r.error_ratio),
                 recovery_s=_sig(r.spike.recovery_s),
             )
         hpa = r.hpa.to_dict() if r.hpa is not None and r.hpa.recommended else None
@@ -433,6 +428,11 @@ def _stored_spike(d: Mapping[str, Any], where: str) -> StoredSpike | None:
         error_ratio=_number(raw, "error_ratio", here, maximum=1.0),  # type: ignore[arg-type]
         recovery_s=_number(raw, "recovery_s", here, optional=True) if "recovery_s" in raw else None,
     )
+
+
+def _sig4(value: float) -> float:
+    """4 significant digits of a finite figure."""
+    return float(f"{value:.4g}")
 
 
 def _sig(value: float | None) -> float | None:
@@ -550,7 +550,8 @@ class BaselineRun:
         # Validate with the loader's own rules: whatever we write, we can read back.
         try:
             _run_from_dict(d, "run")
-            return _plain(d, "run")
+            stored: dict[str, Any] = _plain(d, "run")
+            return stored
         except _Invalid as exc:
             raise ValueError(f"refusing to store {exc}") from None
 
@@ -897,7 +898,8 @@ class _Loader(_SafeLoader):  # type: ignore[valid-type,misc]
                     f"found duplicate key {key!r}",
                     key_node.start_mark,
                 )
-        return super().construct_mapping(node, deep=deep)
+        mapping: dict[Any, Any] = super().construct_mapping(node, deep=deep)
+        return mapping
 
 
 class _Dumper(yaml.SafeDumper):
@@ -993,35 +995,6 @@ def _parse(data: bytes, path: Path) -> tuple[dict[str, Any], dict[str, BaselineE
 
 
 # --------------------------------------------------------------------------- store
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` all at once: readers see the old or the new file."""
-    try:
-        mode: int | None = stat.S_IMODE(os.stat(path).st_mode)
-    except FileNotFoundError:
-        mode = None  # new file: 0o666 minus the umask, like any other file we create
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            if mode is not None:
-                os.chmod(tmp, mode)
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with suppress(OSError):
-            os.unlink(tmp)
-        raise
-    # Make the rename itself durable (best effort: not every platform opens directories).
-    with suppress(OSError):
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
 
 
 class BaselineStore:
@@ -1170,38 +1143,17 @@ class BaselineStore:
             raw.update(changes)
             new_bytes = _dumps(raw)
             if new_bytes != old_bytes:  # an identical rewrite would only churn mtimes
-                _atomic_write(target, new_bytes)
+                atomic_write(target, new_bytes)
 
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
-        if fcntl is None:  # pragma: no cover - Windows
-            raise BaselineError(
-                f"cannot lock {self.lock_path}: baseline updates need POSIX file locks (fcntl)",
-                path=str(self.path),
-            )
+    def _locked(self) -> contextlib.AbstractContextManager[None]:
         lock = self.lock_path
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
-        try:
-            deadline = time.monotonic() + self.lock_timeout_s
-            delay = 0.002
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        raise BaselineError(
-                            f"could not lock {lock} within {self.lock_timeout_s:g} s: another "
-                            "process (a pytest-xdist worker?) is updating the baseline file "
-                            f"{self.path}; wait for it to finish and rerun",
-                            path=str(self.path),
-                        ) from None
-                    time.sleep(min(delay, remaining))
-                    delay = min(delay * 2, 0.05)
-            try:
-                yield
-            finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
-        finally:
-            os.close(fd)
+        return timed_lock(
+            lock,
+            self.lock_timeout_s,
+            lambda: BaselineError(
+                f"could not lock {lock} within {self.lock_timeout_s:g} s: another process (a "
+                f"pytest-xdist worker?) is updating the baseline file {self.path}; wait for it "
+                "to finish and rerun",
+                path=str(self.path),
+            ),
+        )

@@ -65,7 +65,8 @@ class EndpointResult:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> EndpointResult:
         """Rebuild from :meth:`to_dict` output."""
-        return EndpointResult(**{f.name: d.get(f.name) for f in fields(EndpointResult)})
+        kw: dict[str, Any] = {f.name: d.get(f.name) for f in fields(EndpointResult)}
+        return EndpointResult(**kw)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-friendly dict."""
@@ -102,7 +103,7 @@ class OpenLoopWindow:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> OpenLoopWindow:
         """Rebuild from :meth:`to_dict` output."""
-        kw = {f.name: d.get(f.name) for f in fields(cls)}
+        kw: dict[str, Any] = {f.name: d.get(f.name) for f in fields(cls)}
         kw["p99_ci"] = _pair(d.get("p99_ci"))
         return cls(**kw)
 
@@ -171,7 +172,7 @@ class SpikeResult:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> SpikeResult:
         """Rebuild from :meth:`to_dict` output."""
-        kw = {f.name: d.get(f.name) for f in fields(cls)}
+        kw: dict[str, Any] = {f.name: d.get(f.name) for f in fields(cls)}
         kw["pre"] = OpenLoopWindow.from_dict(d["pre"])
         kw["spike"] = OpenLoopWindow.from_dict(d["spike"])
         kw["ok_requests"] = int(d.get("ok_requests") or 0)

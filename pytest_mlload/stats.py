@@ -48,6 +48,7 @@ __all__ = [
     "rate_ci",
     "ratio_change",
     "run_spread",
+    "signed_pct",
     "undecidable_reason",
 ]
 
@@ -521,7 +522,8 @@ class Decision:
     decidable: float | None = None
 
 
-def _pct(x: float) -> str:
+def signed_pct(x: float) -> str:
+    """A relative change as a signed percentage with one decimal: ``-12.3 %``."""
     return f"{x * 100:+.1f} %"
 
 
@@ -585,7 +587,7 @@ def decide(
     t = threshold
     smallest = math.inf if decidable is None or math.isnan(decidable) else decidable
     if any(math.isnan(v) for v in (change, low, high)):
-        point = "" if math.isnan(change) else f"point change {_pct(change)}, "
+        point = "" if math.isnan(change) else f"point change {signed_pct(change)}, "
         return Decision(
             "inconclusive",
             change,
@@ -596,7 +598,7 @@ def decide(
         )
     if low > high:
         low, high = high, low
-    band = f"change {_pct(change)} (interval {_pct(low)} .. {_pct(high)})"
+    band = f"change {signed_pct(change)} (interval {signed_pct(low)} .. {signed_pct(high)})"
     # mirror lower-is-better onto higher-is-better: the bad direction is then always down
     lo, hi, pt = (low, high, change) if higher_is_better else (-high, -low, -change)
     bad, good = (f"-{t * 100:.1f} %", f"+{t * 100:.1f} %")

@@ -250,7 +250,9 @@ def test_xdist_two_capacity_tests_record_both(
     pytester: pytest.Pytester, demo: DemoServerProcess
 ) -> None:
     """Under -p xdist -n 2 and -W error two capacity tests run on their merits (here: both
-    record), no INTERNALERROR, and both workers' entries end up in the one baseline file."""
+    record), no INTERNALERROR, both workers' entries end up in the one baseline file, and the
+    controller writes one summary table, one JSON report and one Markdown summary holding
+    both workers' results (each worker used to keep its own, the last one overwriting)."""
     make_suite(
         pytester,
         tests=f"""
@@ -287,14 +289,29 @@ def test_b(mlload):
         "--mlload-host",
         demo.url,
         "--mlload-update-baseline",
+        "--mlload-report",
+        "r.json",
+        "--mlload-markdown",
+        "m.md",
     )
     out = text(result)
     result.assert_outcomes(passed=2)
     assert "INTERNALERROR" not in out and "MonkeyPatchWarning" not in out
     tests = yaml.safe_load((pytester.path / "mlload-baseline.yaml").read_text())["tests"]
-    assert sorted(tests) == ["test_capacity.py::test_a", "test_capacity.py::test_b"]
+    keys = ["test_capacity.py::test_a", "test_capacity.py::test_b"]
+    assert sorted(tests) == keys
     for entry in tests.values():
         assert entry["runs"][0]["capacity_rps"] == pytest.approx(DEMO_RPS, rel=0.10)
+    assert out.count("mlload capacity summary") == 1
+    for key in keys:
+        assert summary_row(out, key).endswith(" recorded")
+    report = json.loads((pytester.path / "r.json").read_text())
+    assert sorted(t["key"] for t in report["tests"]) == keys and report["schema"] == 2
+    for rec in report["tests"]:
+        [res] = rec["results"]
+        assert res["capacity_rps"] == pytest.approx(DEMO_RPS, rel=0.10)
+    markdown = (pytester.path / "m.md").read_text()
+    assert all(f"| {key} |" in markdown for key in keys)
 
 
 # --------------------------------------------------------------------------- Ctrl-C
@@ -332,7 +349,8 @@ def test_b_load(mlload):
     baseline = pytester.path / "mlload-baseline.yaml"
     before = write_baseline(baseline, "test_capacity.py::test_other", RunSettings())
     tag = uuid.uuid4().hex
-    env = dict(os.environ, PYTHONPATH=str(pytester.path), MLLOAD_TEST_TAG=tag)
+    path = os.pathsep.join(p for p in (str(pytester.path), os.environ.get("PYTHONPATH")) if p)
+    env = dict(os.environ, PYTHONPATH=path, MLLOAD_TEST_TAG=tag)
     served = demo.stats()["requests"]["classify"]
     log = pytester.path / "inner.log"
     with open(log, "wb") as sink:

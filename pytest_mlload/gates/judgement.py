@@ -201,13 +201,13 @@ def _regression(
 
 def verdict_of(exc: GateFailure, *, part: str, threshold: float, metric: str = "") -> Verdict:
     """A gate exception as a verdict, its figures kept where it has them."""
-    regression = isinstance(exc, PerformanceRegression)
+    figures = exc if isinstance(exc, PerformanceRegression) else None
     return Verdict(
-        metric=(exc.metric if regression else "") or metric or exc.verdict,
+        metric=(figures.metric if figures else "") or metric or exc.verdict,
         verdict=exc.verdict,
-        baseline=exc.baseline if regression else None,
-        observed=exc.observed if regression else None,
-        change=exc.change_ratio if regression else None,
+        baseline=figures.baseline if figures else None,
+        observed=figures.observed if figures else None,
+        change=figures.change_ratio if figures else None,
         low=None,
         high=None,
         threshold=threshold,

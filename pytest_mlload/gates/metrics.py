@@ -45,7 +45,7 @@ from pytest_mlload.errors import (
     SettingsMismatch,
 )
 from pytest_mlload.results import CapacityResult
-from pytest_mlload.stats import SIGMA0, change_interval, decide, interval_sd, run_spread
+from pytest_mlload.stats import SIGMA0, change_interval, decide, interval_sd, run_spread, signed_pct
 
 __all__ = ["Verdict", "check_no_regression", "error_verdict", "evaluate", "rate_limit_verdicts"]
 
@@ -92,10 +92,6 @@ class Verdict:
     def from_dict(cls, d: Mapping[str, Any]) -> Verdict:
         """Rebuild from :meth:`to_dict` output."""
         return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
-
-
-def _pct(x: float) -> str:
-    return f"{x * 100:+.1f} %"
 
 
 def _missing(metric: str, threshold: float, unit: str, message: str, **kw: Any) -> Verdict:
@@ -152,7 +148,7 @@ def _compare(
         runs=base.runs,
     )
     shown_ci = (
-        f"95 % CI {_pct(d.low)}..{_pct(d.high)}"
+        f"95 % CI {signed_pct(d.low)}..{signed_pct(d.high)}"
         if math.isfinite(d.low) and math.isfinite(d.high)
         else "no confidence interval"
     )
@@ -694,17 +690,16 @@ def rate_limit_verdicts(
                 )
             )
             continue
-        scale = lambda ci: (ci[0] * f, ci[1] * f) if ci else None  # noqa: E731
         v = _compare(
             "rate_limit",
             label,
             "req/s",
             float(now),
-            scale(result.capacity_ci),
+            _scaled(result.capacity_ci, f),
             [float(r.extra.rate_limit_rps or 0.0) for r in runs],
             settings.threshold,
             higher_is_better=True,
-            base_cis=[scale(r.capacity_ci_rps) for r in runs],
+            base_cis=[_scaled(r.capacity_ci_rps, f) for r in runs],
             prior=settings.run_spread_prior,
         )
         if v.verdict == "improvement":
@@ -715,6 +710,10 @@ def rate_limit_verdicts(
             )
         out.append(replace(v, part=part))
     return out
+
+
+def _scaled(ci: tuple[float, float] | None, factor: float) -> tuple[float, float] | None:
+    return (ci[0] * factor, ci[1] * factor) if ci else None
 
 
 def check_no_regression(verdicts: list[Verdict]) -> None:

@@ -10,22 +10,21 @@ on Ctrl-C, so no load outlives the call.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import selectors
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from pytest_mlload._io import stop_process, timed_lock
 from pytest_mlload.config import RunSettings
 from pytest_mlload.errors import ConfigError, HostUnreachable, LoadError
 from pytest_mlload.results import CapacityResult
@@ -89,43 +88,18 @@ def check_host(host: str, *, timeout_s: float = 3.0) -> tuple[str, int]:
     return parts.hostname, port
 
 
-@contextlib.contextmanager
-def exclusive_load() -> Iterator[None]:
+def exclusive_load() -> contextlib.AbstractContextManager[None]:
     """One load run at a time per machine user: parallel load tests measure each other, so
     pytest-xdist workers (and any other caller) queue here instead of sharing the CPU."""
     path = Path(tempfile.gettempdir()) / f"pytest-mlload-{os.getuid()}.lock"
-    with open(path, "w") as fh:
-        deadline = time.monotonic() + LOCK_TIMEOUT_S
-        while True:  # flock has no timeout of its own: poll, bounded
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise LoadError(
-                        f"another load run held {path} for over {LOCK_TIMEOUT_S:g} s; is a "
-                        f"stuck pytest-mlload process still running?"
-                    ) from None
-                time.sleep(0.05)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def _stop(proc: subprocess.Popen[str]) -> None:
-    """Stop the driver by PID: SIGTERM, then SIGKILL if it lingers."""
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    try:
-        proc.wait(2.0)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(5.0)
+    return timed_lock(
+        path,
+        LOCK_TIMEOUT_S,
+        lambda: LoadError(
+            f"another load run held {path} for over {LOCK_TIMEOUT_S:g} s; is a stuck "
+            f"pytest-mlload process still running?"
+        ),
+    )
 
 
 def run_capacity(
@@ -193,7 +167,7 @@ def run_capacity(
             proc.stdin.flush()
             result = _read_events(proc, cap_s, on_event)
         finally:
-            _stop(proc)
+            stop_process(proc, group=True)
             for pipe in (proc.stdin, proc.stdout):
                 if pipe is not None:
                     pipe.close()  # else a ResourceWarning (unclosed file) in the caller
@@ -243,6 +217,6 @@ def _read_events(
                     continue  # user code printed something: not ours
                 event = json.loads(line[len(MARK) :])
                 if event.get("event") in ("result", "error"):
-                    return event
+                    return dict(event)
                 if on_event:
                     on_event(event)

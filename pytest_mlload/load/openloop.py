@@ -48,7 +48,7 @@ class OpenLoopSamples:
     @property
     def latency_ms(self) -> np.ndarray:
         """Latency from the *intended* send time (coordinated-omission free), in ms."""
-        return (self.end_s - self.intended_s) * 1000.0
+        return np.asarray((self.end_s - self.intended_s) * 1000.0)
 
     def latencies_ms(self, horizon_s: float) -> np.ndarray:
         """Every arrival's latency, failures included with the time they took.
@@ -58,7 +58,7 @@ class OpenLoopSamples:
         raises the percentiles instead of leaving them. Ordered by intended send time.
         """
         end = np.where(np.isfinite(self.end_s), self.end_s, max(horizon_s, 0.0))
-        return np.maximum(end - self.intended_s, 0.0) * 1000.0
+        return np.asarray(np.maximum(end - self.intended_s, 0.0) * 1000.0)
 
     def horizon_s(self) -> float:
         """The last moment anything was recorded (latest completion or dispatch)."""

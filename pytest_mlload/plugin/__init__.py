@@ -216,7 +216,7 @@ class MlloadState:
     def resolve(self, marker: dict[str, Any], *, where: str) -> RunSettings:
         """Run settings: marker > command line > --mlload-config file > ini > default."""
         hpa = {f.name for f in _hpa_fields()}
-        return resolve_settings(
+        settings: RunSettings = resolve_settings(
             marker,
             self.cli,
             self.ini,
@@ -224,6 +224,7 @@ class MlloadState:
             also_known=hpa,
             layers=[(self.file_layer, "--mlload-config file")],
         )
+        return settings
 
     def hpa(self, marker: dict[str, Any], *, where: str) -> Any:
         """HPA settings, same precedence."""
@@ -359,7 +360,8 @@ class MlloadState:
 def mlload_host(pytestconfig: pytest.Config) -> str | None:
     """The service URL: ``--mlload-host`` / ini ``mlload_host``. Override it in a conftest
     to start a server of your own (the example suite starts the demo server)."""
-    return _option(pytestconfig, "host")
+    host = _option(pytestconfig, "host")
+    return None if host is None else str(host)
 
 
 @pytest.fixture

@@ -6,13 +6,12 @@ Everything here is plain data in, text out; the plugin decides where it goes.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pytest_mlload._io import atomic_write
 from pytest_mlload.gates.judgement import worst
 from pytest_mlload.gates.metrics import Verdict
 from pytest_mlload.results import RESULT_SCHEMA, CapacityResult, part_name
@@ -189,13 +188,5 @@ def json_report(records: list[TestRecord], *, meta: dict[str, Any] | None = None
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
     """Write JSON atomically (temp file + rename), creating parent folders."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=True, allow_nan=False, default=str)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    text = json.dumps(data, indent=2, sort_keys=True, allow_nan=False, default=str) + "\n"
+    atomic_write(path, text)

@@ -79,6 +79,7 @@ from typing import IO, Any, TypeVar
 
 import numpy as np
 
+from pytest_mlload._io import stop_process
 from pytest_mlload.errors import ConfigError
 
 __all__ = [
@@ -344,7 +345,8 @@ def _probabilities(rows: np.ndarray) -> np.ndarray:
     logits = rows @ _W_CLASSIFY + _B_CLASSIFY
     logits -= logits.max(axis=1, keepdims=True)
     exp = np.exp(logits)
-    return exp / exp.sum(axis=1, keepdims=True)
+    probs: np.ndarray = exp / exp.sum(axis=1, keepdims=True)
+    return probs
 
 
 def _classify(rows: np.ndarray) -> dict[str, Any]:
@@ -1172,13 +1174,8 @@ class DemoServerProcess:
     def stop(self, timeout_s: float = 5.0) -> None:
         """SIGTERM the child, SIGKILL it after ``timeout_s``; safe to call twice."""
         process = self._process
-        if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout_s)
+        if process is not None:
+            stop_process(process, grace_s=timeout_s)
         if process is not None and process.stdout is not None:
             process.stdout.close()
         self._url = None

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -22,6 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from pytest_mlload._io import atomic_write, stop_process
 from pytest_mlload.errors import ConfigError, LoadError
 from pytest_mlload.hpa.prometheus import PrometheusClient, QueryOutcome
 
@@ -177,16 +176,8 @@ class PrometheusProcess:
 
     def _stop_process(self) -> None:
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+        if proc is not None:
+            stop_process(proc, grace_s=10.0)
 
     def _cleanup_dir(self) -> None:
         if self._dir is not None:
@@ -203,10 +194,8 @@ class PrometheusProcess:
 
     def _write_targets(self) -> None:
         assert self._dir is not None
-        path = self._dir / "targets.json"
-        tmp = self._dir / "targets.json.tmp"
-        tmp.write_text(json.dumps(self._groups))
-        os.replace(tmp, path)  # atomic: Prometheus never reads half a file
+        # atomic: Prometheus never reads half a file
+        atomic_write(self._dir / "targets.json", json.dumps(self._groups))
 
     def add_target(self, address: str, labels: Mapping[str, str] | None = None) -> None:
         """Scrape ``address`` (``"127.0.0.1:PORT"``, path ``/metrics``) from now on."""
