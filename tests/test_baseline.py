@@ -14,11 +14,15 @@ from typing import Any
 
 import pytest
 import yaml
+from records import window
 
 from pytest_mlload.baseline import (
     BaselineEntry,
     BaselineRun,
     BaselineStore,
+    RunExtras,
+    StoredP99,
+    StoredSpike,
     _cpu_model,
     baseline_key,
     environment_fingerprint,
@@ -26,7 +30,13 @@ from pytest_mlload.baseline import (
 )
 from pytest_mlload.config import RunSettings
 from pytest_mlload.errors import BaselineError
-from pytest_mlload.results import CapacityResult, EndpointResult
+from pytest_mlload.results import (
+    CapacityResult,
+    EndpointResult,
+    OpenLoopResult,
+    ProbeResult,
+    SpikeResult,
+)
 
 NOW = datetime(2026, 11, 25, 23, 59, 1, tzinfo=UTC)
 FP = {
@@ -111,10 +121,42 @@ def test_runs_keep_their_own_intervals_rounded_and_older_files_without_them_load
     assert old.latest.p99_ms == entry.latest.p99_ms
 
 
+def with_extras(result: CapacityResult) -> CapacityResult:
+    """``result`` with every typed figure a baseline run keeps beyond the core ones."""
+    return replace(
+        result,
+        rate_limit_rps=146.728,
+        probe=ProbeResult(
+            users=10,
+            p50_ms=35.0,
+            p99_ms=88.123456,
+            requests=400,
+            failures=0,
+            duration_s=3.0,
+            p99_ci=(80.0, 95.55555),
+        ),
+        open_loop=OpenLoopResult(
+            rate_rps=155.9, window=window(155.9, 71.23456, p99_ci=(65.0, 80.0)), peak_workers=9
+        ),
+        spike=SpikeResult(
+            target_rps=400.0,
+            base_rps=40.0,
+            duration_s=5.0,
+            pre=window(40.0, 30.0),
+            spike=window(400.0, 300.0),
+            recovery_s=1.23456,
+            recovery_limit_s=10.0,
+            peak_workers=50,
+            ok_requests=1900,
+        ),
+        bound="max_users",
+        knee_users=14,
+    )
+
+
 def test_round_trip_keeps_every_field(tmp_path: Path) -> None:
     store = store_at(tmp_path)
-    extra = {"rate_limit": {"limit_rps": 50, "observed_429_ratio": 0.01}, "modes": ["individual"]}
-    entry = store.record(KEY, make_result(), SETTINGS, fingerprint=FP, extra=extra, now=NOW)
+    entry = store.record(KEY, with_extras(make_result()), SETTINGS, fingerprint=FP, now=NOW)
 
     loaded = store.load()
     assert list(loaded) == [KEY]
@@ -125,7 +167,21 @@ def test_round_trip_keeps_every_field(tmp_path: Path) -> None:
     assert run.recorded_at == "2026-11-25T23:59:01Z"
     assert (run.capacity_rps, run.p99_ms, run.users, run.error_ratio) == (183.41, 97.3, 12, 0.0012)
     assert run.endpoints["/predict"]["failures"] == 1
-    assert run.extra == extra
+    # the typed extras, rounded to 4 significant digits (intervals like their figure)
+    assert run.extra == RunExtras(
+        rate_limit_rps=146.7,
+        probe=StoredP99(users=10, p99_ms=88.12, p99_ci=(80.0, 95.56)),
+        open_loop=StoredP99(rate_rps=155.9, p50_ms=35.62, p99_ms=71.23, p99_ci=(65.0, 80.0)),
+        spike=StoredSpike(
+            target_rps=400.0, p99_ms=97.3, p99_ci=None, error_ratio=0.0012, recovery_s=1.235
+        ),
+        bound="max_users",
+        knee_users=14,
+    )
+    assert loaded[KEY].latest.extra == run.extra
+    stored = yaml.safe_load(store.path.read_text())["tests"][KEY]["runs"][0]["extra"]
+    assert stored["probe"] == {"users": 10, "p99_ms": 88.12, "p99_ci": [80.0, 95.56]}
+    assert stored["rate_limit_rps"] == 146.7
     assert entry.settings == SETTINGS.comparable()
     assert entry.fingerprint == FP
 
@@ -207,8 +263,16 @@ def test_nan_and_inf_are_never_written(tmp_path: Path, bad: float) -> None:
 
     with pytest.raises(ValueError, match="capacity_rps"):
         store.record("x.py::test_x", make_result(bad), SETTINGS, fingerprint=FP, now=NOW)
-    with pytest.raises(ValueError, match="extra.score"):
-        store.record("x.py::test_x", make_result(), SETTINGS, fingerprint=FP, extra={"score": bad})
+    no_probe_p99 = replace(
+        make_result(),
+        probe=ProbeResult(
+            users=10, p50_ms=30.0, p99_ms=bad, requests=100, failures=0, duration_s=2.0
+        ),
+    )
+    with pytest.raises(ValueError, match=r"extra\.probe\.p99_ms"):
+        store.record("x.py::test_x", no_probe_p99, SETTINGS, fingerprint=FP, now=NOW)
+    # a rate limit that is not a number is not kept at all (never written as nan/inf)
+    assert BaselineRun.from_result(replace(make_result(), rate_limit_rps=bad)).extra == RunExtras()
     entry = BaselineEntry.from_result(KEY, make_result(), SETTINGS, FP, now=NOW)
     broken = replace(entry, runs=(replace(entry.latest, p99_ms=bad),))
     with pytest.raises(ValueError, match="p99_ms"):
@@ -216,9 +280,15 @@ def test_nan_and_inf_are_never_written(tmp_path: Path, bad: float) -> None:
     assert store.path.read_bytes() == before
 
 
-def test_non_plain_extra_is_refused() -> None:
-    with pytest.raises(ValueError, match="extra.when"):
-        BaselineEntry.from_result(KEY, make_result(), SETTINGS, FP, extra={"when": NOW})
+def test_non_plain_extra_is_refused(tmp_path: Path) -> None:
+    entry = BaselineEntry.from_result(KEY, make_result(), SETTINGS, FP, now=NOW)
+    odd = replace(entry.latest, extra=RunExtras(hpa={"when": NOW}))  # the free-form part
+    with pytest.raises(ValueError, match=r"extra\.hpa\.when"):
+        replace(entry, runs=(odd,)).to_dict()
+    store = store_at(tmp_path)
+    with pytest.raises(ValueError, match=r"extra\.hpa\.when"):
+        store.update({KEY: replace(entry, runs=(odd,))})
+    assert not store.path.exists()
 
 
 # ---------------------------------------------------------------- history and aggregates
@@ -308,7 +378,7 @@ tests:
     runs:
     - {recorded_at: '2025-01-01T00:00:00Z', capacity_rps: 12, p50_ms: null, p95_ms: null,
        p99_ms: 40.123456, users: 3, error_ratio: 0, requests: 99, endpoints: {},
-       extra: {note: "hand edited", limits: [1, 2.5]}}
+       extra: {knee_users: 4, probe: {users: 2, p99_ms: 31.987654}, rate_limit_rps: 9}}
 """
 
 
@@ -650,8 +720,17 @@ def test_reference_load_is_where_most_runs_measured_p99(tmp_path: Path) -> None:
     store = store_at(tmp_path, history=5)
     loads = [(20, None), (22, 20), (19, 20), (23, 20)]  # (operating users, probed users)
     for i, (users, probed) in enumerate(loads):
-        extra = {"probe": {"users": probed, "p99_ms": 50.0 + i, "p99_ci": None}} if probed else {}
-        run = BaselineRun.from_result(make_result(200.0, users=users), extra=extra, now=NOW)
+        probe = (
+            ProbeResult(
+                users=probed, p50_ms=20.0, p99_ms=50.0 + i, requests=300, failures=0, duration_s=3
+            )
+            if probed
+            else None
+        )
+        run = BaselineRun.from_result(
+            replace(make_result(200.0, users=users), probe=probe), now=NOW
+        )
+        assert (run.extra.probe is not None) == bool(probed)
         old = store.load().get(KEY)
         entry = (
             old.with_run(run, SETTINGS, FP, 5)

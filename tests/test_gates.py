@@ -1,4 +1,4 @@
-"""Unit tests of pytest_mlload.judge.gates: verdicts against baseline histories, seeded, no load.
+"""Unit tests of pytest_mlload.gates.metrics: verdicts against baseline histories, seeded, no load.
 
 Histories are built with the real baseline records (``BaselineEntry.from_result`` /
 ``with_run``, rounded as stored), so the whole chain from stored figures to a verdict is
@@ -14,73 +14,33 @@ from typing import Any
 
 import numpy as np
 import pytest
+from records import WINDOW_SD, window
+from records import converged as result
 
 from pytest_mlload.baseline import BaselineEntry, BaselineRun
 from pytest_mlload.config import RunSettings
 from pytest_mlload.errors import Inconclusive
-from pytest_mlload.judge import gates
-from pytest_mlload.judge.gates import Verdict, error_verdict, evaluate, evaluate_spike
-from pytest_mlload.results import CapacityResult, ProbeResult
+from pytest_mlload.gates import metrics as gates
+from pytest_mlload.gates.metrics import Verdict, error_verdict, evaluate, evaluate_spike
+from pytest_mlload.results import CapacityResult, SpikeResult
 
 KEY = "test_x.py::test_x"
 FP = {"cpu_count": 2}
 SETTINGS = RunSettings(target_p99_ms=120)
-WINDOW_SD = 0.015  # a run's own window: a 95 % interval of about +-3 %
 
 
-def result(
-    cap: float = 200.0,
-    p99: float = 100.0,
-    *,
-    users: int = 20,
-    window_sd: float = WINDOW_SD,
-    requests: int = 3000,
-    error_ratio: float = 0.0,
-    probe_p99: float | None = None,
-    extra: dict[str, Any] | None = None,
-) -> CapacityResult:
-    """A converged result at ``users`` with intervals of ``window_sd`` (log scale)."""
-    w = math.exp(1.96 * window_sd)
-    probe_p99 = p99 if probe_p99 is None else probe_p99
-    return CapacityResult(
-        name="",
-        host="http://127.0.0.1:9",
-        status="converged",
-        reason="",
-        capacity_rps=cap,
-        p50_ms=p99 / 2,
-        p95_ms=p99 * 0.9,
-        p99_ms=p99,
-        users=users,
-        requests=requests,
-        failures=round(error_ratio * requests),
-        error_ratio=error_ratio,
-        measure_s=15.0,
-        elapsed_s=30.0,
-        target_p99_ms=120.0,
-        capacity_ci=(cap / w, cap * w),
-        p99_ci=(p99 / w, p99 * w),
-        probe=ProbeResult(
-            users=users,
-            p50_ms=probe_p99 / 2,
-            p99_ms=probe_p99,
-            requests=requests,
-            failures=0,
-            duration_s=10.0,
-            p99_ci=(probe_p99 / w, probe_p99 * w),
-        ),
-        extra=dict(extra or {}),
-    )
-
-
-def history(
-    results: list[CapacityResult], extras: list[dict[str, Any]] | None = None
-) -> BaselineEntry:
-    """A baseline entry holding ``results`` as its runs (oldest first)."""
-    extras = extras or [{} for _ in results]
-    entry = BaselineEntry.from_result(KEY, results[0], SETTINGS, FP, extra=extras[0])
-    for r, ex in zip(results[1:], extras[1:], strict=True):
-        entry = entry.with_run(BaselineRun.from_result(r, extra=ex), SETTINGS, FP, 20)
+def history(results: list[CapacityResult], probes: list[bool] | None = None) -> BaselineEntry:
+    """A baseline entry holding ``results`` as its runs (oldest first), their typed figures
+    kept as recording keeps them. A run keeps its probe only where ``probes`` says so: by
+    default :func:`result` probes its own load, which would count its P99 twice."""
+    probes = probes or [False for _ in results]
+    kept = [
+        r if keep else dataclasses.replace(r, probe=None)
+        for r, keep in zip(results, probes, strict=True)
+    ]
+    entry = BaselineEntry.from_result(KEY, kept[0], SETTINGS, FP)
+    for r in kept[1:]:
+        entry = entry.with_run(BaselineRun.from_result(r), SETTINGS, FP, 20)
     return entry
 
 
@@ -191,8 +151,11 @@ def test_one_run_baseline_says_record_one_more() -> None:
 
 def test_p99_baseline_includes_runs_that_probed_the_users() -> None:
     # the newest run's operating point is at 20 users; an older run at 16 users probed 20
-    probed = {"probe": {"users": 20, "p99_ms": 101.0, "p99_ci": [98.0, 104.0]}}
-    entry = history([result(p99=150.0, users=16), result(p99=99.0)], extras=[probed, {}])
+    probed = result(p99=150.0, users=16, probe_users=20, probe_p99=101.0)
+    entry = history([probed, result(p99=99.0)], probes=[True, False])
+    probe = entry.runs[0].extra.probe
+    assert probe is not None and (probe.users, probe.p99_ms) == (20, 101.0)
+    assert probe.p99_ci == (98.07, 104.01)
     v = judge(result(probe_p99=100.0), entry)["p99"]
     # two baseline values at 20 users (99 and the probe's 101), not the 150 at 16 users
     assert v.baseline == pytest.approx(100.0)
@@ -200,6 +163,16 @@ def test_p99_baseline_includes_runs_that_probed_the_users() -> None:
     assert v.spread is not None and v.spread < 0.03
     only_op = history([result(p99=150.0, users=16), result(p99=99.0)])
     assert judge(result(probe_p99=100.0), only_op)["p99"].baseline == pytest.approx(99.0)
+
+
+def test_a_run_that_probed_its_own_load_counts_once() -> None:
+    # three runs at 20 users, each probing 20 users too: three P99 figures, not six (two
+    # windows of one run would understate the run-to-run spread)
+    runs = [result(p99=p, probe_p99=p + 1.0) for p in (95.0, 100.0, 105.0)]
+    entry = history(runs, probes=[True, True, True])
+    values, _ = gates._p99_at(entry, 20)
+    assert values == [96.0, 101.0, 106.0]
+    assert "over 3 baseline runs" in judge(result(probe_p99=101.0), entry)["p99"].message
 
 
 # --------------------------------------------------------------------------- error ratio
@@ -243,10 +216,13 @@ def test_rate_limit_one_sided_with_intervals() -> None:
     def with_limit(cap: float) -> CapacityResult:
         r = result(cap=cap)
         limit = round(cap * SETTINGS.safety_factor, 2)
-        return dataclasses.replace(r, extra={"rate_limit_rps": limit})
+        return dataclasses.replace(r, rate_limit_rps=limit)
 
     base = [with_limit(200.0), with_limit(202.0), with_limit(198.0)]
-    entry = history(base, extras=[dict(r.extra) for r in base])
+    entry = history(base)
+    assert [run.extra.rate_limit_rps for run in entry.runs] == [
+        round(c * SETTINGS.safety_factor, 2) for c in (200.0, 202.0, 198.0)
+    ]
     entries = {KEY: entry}
     for cap, verdict in ((260.0, "pass"), (200.0, "pass"), (160.0, "regression")):
         (v,) = gates.rate_limit_verdicts({KEY: with_limit(cap)}, entries, SETTINGS)
@@ -256,31 +232,36 @@ def test_rate_limit_one_sided_with_intervals() -> None:
     assert "one-sided" in up.message
     (none,) = gates.rate_limit_verdicts({KEY: with_limit(200.0)}, {KEY: None}, SETTINGS)
     assert none.verdict == "inconclusive" and "no baseline value" in none.message
+    (unset,) = gates.rate_limit_verdicts({KEY: result()}, entries, SETTINGS)
+    assert unset.verdict == "inconclusive" and "this run has none" in unset.message
 
 
 # --------------------------------------------------------------------------- spike
 
 
 def _spike(p99: float, error_ratio: float, recovery_s: float = 1.0) -> CapacityResult:
-    r = result(p99=p99, error_ratio=error_ratio)
-    return dataclasses.replace(r, extra={"spike": {"target_rps": 400.0, "recovery_s": recovery_s}})
+    figures = SpikeResult(
+        target_rps=400.0,
+        base_rps=40.0,
+        duration_s=5.0,
+        pre=window(40.0, p99 / 10),
+        spike=window(400.0, p99, error_ratio=error_ratio),
+        recovery_s=recovery_s,
+        recovery_limit_s=10.0,
+        peak_workers=80,
+        ok_requests=round(2000 * (1 - error_ratio)),
+    )
+    return result(p99=p99, error_ratio=error_ratio, spike=figures)
 
 
 def _spike_entry(p99: float, error_ratio: float) -> BaselineEntry:
-    runs = [_spike(p99, error_ratio), _spike(p99 * 1.01, error_ratio)]
-    extras = [
-        {
-            "spike": {
-                "p99_ms": r.p99_ms,
-                "p99_ci": list(r.p99_ci or ()),
-                "error_ratio": error_ratio,
-                "recovery_s": 1.0,
-                "target_rps": 400.0,
-            }
-        }
-        for r in runs
+    entry = history([_spike(p99, error_ratio), _spike(p99 * 1.01, error_ratio)])
+    spikes = [run.extra.spike for run in entry.runs]
+    assert [(s.target_rps, s.p99_ms, s.error_ratio, s.recovery_s) for s in spikes if s] == [
+        (400.0, round(p99, 2), error_ratio, 1.0),
+        (400.0, float(f"{p99 * 1.01:.4g}"), error_ratio, 1.0),
     ]
-    return history(runs, extras=extras)
+    return entry
 
 
 class _SpikeSettings:

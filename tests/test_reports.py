@@ -14,11 +14,17 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from records import window
 
 from pytest_mlload.baseline import BaselineEntry, BaselineStore
 from pytest_mlload.config import RunSettings
 from pytest_mlload.report import tables as report
-from pytest_mlload.results import CapacityResult, ProbeResult, WindowRecord
+from pytest_mlload.results import (
+    CapacityResult,
+    ProbeResult,
+    SpikeResult,
+    WindowRecord,
+)
 
 MARKER = "target_p99_ms=120"
 
@@ -179,7 +185,9 @@ def test_every_verdict_kind_and_every_report_file(
     out = "\n".join(result.outlines)
 
     report = json.loads((suite / "out/r.json").read_text())
-    assert report["schema"] == 1
+    assert report["schema"] == 2  # 2: typed records instead of ``extra``
+    first = report["tests"][0]["results"][0]
+    assert "extra" not in first and {"open_loop", "spike", "rate_limit_rps", "hpa"} <= set(first)
     outcome = {t["key"].split("::")[1]: t["outcome"] for t in report["tests"]}
     assert outcome == {
         "test_pass": "pass",
@@ -321,7 +329,18 @@ def spike_result(p99: float, max_p99: float) -> CapacityResult:
     """A spike part as the driver builds it: the spike's figures, the test's P99 target."""
     settings = RunSettings(target_p99_ms=120, spike_max_p99_ms=max_p99).to_dict()
     r = fake(cap=280.0, p99=p99, users=90)
-    return replace(r, name="spike", settings=settings, extra={"spike": {"target_rps": 300.0}})
+
+    spike = SpikeResult(
+        target_rps=300.0,
+        base_rps=30.0,
+        duration_s=5.0,
+        pre=window(30.0, 50.0),
+        spike=window(300.0, p99),
+        recovery_s=1.0,
+        recovery_limit_s=10.0,
+        peak_workers=90,
+    )
+    return replace(r, name="spike", settings=settings, spike=spike)
 
 
 @pytest.mark.parametrize(("max_p99", "shown"), [(0.0, "—"), (2500.0, "2500")])
