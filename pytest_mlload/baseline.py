@@ -243,8 +243,10 @@ def _utc_stamp(now: datetime | None) -> str:
     return now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _settings_dict(settings: RunSettings | Mapping[str, Any]) -> dict[str, Any]:
-    raw = settings.comparable() if isinstance(settings, RunSettings) else settings
+def _settings_dict(
+    settings: RunSettings | Mapping[str, Any], mix: Mapping[str, float] | None = None
+) -> dict[str, Any]:
+    raw = settings.comparable(mix) if isinstance(settings, RunSettings) else settings
     try:
         return _mapping(raw, "settings")
     except _Invalid as exc:
@@ -626,6 +628,21 @@ class BaselineEntry:
         if not self.runs:
             raise ValueError(f"baseline entry {self.key!r} needs at least one run")
 
+    def settings_differences(
+        self, settings: RunSettings, mix: Mapping[str, float] | None = None
+    ) -> list[str]:
+        """What differs between the entry's settings and ``settings`` (with ``mix``), one
+        ``"name: baseline X, now Y"`` each; empty when comparable. An entry recorded before
+        mixes were compared (no ``mix`` key) is compared without it."""
+        now = settings.comparable(mix)
+        if "mix" not in self.settings:
+            now.pop("mix", None)
+        return [
+            f"{k}: baseline {self.settings.get(k)!r}, now {v!r}"
+            for k, v in now.items()
+            if self.settings.get(k) != v
+        ]
+
     @property
     def latest(self) -> BaselineRun:
         """The newest run."""
@@ -697,7 +714,10 @@ class BaselineEntry:
         run = BaselineRun.from_result(result, now=now)
         fp = environment_fingerprint() if fingerprint is None else fingerprint
         return cls(
-            key=key, settings=_settings_dict(settings), fingerprint=_fp_dict(fp), runs=(run,)
+            key=key,
+            settings=_settings_dict(settings, result.mix),
+            fingerprint=_fp_dict(fp),
+            runs=(run,),
         )
 
     def with_run(

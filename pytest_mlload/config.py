@@ -187,8 +187,12 @@ class RunSettings:
     # they were compared (at the default) stay comparable.
     COMPARABLE_IF_SET = ("request_timeout_s",)
 
-    def comparable(self) -> dict[str, Any]:
-        """The settings that must match for a baseline comparison to mean anything."""
+    def comparable(self, mix: Mapping[str, float] | None = None) -> dict[str, Any]:
+        """The settings that must match for a baseline comparison to mean anything.
+
+        ``mix`` (endpoint -> weight of a mix part) is compared as traffic shares, so an
+        edited ``production_weights`` is a settings mismatch, not a regression.
+        """
         out: dict[str, Any] = {}
         names = self.COMPARABLE + (self.SPIKE_COMPARABLE if "spike" in self.mode else ())
         for name in names:
@@ -198,6 +202,9 @@ class RunSettings:
         for name in self.COMPARABLE_IF_SET:
             if getattr(self, name) != defaults[name]:
                 out[name] = getattr(self, name)
+        if mix and len(mix) > 1:
+            total = sum(mix.values()) or 1.0
+            out["mix"] = {k: round(mix[k] / total, 4) for k in sorted(mix)}
         return out
 
     def to_dict(self) -> dict[str, Any]:

@@ -18,7 +18,7 @@ mode's held load and the open-loop rate come from the entry (when its settings m
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -82,11 +82,14 @@ class CapacityTest:
             return self.run_part(Part("", "individual", target))
         return run_modes(target, self.settings, self.run_part, mixes=mixes)
 
-    def plan(self, part: str, kind: str = "search") -> RunPlan:
-        """The probe, held load and open-loop rate of ``part`` from its baseline entry."""
+    def plan(
+        self, part: str, kind: str = "search", mix: Mapping[str, float] | None = None
+    ) -> RunPlan:
+        """The probe, held load and open-loop rate of ``part`` from its baseline entry
+        (when it was measured with these settings and this ``mix``)."""
         s = self.settings
         stored = self.store.get(part_key(self.key, part))
-        entry = stored if stored and stored.settings == s.comparable() else None
+        entry = stored if stored and not stored.settings_differences(s, mix) else None
         search = kind == "search"
         probe = entry.users if entry is not None and search else None
         hold = probe if s.check and not self.update else None
@@ -114,7 +117,7 @@ class CapacityTest:
         from pytest_mlload.load.modes import rate_limit_rps
 
         key = part_key(self.key, part.name)
-        plan = self.plan(part.name, part.kind)
+        plan = self.plan(part.name, part.kind, part.weights)
         if plan.note:
             self.warn(f"{key}: {plan.note}")
         label = part.name or self.key

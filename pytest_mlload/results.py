@@ -245,7 +245,9 @@ class CapacityResult(EndpointResult):
 
     ``open_loop``, ``spike``, ``rate_limit_rps`` (capacity x safety factor) and ``hpa`` are
     the typed figures of the phases that ran. ``parts``, ``exploration`` and ``rate_limits``
-    are filled on the result of a run of several parts (see the module docstring).
+    are filled on the result of a run of several parts (see the module docstring). ``mix``
+    is the endpoint -> weight of a mix target (empty for one endpoint); it is compared with
+    the baseline's like a setting.
     """
 
     host: str
@@ -276,6 +278,7 @@ class CapacityResult(EndpointResult):
     parts: Mapping[str, CapacityResult] = field(default_factory=dict)
     exploration: dict[str, Any] | None = None
     rate_limits: Mapping[str, float] = field(default_factory=dict)
+    mix: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def converged(self) -> bool:
@@ -310,6 +313,7 @@ class CapacityResult(EndpointResult):
         d["hpa"] = self.hpa.to_dict() if self.hpa else None
         d["parts"] = {k: v.to_dict() for k, v in self.parts.items()}
         d["rate_limits"] = dict(self.rate_limits)
+        d["mix"] = dict(self.mix)
         return d
 
     @classmethod
@@ -335,6 +339,7 @@ class CapacityResult(EndpointResult):
         kw["hpa"] = _hpa_from(d.get("hpa"))
         kw["parts"] = {k: cls.from_dict(v) for k, v in (d.get("parts") or {}).items()}
         kw["rate_limits"] = dict(d.get("rate_limits") or {})
+        kw["mix"] = dict(d.get("mix") or {})
         return cls(**kw)
 
 

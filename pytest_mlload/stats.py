@@ -52,7 +52,7 @@ __all__ = [
     "undecidable_reason",
 ]
 
-Verdict = Literal["pass", "regression", "improvement", "inconclusive"]
+VerdictKind = Literal["pass", "regression", "improvement", "inconclusive"]
 
 
 def _as_samples(values: ArrayLike, name: str) -> np.ndarray:
@@ -514,7 +514,7 @@ class Decision:
     threshold the setup can decide (None when not known).
     """
 
-    verdict: Verdict
+    verdict: VerdictKind
     change: float
     low: float
     high: float
@@ -605,7 +605,7 @@ def decide(
     if not higher_is_better:
         bad, good = good, bad
     below = "below" if higher_is_better else "above"
-    verdict: Verdict
+    verdict: VerdictKind
     if hi < -t:
         verdict, why = "regression", f"lies entirely {below} the {bad} threshold"
     elif lo > t:

@@ -70,6 +70,11 @@ class TargetSpec:
         """Endpoint names of the TaskSets (empty for a User class)."""
         return tuple(ep for _, _, ep in self.tasksets)
 
+    @property
+    def mix(self) -> dict[str, float]:
+        """Endpoint -> weight of a mix of several TaskSets (empty for one target)."""
+        return {ep: w for _, w, ep in self.tasksets} if len(self.tasksets) > 1 else {}
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form, sent to the load driver."""
         return {

@@ -247,3 +247,27 @@ def test_two_sessions_recording_the_same_key_keep_both_runs(store: BaselineStore
     # each session's cached read follows the file the other one wrote
     assert [r.capacity_rps for r in first.get(KEY).runs] == caps  # type: ignore[union-attr]
     assert [r.capacity_rps for r in second.get(KEY).runs] == caps  # type: ignore[union-attr]
+
+
+def test_an_edited_mix_is_a_settings_mismatch_not_a_regression(tmp_path: Path) -> None:
+    store = BaselineStore(tmp_path / "b.yaml")
+    mix = {"/v1/classify": 50.0, "/v1/embed": 50.0}
+    record_runs(store, KEY, [dataclasses.replace(r, mix=mix) for r in (result(200.0),) * 3])
+    # the same shares written as other numbers are the same mix
+    same = judge(
+        dataclasses.replace(result(200.0), mix={k: 1.0 for k in mix}), store, SETTINGS, key=KEY
+    )
+    assert same.outcome != "settings-mismatch", [v.message for v in same.verdicts]
+    edited = dataclasses.replace(result(120.0), mix={"/v1/classify": 70.0, "/v1/embed": 30.0})
+    j = judge(edited, store, SETTINGS, key=KEY)
+    assert j.outcome == "settings-mismatch"
+    assert "mix: baseline {'/v1/classify': 0.5, '/v1/embed': 0.5}" in j.verdicts[0].message
+    assert isinstance(j.error(), SettingsMismatch)
+
+
+def test_a_baseline_recorded_before_mixes_were_compared_stays_comparable(tmp_path: Path) -> None:
+    store = BaselineStore(tmp_path / "b.yaml")
+    three_runs(store)  # no mix on the results: no "mix" key in the entry's settings
+    assert "mix" not in store.get(KEY).settings  # type: ignore[union-attr]
+    now = dataclasses.replace(result(200.0), mix={"/v1/classify": 1.0, "/v1/embed": 1.0})
+    assert judge(now, store, SETTINGS, key=KEY).outcome != "settings-mismatch"

@@ -277,3 +277,26 @@ def test_operating_point_is_the_measure_window_that_gave_the_capacity(
         phase="measure", users=4, start_s=0, end_s=1, requests=3, failures=0, rps=3, p99_ms=9
     )
     assert _operating_window(hand_made((stub,), users=4)) is None
+
+
+def test_plots_without_matplotlib_is_a_usage_error_before_any_load(
+    pytester: pytest.Pytester,
+) -> None:
+    # a conftest hides matplotlib from the inner session; the test would run minutes of load
+    pytester.makeconftest("import sys\nsys.modules['matplotlib'] = None\n")
+    pytester.makepyfile(
+        test_x="""
+import pytest
+
+@pytest.mark.capacity(target_p99_ms=100)
+def test_x(mlload):
+    raise AssertionError("never reached: the session must stop at configuration")
+"""
+    )
+    result = pytester.runpytest_subprocess(
+        "--mlload-plots", "plots", "--mlload-host", "http://127.0.0.1:9", timeout=60
+    )
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    err = result.stderr.str()
+    assert "pip install 'pytest-mlload[plots]'" in err and "never reached" not in err
+    assert not (pytester.path / "plots").exists()

@@ -329,13 +329,7 @@ def _precheck(
         raise Inconclusive(
             f"{key}: inconclusive, so not a pass: {result.reason}", reason=result.reason
         )
-    diffs: list[str] = []
-    if entry is not None:
-        diffs = [
-            f"{k}: baseline {entry.settings.get(k)!r}, now {v!r}"
-            for k, v in settings.comparable().items()
-            if entry.settings.get(k) != v
-        ]
+    diffs = [] if entry is None else entry.settings_differences(settings, result.mix)
     if error_cap and result.error_ratio > settings.max_error_ratio:
         if entry is not None and not diffs:
             v = _errors_of(result, _run_errors(entry), settings, f"error ratio of {key}")

@@ -20,6 +20,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -174,7 +175,7 @@ def run_capacity(
             err.seek(0)
             stderr_tail = err.read()[-2000:]
     if isinstance(result, dict) and result.get("event") == "result":
-        return CapacityResult.from_dict(result["result"])
+        return replace(CapacityResult.from_dict(result["result"]), mix=spec.mix)
     if isinstance(result, dict) and result.get("event") == "error":
         raise ConfigError(
             f"the load driver could not load target {spec.label}: {result['message']}"

@@ -202,6 +202,8 @@ class MlloadState:
         self.report_path = out("report")
         self.markdown_path = out("markdown")
         self.plots_dir = out("plots")
+        if self.plots_dir is not None:
+            _require_matplotlib()
         self.keda_dir = out("keda_dir", Path(config.rootpath) / ".mlload" / "keda")
 
     @property
@@ -354,6 +356,17 @@ class MlloadState:
         ):
             if path is not None:
                 tr.write_line(f"{what}: {path}")
+
+
+def _require_matplotlib() -> None:
+    """--mlload-plots without matplotlib: a usage error now, not after minutes of load."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise pytest.UsageError(
+            "--mlload-plots needs matplotlib, which is not installed: "
+            "pip install 'pytest-mlload[plots]' (or drop --mlload-plots)"
+        ) from None
 
 
 @pytest.fixture(scope="session")
