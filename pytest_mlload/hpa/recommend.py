@@ -35,7 +35,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -473,11 +473,7 @@ def recommend(
     observation. A window under :data:`MIN_WINDOW_S` (or none) queries nothing and says so.
     """
     start, end = window_start_epoch, window_end_epoch
-    duration = (
-        end - start
-        if start is not None and end is not None and math.isfinite(start) and math.isfinite(end)
-        else None
-    )
+    duration = _window_duration(start, end)
     base: dict[str, Any] = {
         "prometheus_url": settings.prometheus_url,
         "window_start_epoch": start,
@@ -487,73 +483,117 @@ def recommend(
         "bottleneck_tier": settings.bottleneck_tier,
     }
     if duration is None or duration < MIN_WINDOW_S:
-        have = (
-            "no operating-point window was recorded"
-            if duration is None
-            else f"the window is {duration:.2f} s"
-        )
-        note = (
-            f"run too short to have an operating-point window ({have}; need >= {MIN_WINDOW_S} s): "
-            "no HPA recommendation"
-        )
-        shapes = build_queries(settings, MIN_WINDOW_S, keda_range=keda_range)
-        triggers = tuple(
-            TriggerResult(
-                component=q.component,
-                name=q.name,
-                unit=q.unit,
-                metric_type=q.metric_type,
-                current_threshold=q.current_threshold,
-                observed=None,
-                ratio=None,
-                recommended=None,
-                is_binding=False,
-                priority=None,
-                query="",
-                keda_query=q.keda_query,
-                note=note,
-                warning=None,
-            )
-            for q in shapes
-        )
-        return HpaReport(
-            **base,
-            window_s=None,
-            saturated_tier=None,
-            tier_ratios={"api": 0.0, "triton": 0.0},
-            triggers=triggers,
-            notes=(note,),
-        )
+        return _short_window_report(settings, base, duration, keda_range)
 
     assert start is not None and end is not None and duration is not None
     # int() floors, so end - W >= start: the range never reaches before the window.
     window_s = max(int(duration), MIN_WINDOW_S)
     queries = build_queries(settings, window_s, keda_range=keda_range)
-    reads: dict[str, _Read] = {}
-    for q in queries:
-        read = _Read(client.instant(q.query, end), q.query, q.keda_query)
-        if read.outcome.value is None and q.fallback_query and _is_no_series(read.outcome):
-            alt = client.instant(q.fallback_query, end)
-            if alt.value is not None:
-                read = _Read(
-                    alt,
-                    q.fallback_query,
-                    q.fallback_keda_query or q.keda_query,
-                    "read under Triton's native names (nv_inference_request_duration_us, "
-                    "nv_inference_count)",
-                )
-        if read.outcome.value is None and _is_no_series(read.outcome) and window_s < 60:
-            read = dataclasses.replace(
-                read,
-                extra=f"the window is {window_s} s: rate() needs two scrapes inside it; "
-                "check the scrape interval",
-            )
-        reads[q.key] = read
-
+    reads = {q.key: _read_trigger(client, q, end, window_s) for q in queries}
     ratios: dict[str, float | None] = {}
     for q in queries:
         value = reads[q.key].outcome.value
         ratios[q.key] = None if value is None else value / q.current_threshold
+    binding, tier_ratio = _binding_triggers(queries, ratios)
+    saturated, notes = _saturated_tier(settings.bottleneck_tier, tier_ratio)
+    results = tuple(
+        _trigger_result(
+            q,
+            reads[q.key],
+            ratios[q.key],
+            is_binding=binding[q.component] == q.key,
+            saturated=saturated,
+            settings=settings,
+        )
+        for q in queries
+    )
+    notes.extend(_tuning_notes(saturated))
+    return HpaReport(
+        **base,
+        window_s=window_s,
+        saturated_tier=saturated,
+        tier_ratios={k: round(v, 4) for k, v in tier_ratio.items()},
+        triggers=results,
+        notes=tuple(notes),
+    )
+
+
+def _window_duration(start: float | None, end: float | None) -> float | None:
+    """``end - start`` in seconds, or None when either end is missing or not finite."""
+    if start is not None and end is not None and math.isfinite(start) and math.isfinite(end):
+        return end - start
+    return None
+
+
+def _short_window_report(
+    settings: HpaSettings, base: dict[str, Any], duration: float | None, keda_range: str
+) -> HpaReport:
+    """The report for a missing or too-short window: every trigger unread, one note saying why."""
+    have = (
+        "no operating-point window was recorded"
+        if duration is None
+        else f"the window is {duration:.2f} s"
+    )
+    note = (
+        f"run too short to have an operating-point window ({have}; need >= {MIN_WINDOW_S} s): "
+        "no HPA recommendation"
+    )
+    shapes = build_queries(settings, MIN_WINDOW_S, keda_range=keda_range)
+    triggers = tuple(
+        TriggerResult(
+            component=q.component,
+            name=q.name,
+            unit=q.unit,
+            metric_type=q.metric_type,
+            current_threshold=q.current_threshold,
+            observed=None,
+            ratio=None,
+            recommended=None,
+            is_binding=False,
+            priority=None,
+            query="",
+            keda_query=q.keda_query,
+            note=note,
+            warning=None,
+        )
+        for q in shapes
+    )
+    return HpaReport(
+        **base,
+        window_s=None,
+        saturated_tier=None,
+        tier_ratios={"api": 0.0, "triton": 0.0},
+        triggers=triggers,
+        notes=(note,),
+    )
+
+
+def _read_trigger(client: InstantQuerier, q: TriggerQuery, end: float, window_s: int) -> _Read:
+    """Query one trigger at ``end``, falling back to Triton's native names when it has no series."""
+    read = _Read(client.instant(q.query, end), q.query, q.keda_query)
+    if read.outcome.value is None and q.fallback_query and _is_no_series(read.outcome):
+        alt = client.instant(q.fallback_query, end)
+        if alt.value is not None:
+            read = _Read(
+                alt,
+                q.fallback_query,
+                q.fallback_keda_query or q.keda_query,
+                "read under Triton's native names (nv_inference_request_duration_us, "
+                "nv_inference_count)",
+            )
+    if read.outcome.value is None and _is_no_series(read.outcome) and window_s < 60:
+        read = dataclasses.replace(
+            read,
+            extra=f"the window is {window_s} s: rate() needs two scrapes inside it; "
+            "check the scrape interval",
+        )
+    return read
+
+
+def _binding_triggers(
+    queries: Sequence[TriggerQuery], ratios: Mapping[str, float | None]
+) -> tuple[dict[str, str | None], dict[str, float]]:
+    """Per tier, the key of its binding (highest-ratio) trigger and that ratio (0.0 if none)."""
     binding: dict[str, str | None] = {}
     tier_ratio: dict[str, float] = {}
     for comp in ("api", "triton"):
@@ -562,9 +602,13 @@ def recommend(
         best = max(with_data, key=lambda k: ratios[k] or 0.0, default=None)
         binding[comp] = best
         tier_ratio[comp] = (ratios[best] or 0.0) if best else 0.0
+    return binding, tier_ratio
 
+
+def _saturated_tier(declared: str, tier_ratio: Mapping[str, float]) -> tuple[str | None, list[str]]:
+    """The tier to recommend for (declared, or auto-detected at :data:`SATURATION_RATIO`), and
+    the notes explaining an unchecked declaration or the absence of a saturated tier."""
     notes: list[str] = []
-    declared = settings.bottleneck_tier
     saturated: str | None
     if declared in ("api", "triton"):
         saturated = declared
@@ -584,61 +628,76 @@ def recommend(
                 "recommendation; declare the bottleneck tier if you know it, or check the "
                 "current thresholds"
             )
+    return saturated, notes
 
-    results: list[TriggerResult] = []
-    for q in queries:
-        read = reads[q.key]
-        value, ratio = read.outcome.value, ratios[q.key]
-        is_binding = binding[q.component] == q.key
-        recommended: float | None = None
-        priority: str | None = None
-        if value is None:
-            note = NO_DATA_NOTE
-        elif q.component == saturated:
-            if value <= 0:
-                note = "observed 0 at the operating point: no usable threshold"
-            else:
-                recommended = round(value * settings.hpa_margin, 2)
-                priority = "primary" if is_binding else "secondary"
-                role = (
-                    "binding (first to fire)" if is_binding else "co-occurs at the operating point"
-                )
-                note = (
-                    f"{role}: {_pct(ratio)} of the current threshold; "
-                    f"observed x {settings.hpa_margin:g}"
-                )
+
+def _trigger_result(
+    q: TriggerQuery,
+    read: _Read,
+    ratio: float | None,
+    *,
+    is_binding: bool,
+    saturated: str | None,
+    settings: HpaSettings,
+) -> TriggerResult:
+    """One trigger's row: a recommendation if its tier is saturated, otherwise a note why not."""
+    value = read.outcome.value
+    recommended: float | None = None
+    priority: str | None = None
+    if value is None:
+        note = NO_DATA_NOTE
+    elif q.component == saturated:
+        if value <= 0:
+            note = "observed 0 at the operating point: no usable threshold"
         else:
-            other = "triton" if q.component == "api" else "api"
-            why = (
-                f"{_LABEL[other]} {'declared the bottleneck' if declared == other else 'saturated'}"
-                if saturated
-                else "no tier saturated"
-            )
+            recommended = round(value * settings.hpa_margin, 2)
+            priority = "primary" if is_binding else "secondary"
+            role = "binding (first to fire)" if is_binding else "co-occurs at the operating point"
             note = (
-                f"{_LABEL[q.component]} not the bottleneck this run ({_pct(ratio)} of threshold; "
-                f"{why}): measure it in {_RUN_FOR[q.component]}"
+                f"{role}: {_pct(ratio)} of the current threshold; "
+                f"observed x {settings.hpa_margin:g}"
             )
-        if read.extra:
-            note = f"{note}; {read.extra}"
-        results.append(
-            TriggerResult(
-                component=q.component,
-                name=q.name,
-                unit=q.unit,
-                metric_type=q.metric_type,
-                current_threshold=q.current_threshold,
-                observed=value,
-                ratio=None if ratio is None else round(ratio, 4),
-                recommended=recommended,
-                is_binding=is_binding,
-                priority=priority,
-                query=read.query,
-                keda_query=read.keda_query,
-                note=note,
-                warning=read.outcome.warning,
-            )
-        )
+    else:
+        note = _not_bottleneck_note(q.component, ratio, saturated, settings.bottleneck_tier)
+    if read.extra:
+        note = f"{note}; {read.extra}"
+    return TriggerResult(
+        component=q.component,
+        name=q.name,
+        unit=q.unit,
+        metric_type=q.metric_type,
+        current_threshold=q.current_threshold,
+        observed=value,
+        ratio=None if ratio is None else round(ratio, 4),
+        recommended=recommended,
+        is_binding=is_binding,
+        priority=priority,
+        query=read.query,
+        keda_query=read.keda_query,
+        note=note,
+        warning=read.outcome.warning,
+    )
 
+
+def _not_bottleneck_note(
+    component: str, ratio: float | None, saturated: str | None, declared: str
+) -> str:
+    """Why a trigger of the tier that is not the bottleneck gets no recommendation."""
+    other = "triton" if component == "api" else "api"
+    why = (
+        f"{_LABEL[other]} {'declared the bottleneck' if declared == other else 'saturated'}"
+        if saturated
+        else "no tier saturated"
+    )
+    return (
+        f"{_LABEL[component]} not the bottleneck this run ({_pct(ratio)} of threshold; "
+        f"{why}): measure it in {_RUN_FOR[component]}"
+    )
+
+
+def _tuning_notes(saturated: str | None) -> list[str]:
+    """Where to tune each tier, given which one (if any) saturated in this run."""
+    notes: list[str] = []
     if saturated == "triton":
         notes.append(
             "tune primarily on inferenceRequestDuration/gpuUtilization; Triton CPU is a safety net"
@@ -650,14 +709,7 @@ def recommend(
         notes.append(f"take API thresholds from {_RUN_FOR['api']}")
     if saturated != "triton":
         notes.append(f"take Triton thresholds from {_RUN_FOR['triton']}")
-    return HpaReport(
-        **base,
-        window_s=window_s,
-        saturated_tier=saturated,
-        tier_ratios={k: round(v, 4) for k, v in tier_ratio.items()},
-        triggers=tuple(results),
-        notes=tuple(notes),
-    )
+    return notes
 
 
 @dataclass(frozen=True, slots=True)
