@@ -845,7 +845,47 @@ def build_result(
 
     ``epoch_offset`` converts the search clock to UNIX time (for Prometheus windows).
     """
-    w = search.measurement
+    status, reason = _final_status(search, generator_cpu_ratio)
+    m = _measurement_figures(search)
+    off = epoch_offset
+    start, stop = m.start_s, m.stop_s
+    return CapacityResult(
+        name=name,
+        host=host,
+        status=status,
+        reason=reason,
+        capacity_rps=m.capacity_rps,
+        p50_ms=m.pct["p50_ms"],
+        p95_ms=m.pct["p95_ms"],
+        p99_ms=m.pct["p99_ms"],
+        users=m.users,
+        requests=m.requests,
+        failures=m.failures,
+        error_ratio=m.error_ratio,
+        measure_s=m.measure_s,
+        elapsed_s=elapsed_s,
+        target_p99_ms=search.settings.target_p99_ms,
+        endpoints=m.endpoints,
+        probe=_probe_result(search),
+        trajectory=tuple(search.trajectory),
+        error_samples=m.error_samples,
+        generator_cpu_ratio=generator_cpu_ratio,
+        window_start_epoch=(start + off) if (start is not None and off is not None) else None,
+        window_end_epoch=(stop + off) if (stop is not None and off is not None) else None,
+        capacity_ci=m.capacity_ci,
+        p99_ci=m.p99_ci,
+        settings=search.settings.to_dict(),
+        open_loop=open_loop,
+        bound=search.bound if status == "converged" else "",
+        knee_users=search.knee_users,
+        check=search.check,
+        note=search.note,
+    )
+
+
+def _final_status(search: CapacitySearch, generator_cpu_ratio: float | None) -> tuple[str, str]:
+    """The search's status and reason; a converged search whose generator was saturated (over
+    :data:`GENERATOR_CPU_CAP`) is inconclusive, since the generator inflated the latency."""
     status = search.status if search.status != "running" else "inconclusive"
     reason = search.reason
     if (
@@ -859,68 +899,79 @@ def build_result(
             f"measurement (cap {GENERATOR_CPU_CAP:.0%}), which inflates latency; use the fast "
             f"client, fewer users, or more load-generator CPU"
         )
+    return status, reason
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Measured:
+    """The figures of the window a search kept as its measurement (empty when it kept none)."""
+
+    pct: dict[str, float | None]
+    users: int
+    capacity_rps: float
+    requests: int
+    failures: int
+    error_ratio: float
+    measure_s: float
+    endpoints: dict[str, EndpointResult]
+    error_samples: tuple[str, ...]
+    start_s: float | None
+    stop_s: float | None
+    capacity_ci: tuple[float, float] | None
+    p99_ci: tuple[float, float] | None
+
+
+def _measurement_figures(search: CapacitySearch) -> _Measured:
+    """Percentiles, rates, per-endpoint results and 95 % intervals of the measurement window."""
+    w = search.measurement
     if w is None:
-        pct: dict[str, float | None] = {"p50_ms": None, "p95_ms": None, "p99_ms": None}
-        users, cap, req, fail, err, dur = (search.lo.users if search.lo else 0), 0.0, 0, 0, 0.0, 0.0
-        endpoints: dict[str, EndpointResult] = {}
-        errors: tuple[str, ...] = ()
-        start = stop = None
-        cap_ci = p99_ci = None
-    else:
-        pct = percentiles(w.latency_ms)
-        users = _measured_users(search)
-        cap, req, fail, err, dur = w.rps, w.requests, w.failures, w.error_ratio, w.duration_s
-        endpoints = _endpoint_results(w)
-        errors = tuple(_top_errors(w.error_texts))
-        start, stop = w.start_s, w.stop_s
-        # every request's latency, in completion order (the interval accounts for dependence)
-        p99_ci = _ci(quantile_ci(w.latency_ms, 0.99)) if w.requests else None
-        cap_ci = _ci(rate_ci(w.end_s[w.ok], w.start_s, w.stop_s)[1:]) if w.successes else None
-    probe = None
-    if search.probe is not None and search.probe_users is not None:
-        pw = search.probe
-        pp = percentiles(pw.latency_ms)
-        probe = ProbeResult(
-            users=search.probe_users,
-            p50_ms=pp["p50_ms"],
-            p99_ms=pp["p99_ms"],
-            requests=pw.requests,
-            failures=pw.failures,
-            duration_s=pw.duration_s,
-            p99_ci=_ci(quantile_ci(pw.latency_ms, 0.99)) if pw.requests else None,
+        return _Measured(
+            pct={"p50_ms": None, "p95_ms": None, "p99_ms": None},
+            users=search.lo.users if search.lo else 0,
+            capacity_rps=0.0,
+            requests=0,
+            failures=0,
+            error_ratio=0.0,
+            measure_s=0.0,
+            endpoints={},
+            error_samples=(),
+            start_s=None,
+            stop_s=None,
+            capacity_ci=None,
+            p99_ci=None,
         )
-    off = epoch_offset
-    return CapacityResult(
-        name=name,
-        host=host,
-        status=status,
-        reason=reason,
-        capacity_rps=cap,
-        p50_ms=pct["p50_ms"],
-        p95_ms=pct["p95_ms"],
-        p99_ms=pct["p99_ms"],
-        users=users,
-        requests=req,
-        failures=fail,
-        error_ratio=err,
-        measure_s=dur,
-        elapsed_s=elapsed_s,
-        target_p99_ms=search.settings.target_p99_ms,
-        endpoints=endpoints,
-        probe=probe,
-        trajectory=tuple(search.trajectory),
-        error_samples=errors,
-        generator_cpu_ratio=generator_cpu_ratio,
-        window_start_epoch=(start + off) if (start is not None and off is not None) else None,
-        window_end_epoch=(stop + off) if (stop is not None and off is not None) else None,
-        capacity_ci=cap_ci,
-        p99_ci=p99_ci,
-        settings=search.settings.to_dict(),
-        open_loop=open_loop,
-        bound=search.bound if status == "converged" else "",
-        knee_users=search.knee_users,
-        check=search.check,
-        note=search.note,
+    return _Measured(
+        pct=percentiles(w.latency_ms),
+        users=_measured_users(search),
+        capacity_rps=w.rps,
+        requests=w.requests,
+        failures=w.failures,
+        error_ratio=w.error_ratio,
+        measure_s=w.duration_s,
+        endpoints=_endpoint_results(w),
+        error_samples=tuple(_top_errors(w.error_texts)),
+        start_s=w.start_s,
+        stop_s=w.stop_s,
+        # every request's latency, in completion order (the interval accounts for dependence)
+        p99_ci=_ci(quantile_ci(w.latency_ms, 0.99)) if w.requests else None,
+        capacity_ci=_ci(rate_ci(w.end_s[w.ok], w.start_s, w.stop_s)[1:]) if w.successes else None,
+    )
+
+
+def _probe_result(search: CapacitySearch) -> ProbeResult | None:
+    """The P99 probe's figures, if the search ran one."""
+    if search.probe is None or search.probe_users is None:
+        return None
+    pw = search.probe
+    pp = percentiles(pw.latency_ms)
+    return ProbeResult(
+        users=search.probe_users,
+        p50_ms=pp["p50_ms"],
+        p99_ms=pp["p99_ms"],
+        requests=pw.requests,
+        failures=pw.failures,
+        duration_s=pw.duration_s,
+        p99_ci=_ci(quantile_ci(pw.latency_ms, 0.99)) if pw.requests else None,
     )
 
 
