@@ -113,38 +113,63 @@ def plot_result(
     threshold = _float_setting(result, "threshold")
     tolerance = _float_setting(result, "tolerance")
 
-    for ax in (ax_users, ax_rps, ax_p99):
+    _style_panels((ax_users, ax_rps, ax_p99), windows, t0)
+    _draw_users(ax_users, windows, t0, op)
+    _draw_throughput(ax_rps, result, windows, t0, op, baseline_capacity_rps, threshold)
+    _draw_p99(ax_p99, result, windows, t0, op, tolerance)
+    _draw_time_axis((ax_users, ax_rps, ax_p99), windows, t0)
+    _draw_legend(fig, windows, op is not None)
+    _draw_heading(fig, result, title, verdict or result.status or "unknown", baseline_capacity_rps)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png", facecolor="white")
+    return path
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def _style_panels(axes: Sequence[Axes], windows: Sequence[WindowRecord], t0: float) -> None:
+    """Phase shading, a light horizontal grid and no top/right spines on every panel."""
+    for ax in axes:
         _shade_phases(ax, windows, t0)
         ax.grid(True, axis="y", alpha=0.3)
         ax.set_axisbelow(True)
         for side in ("top", "right"):
             ax.spines[side].set_visible(False)
 
-    _draw_users(ax_users, windows, t0, op)
-    _draw_throughput(ax_rps, result, windows, t0, op, baseline_capacity_rps, threshold)
-    _draw_p99(ax_p99, result, windows, t0, op, tolerance)
-    ax_p99.set_xlabel("time since the first window (s)")
+
+def _draw_time_axis(axes: Sequence[Axes], windows: Sequence[WindowRecord], t0: float) -> None:
+    """Label and bound the shared time axis (last panel); say so when nothing was measured."""
+    last = axes[-1]
+    last.set_xlabel("time since the first window (s)")
     if windows:
         span = max(w.end_s for w in windows) - t0
-        ax_p99.set_xlim(-0.02 * span, span * 1.02 or 1.0)
-    else:
-        ax_p99.set_xlim(0.0, 1.0)
-        for ax in (ax_users, ax_rps, ax_p99):
-            ax.text(
-                0.5,
-                0.5,
-                "no window was measured",
-                transform=ax.transAxes,
-                ha="center",
-                va="center",
-                color=_OTHER_COLOR,
-                fontsize=12,
-            )
+        last.set_xlim(-0.02 * span, span * 1.02 or 1.0)
+        return
+    last.set_xlim(0.0, 1.0)
+    for ax in axes:
+        ax.text(
+            0.5,
+            0.5,
+            "no window was measured",
+            transform=ax.transAxes,
+            ha="center",
+            va="center",
+            color=_OTHER_COLOR,
+            fontsize=12,
+        )
 
-    _draw_legend(fig, windows, op is not None)
-    verdict_text = verdict or result.status or "unknown"
+
+def _draw_heading(
+    fig: Figure,
+    result: CapacityResult,
+    title: str | None,
+    verdict_text: str,
+    baseline_rps: float | None,
+) -> None:
+    """The figure's heading (name, verdict, figures, reason) and the coloured verdict badge."""
     fig.suptitle(
-        _heading(result, title, verdict_text, baseline_capacity_rps),
+        _heading(result, title, verdict_text, baseline_rps),
         fontsize=11,
         x=0.01,
         ha="left",
@@ -164,12 +189,6 @@ def plot_result(
             "edgecolor": "none",
         },
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png", facecolor="white")
-    return path
-
-
-# -- helpers ---------------------------------------------------------------------------------
 
 
 def _load_matplotlib() -> tuple[Any, Any]:
@@ -256,8 +275,20 @@ def _draw_throughput(
 ) -> None:
     ax.set_ylabel("throughput (req/s)")
     top = max([w.rps for w in windows] + [result.capacity_rps, baseline_rps or 0.0, 1.0])
+    _draw_window_rps(ax, windows, t0, op)
+    if baseline_rps is not None and baseline_rps > 0:
+        _draw_baseline(ax, baseline_rps, threshold)
+    if op is not None and result.capacity_rps > 0:
+        _draw_capacity(ax, result, t0, op, top, baseline_rps)
+    ax.set_ylim(0, top * 1.2)
+
+
+def _draw_window_rps(
+    ax: Axes, windows: Sequence[WindowRecord], t0: float, op: WindowRecord | None
+) -> None:
+    """Each window's req/s as a segment and a point, with its failure share when it had any."""
     for w in windows:
-        if w is not op:  # the operating window is drawn as the capacity band below
+        if w is not op:  # the operating window is drawn as the capacity band
             ax.hlines(w.rps, w.start_s - t0, w.end_s - t0, color=_color(w.phase), lw=3)
         ax.plot(_mid(w, t0), w.rps, "o", color=_color(w.phase), ms=5)
         if w.failures:
@@ -270,57 +301,72 @@ def _draw_throughput(
                 fontsize=7,
                 color=_TARGET_COLOR,
             )
-    if baseline_rps is not None and baseline_rps > 0:
-        ax.axhline(baseline_rps, color=_BASELINE_COLOR, ls="--", lw=1.3)
-        label = f"baseline {baseline_rps:.1f} req/s"
-        if threshold:
-            floor = baseline_rps * (1.0 - threshold)
-            ax.axhspan(floor, baseline_rps, color=_BASELINE_COLOR, alpha=0.07, lw=0)
-            ax.axhline(floor, color=_BASELINE_COLOR, ls=":", lw=0.9)
-            label += f" (shaded: the {threshold:.0%} drop allowed)"
-        ax.annotate(
-            label,
-            (0.005, baseline_rps),
-            xycoords=("axes fraction", "data"),
-            xytext=(0, 3),
-            textcoords="offset points",
-            fontsize=8,
-            color=_BASELINE_COLOR,
-        )
-    if op is not None and result.capacity_rps > 0:
-        x0, x1 = op.start_s - t0, op.end_s - t0
-        lo, hi = result.capacity_ci or (result.capacity_rps, result.capacity_rps)
-        # Draw the band at least ~1.5 % of the axis tall so a tight interval stays visible.
-        pad = max(0.0, 0.0075 * top * 1.2 - (hi - lo) / 2.0)
-        ax.fill_between(
-            [x0, x1], lo - pad, hi + pad, color=PHASE_COLORS["measure"], alpha=0.35, lw=0
-        )
-        ax.hlines(result.capacity_rps, x0, x1, color=PHASE_COLORS["measure"], lw=1.5)
-        ax.plot(
-            _mid(op, t0),
-            result.capacity_rps,
-            marker="*",
-            ms=16,
-            color="gold",
-            mec="black",
-            zorder=5,
-        )
-        ci = f" (95 % CI {lo:.1f}-{hi:.1f})" if result.capacity_ci else ""
-        vs = ""
-        if baseline_rps:
-            vs = f", {result.capacity_rps / baseline_rps - 1.0:+.1%} vs baseline"
-        ax.annotate(
-            f"capacity {result.capacity_rps:.1f} req/s{ci}\nat {result.users} users{vs}",
-            (_mid(op, t0), result.capacity_rps),
-            xytext=(0, -30),
-            textcoords="offset points",
-            ha="center",
-            va="top",
-            fontsize=8.5,
-            fontweight="bold",
-            bbox={"boxstyle": "round,pad=0.25", "fc": "white", "ec": "none", "alpha": 0.85},
-        )
-    ax.set_ylim(0, top * 1.2)
+
+
+def _draw_baseline(ax: Axes, baseline_rps: float, threshold: float | None) -> None:
+    """The baseline capacity (dashed) and, with a threshold, the drop it allows (shaded)."""
+    ax.axhline(baseline_rps, color=_BASELINE_COLOR, ls="--", lw=1.3)
+    label = f"baseline {baseline_rps:.1f} req/s"
+    if threshold:
+        floor = baseline_rps * (1.0 - threshold)
+        ax.axhspan(floor, baseline_rps, color=_BASELINE_COLOR, alpha=0.07, lw=0)
+        ax.axhline(floor, color=_BASELINE_COLOR, ls=":", lw=0.9)
+        label += f" (shaded: the {threshold:.0%} drop allowed)"
+    _label_line(ax, label, baseline_rps, _BASELINE_COLOR)
+
+
+def _label_line(ax: Axes, label: str, y: float, color: str) -> None:
+    """Write ``label`` just above the horizontal line at ``y``, from the panel's left edge."""
+    ax.annotate(
+        label,
+        (0.005, y),
+        xycoords=("axes fraction", "data"),
+        xytext=(0, 3),
+        textcoords="offset points",
+        fontsize=8,
+        color=color,
+    )
+
+
+def _draw_capacity(
+    ax: Axes,
+    result: CapacityResult,
+    t0: float,
+    op: WindowRecord,
+    top: float,
+    baseline_rps: float | None,
+) -> None:
+    """The measured capacity over the operating window: its 95 % CI band, a star and a label."""
+    x0, x1 = op.start_s - t0, op.end_s - t0
+    lo, hi = result.capacity_ci or (result.capacity_rps, result.capacity_rps)
+    # Draw the band at least ~1.5 % of the axis tall so a tight interval stays visible.
+    pad = max(0.0, 0.0075 * top * 1.2 - (hi - lo) / 2.0)
+    ax.fill_between([x0, x1], lo - pad, hi + pad, color=PHASE_COLORS["measure"], alpha=0.35, lw=0)
+    ax.hlines(result.capacity_rps, x0, x1, color=PHASE_COLORS["measure"], lw=1.5)
+    ax.plot(
+        _mid(op, t0),
+        result.capacity_rps,
+        marker="*",
+        ms=16,
+        color="gold",
+        mec="black",
+        zorder=5,
+    )
+    ci = f" (95 % CI {lo:.1f}-{hi:.1f})" if result.capacity_ci else ""
+    vs = ""
+    if baseline_rps:
+        vs = f", {result.capacity_rps / baseline_rps - 1.0:+.1%} vs baseline"
+    ax.annotate(
+        f"capacity {result.capacity_rps:.1f} req/s{ci}\nat {result.users} users{vs}",
+        (_mid(op, t0), result.capacity_rps),
+        xytext=(0, -30),
+        textcoords="offset points",
+        ha="center",
+        va="top",
+        fontsize=8.5,
+        fontweight="bold",
+        bbox={"boxstyle": "round,pad=0.25", "fc": "white", "ec": "none", "alpha": 0.85},
+    )
 
 
 def _draw_p99(
@@ -338,21 +384,27 @@ def _draw_p99(
     if target and target > 0:
         ceiling = min(ceiling, target * _P99_CLIP_RATIO)
         ceiling = max(ceiling, target * 1.3)
-        ax.axhline(target, color=_TARGET_COLOR, ls="--", lw=1.5)
-        label = f"target {target:g} ms"
-        if tolerance:
-            ax.axhspan(target * (1.0 - tolerance), target, color=_TARGET_COLOR, alpha=0.10, lw=0)
-            label += f" (shaded: within {tolerance:.0%} under it, where the search stops)"
-        ax.annotate(
-            label,
-            (0.005, target),
-            xycoords=("axes fraction", "data"),
-            xytext=(0, 3),
-            textcoords="offset points",
-            fontsize=8,
-            color=_TARGET_COLOR,
-        )
+        _draw_target(ax, target, tolerance)
     clip = ceiling * 0.97
+    _draw_window_p99(ax, windows, t0, clip, ceiling)
+    _draw_p99_intervals(ax, result, windows, t0, op, clip)
+    ax.set_ylim(0, ceiling)
+
+
+def _draw_target(ax: Axes, target: float, tolerance: float | None) -> None:
+    """The P99 target (dashed red) and, with a tolerance, the band under it where search stops."""
+    ax.axhline(target, color=_TARGET_COLOR, ls="--", lw=1.5)
+    label = f"target {target:g} ms"
+    if tolerance:
+        ax.axhspan(target * (1.0 - tolerance), target, color=_TARGET_COLOR, alpha=0.10, lw=0)
+        label += f" (shaded: within {tolerance:.0%} under it, where the search stops)"
+    _label_line(ax, label, target, _TARGET_COLOR)
+
+
+def _draw_window_p99(
+    ax: Axes, windows: Sequence[WindowRecord], t0: float, clip: float, ceiling: float
+) -> None:
+    """Each window's P99 (clipped at ``clip``, with its value) and the controller's decision."""
     xs = [_mid(w, t0) for w in windows if w.p99_ms is not None]
     ys = [min(w.p99_ms, clip) for w in windows if w.p99_ms is not None]
     ax.plot(xs, ys, color=_OTHER_COLOR, lw=0.8, alpha=0.6)
@@ -382,6 +434,17 @@ def _draw_p99(
                 fontsize=7.5,
                 color="#222222",
             )
+
+
+def _draw_p99_intervals(
+    ax: Axes,
+    result: CapacityResult,
+    windows: Sequence[WindowRecord],
+    t0: float,
+    op: WindowRecord | None,
+    clip: float,
+) -> None:
+    """The operating point's P99 (star) with its 95 % CI, and the probe's CI at its window."""
     if op is not None and result.p99_ms is not None:
         x = _mid(op, t0)
         if result.p99_ci:
@@ -394,7 +457,6 @@ def _draw_p99(
             if w.phase == "probe" and w.users == probe.users:
                 lo, hi = probe.p99_ci
                 ax.vlines(_mid(w, t0), lo, min(hi, clip), color="black", lw=1.2)
-    ax.set_ylim(0, ceiling)
 
 
 def _short(decision: str, width: int = 22) -> str:
