@@ -52,7 +52,7 @@ import difflib
 import math
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -257,8 +257,36 @@ def load_locust_conf(path: str | Path) -> LocustConf:
     (naming the file, the line number, the key and the accepted form).
     """
     shown = str(path)
+    text = _read_conf_text(path, shown)
+    state = _ConfState()
+    for lineno, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line[0] in "#;[" or line.startswith("---"):
+            continue
+        _read_line(state, shown, lineno, line)
+    _check_user_range(state, shown)
+    return LocustConf(
+        path=shown,
+        settings=state.settings,
+        host=state.host,
+        ignored=tuple(f"{k} ({reason})" for k, reason in state.ignored.items()),
+    )
+
+
+@dataclass(slots=True)
+class _ConfState:
+    """What :func:`load_locust_conf` has gathered so far (later lines overwrite earlier ones)."""
+
+    settings: dict[str, Any] = field(default_factory=dict)
+    lines: dict[str, tuple[int, str]] = field(default_factory=dict)  # setting -> (line, key)
+    host: str | None = None
+    ignored: dict[str, str] = field(default_factory=dict)  # key as written -> reason
+
+
+def _read_conf_text(path: str | Path, shown: str) -> str:
+    """The file's text, or a ConfigError naming the file and what went wrong."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        return Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(
             f"locust config file {shown} does not exist; check the path given to --mlload-config"
@@ -266,69 +294,65 @@ def load_locust_conf(path: str | Path) -> LocustConf:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"locust config file {shown} cannot be read: {exc}") from None
 
-    settings: dict[str, Any] = {}
-    lines: dict[str, tuple[int, str]] = {}  # setting -> (line number, key as written)
-    host: str | None = None
-    ignored: dict[str, str] = {}  # key as written -> reason; last occurrence wins
 
-    for lineno, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
-        if not line or line[0] in "#;[" or line.startswith("---"):
-            continue
-        match = _LINE.match(line)
-        if match is None:
-            raise ConfigError(
-                f"{shown}:{lineno}: cannot read {line!r}: expected 'key = value', "
-                f"'key: value' or a bare flag such as 'headless'"
-            )
-        key = match["key"].lstrip("-")
-        bare = match["equal"] is None
-        value = (match["value"] or "").strip()
-        lookup = key.replace("_", "-")
+def _read_line(state: _ConfState, shown: str, lineno: int, line: str) -> None:
+    """Fold one non-blank, non-comment line into ``state``."""
+    match = _LINE.match(line)
+    if match is None:
+        raise ConfigError(
+            f"{shown}:{lineno}: cannot read {line!r}: expected 'key = value', "
+            f"'key: value' or a bare flag such as 'headless'"
+        )
+    key = match["key"].lstrip("-")
+    bare = match["equal"] is None
+    value = (match["value"] or "").strip()
+    lookup = key.replace("_", "-")
 
-        if lookup not in _MAPPED:
-            ignored.pop(key, None)
-            ignored[key] = _IGNORED.get(lookup) or _unknown_reason(key)
-            continue
+    if lookup not in _MAPPED:
+        state.ignored.pop(key, None)
+        state.ignored[key] = _IGNORED.get(lookup) or _unknown_reason(key)
+        return
 
-        name, parse, form = _MAPPED[lookup]
-        if bare or not value:
-            missing = "has no value" if bare else "is empty"
-            raise ConfigError(f"{shown}:{lineno}: {key} {missing}: expected {form}")
-        try:
-            parsed = parse(value)
-        except ValueError:
-            raise ConfigError(
-                f"{shown}:{lineno}: {key} = {value!r} is not valid: expected {form}"
-            ) from None
+    name, parse, form = _MAPPED[lookup]
+    if bare or not value:
+        missing = "has no value" if bare else "is empty"
+        raise ConfigError(f"{shown}:{lineno}: {key} {missing}: expected {form}")
+    try:
+        parsed = parse(value)
+    except ValueError:
+        raise ConfigError(
+            f"{shown}:{lineno}: {key} = {value!r} is not valid: expected {form}"
+        ) from None
+    _set(state, name, parsed, lineno, key)
 
-        if name == "host":
-            host = parsed
-            continue
-        if name == "mode":
-            modes, endpoint_latency = parsed
-            for stale in [k for k in ignored if k.endswith(" ENDPOINT_LATENCY")]:
-                del ignored[stale]  # the last mode line wins, its note with it
-            if endpoint_latency:
-                ignored[f"{key} ENDPOINT_LATENCY"] = _ENDPOINT_LATENCY_REASON
-            if not modes:  # only ENDPOINT_LATENCY: leave the mode to the other layers
-                settings.pop("mode", None)
-                continue
-            parsed = modes
-        settings[name] = parsed
-        lines[name] = (lineno, key)
 
+def _set(state: _ConfState, name: str, parsed: Any, lineno: int, key: str) -> None:
+    """Record a parsed mapped value: the host apart, modes with their ENDPOINT_LATENCY note."""
+    if name == "host":
+        state.host = parsed
+        return
+    if name == "mode":
+        modes, endpoint_latency = parsed
+        for stale in [k for k in state.ignored if k.endswith(" ENDPOINT_LATENCY")]:
+            del state.ignored[stale]  # the last mode line wins, its note with it
+        if endpoint_latency:
+            state.ignored[f"{key} ENDPOINT_LATENCY"] = _ENDPOINT_LATENCY_REASON
+        if not modes:  # only ENDPOINT_LATENCY: leave the mode to the other layers
+            state.settings.pop("mode", None)
+            return
+        parsed = modes
+    state.settings[name] = parsed
+    state.lines[name] = (lineno, key)
+
+
+def _check_user_range(state: _ConfState, shown: str) -> None:
+    """A ConfigError naming both lines when min-users exceeds max-users."""
+    settings = state.settings
     if settings.get("min_users", 1) > settings.get("max_users", math.inf):
-        min_line, min_key = lines["min_users"]
-        max_line, max_key = lines["max_users"]
+        min_line, min_key = state.lines["min_users"]
+        max_line, max_key = state.lines["max_users"]
         raise ConfigError(
             f"{shown}:{min_line}: {min_key} = {settings['min_users']} exceeds "
             f"{max_key} = {settings['max_users']} (line {max_line}): expected "
             f"{min_key} <= {max_key}"
         )
-    return LocustConf(
-        path=shown,
-        settings=settings,
-        host=host,
-        ignored=tuple(f"{k} ({reason})" for k, reason in ignored.items()),
-    )

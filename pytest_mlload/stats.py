@@ -283,13 +283,7 @@ def rate_ci(
     With fewer than 4 bins there is nothing to resample: returns ``(rate, nan, nan)``.
     """
     _check_fraction(confidence, "confidence")
-    if not (math.isfinite(start_s) and math.isfinite(end_s)) or end_s <= start_s:
-        raise ValueError(f"need start_s < end_s (finite), got [{start_s!r}, {end_s!r})")
-    if not (bin_s > 0 and math.isfinite(bin_s)):
-        raise ValueError(f"bin_s must be a positive number of seconds, got {bin_s!r}")
-    if n_boot < 1:
-        raise ValueError(f"n_boot must be at least 1, got {n_boot!r}")
-
+    _check_rate_window(start_s, end_s, bin_s, n_boot)
     times = _as_samples(event_times_s, "event_times_s")
     times = times[(times >= start_s) & (times < end_s)]
     duration_s = end_s - start_s
@@ -301,9 +295,32 @@ def rate_ci(
     width_s = duration_s / n_bins
     idx = np.minimum(((times - start_s) / width_s).astype(np.int64), n_bins - 1)
     counts = np.bincount(idx, minlength=n_bins).astype(np.float64)
-
-    gen = np.random.default_rng(0 if rng is None else rng)
     block = max(1, round(math.sqrt(n_bins)))
+    boot_rates = _circular_block_rates(counts, block, width_s, rng, n_boot)
+    lo, hi = _widened_interval(rate, boot_rates, n_bins, block, confidence)
+    return rate, lo, hi
+
+
+def _check_rate_window(start_s: float, end_s: float, bin_s: float, n_boot: int) -> None:
+    """:func:`rate_ci`'s argument checks: a finite, non-empty window, bins and resamples."""
+    if not (math.isfinite(start_s) and math.isfinite(end_s)) or end_s <= start_s:
+        raise ValueError(f"need start_s < end_s (finite), got [{start_s!r}, {end_s!r})")
+    if not (bin_s > 0 and math.isfinite(bin_s)):
+        raise ValueError(f"bin_s must be a positive number of seconds, got {bin_s!r}")
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be at least 1, got {n_boot!r}")
+
+
+def _circular_block_rates(
+    counts: np.ndarray,
+    block: int,
+    width_s: float,
+    rng: np.random.Generator | int | None,
+    n_boot: int,
+) -> np.ndarray:
+    """``n_boot`` rates resampled from per-bin ``counts`` with circular blocks of ``block`` bins."""
+    n_bins = counts.size
+    gen = np.random.default_rng(0 if rng is None else rng)
     n_blocks = -(-n_bins // block)  # ceil
     # Circular blocks (Politis & Romano): a block may wrap from the last bin to the first, so
     # every bin is drawn equally often. Plain moving blocks under-draw the edge bins, which
@@ -312,7 +329,14 @@ def rate_ci(
     starts = gen.integers(0, n_bins, size=(n_boot, n_blocks))
     take = (starts[:, :, None] + np.arange(block)).reshape(n_boot, n_blocks * block)[:, :n_bins]
     take %= n_bins
-    boot_rates = counts[take].mean(axis=1) / width_s
+    rates: np.ndarray = counts[take].mean(axis=1) / width_s
+    return rates
+
+
+def _widened_interval(
+    rate: float, boot_rates: np.ndarray, n_bins: int, block: int, confidence: float
+) -> tuple[float, float]:
+    """The percentile interval of ``boot_rates`` after widening their spread for short windows."""
     # Two small-sample corrections, so that a 4 s window is not overconfident:
     # 1. resampled block means scatter around the sample mean with variance shrunk by
     #    (n_bins - block) / n_bins (each block is centred on a mean it helped form: the block
@@ -328,7 +352,7 @@ def rate_ci(
     )
     boot_rates = rate + (boot_rates - rate) * widen
     lo, hi = np.quantile(boot_rates, [alpha / 2.0, 1.0 - alpha / 2.0])
-    return rate, float(lo), float(hi)
+    return float(lo), float(hi)
 
 
 # --------------------------------------------------------------------------------------------
@@ -601,6 +625,27 @@ def decide(
     band = f"change {signed_pct(change)} (interval {signed_pct(low)} .. {signed_pct(high)})"
     # mirror lower-is-better onto higher-is-better: the bad direction is then always down
     lo, hi, pt = (low, high, change) if higher_is_better else (-high, -low, -change)
+    verdict, why = _read_interval(
+        lo, hi, pt, t, smallest, higher_is_better=higher_is_better, spread=spread, runs=runs
+    )
+    return Decision(verdict, change, low, high, f"{band} {why}", decidable)
+
+
+def _read_interval(
+    lo: float,
+    hi: float,
+    pt: float,
+    t: float,
+    smallest: float,
+    *,
+    higher_is_better: bool,
+    spread: float | None,
+    runs: int | None,
+) -> tuple[VerdictKind, str]:
+    """:func:`decide`'s rule on an interval mirrored so that the bad direction is down.
+
+    Returns the verdict and the clause saying why, worded for the original direction.
+    """
     bad, good = (f"-{t * 100:.1f} %", f"+{t * 100:.1f} %")
     if not higher_is_better:
         bad, good = good, bad
@@ -626,4 +671,4 @@ def decide(
     else:
         verdict = "inconclusive"
         why = f"straddles the {bad} threshold: " + undecidable_reason(t, smallest, spread, runs)
-    return Decision(verdict, change, low, high, f"{band} {why}", decidable)
+    return verdict, why

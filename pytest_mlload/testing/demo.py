@@ -876,24 +876,35 @@ class DemoServer:
         return _json(200, self.stats())
 
     async def _metrics(self, request: _Request) -> _Response:
+        utilization = self._scrape_utilization()
+        out = _Exposition()
+        self._export_triton(out, utilization)
+        self._export_demo(out)
+        return _Response(200, out.render(), "text/plain; version=0.0.4; charset=utf-8")
+
+    def _scrape_utilization(self) -> float:
+        """Busy-slot share of the slots since the previous scrape (0.0 over no time); this
+        scrape starts the next interval."""
         now = asyncio.get_running_loop().time()
         busy_s = self._busy_slot_s(now)
         last_time, last_busy_s = self._last_scrape
         self._last_scrape = (now, busy_s)
         wall_s = now - last_time
-        utilization = (busy_s - last_busy_s) / (self.settings.slots * wall_s) if wall_s > 0 else 0.0
+        return (busy_s - last_busy_s) / (self.settings.slots * wall_s) if wall_s > 0 else 0.0
+
+    def _per_model(self, values: Mapping[str, float]) -> list[tuple[Mapping[str, str], float]]:
+        s = self.settings
+        return [
+            ({"application": s.application, "model": model, "pod": s.triton_pod_name}, v)
+            for model, v in sorted(values.items())
+        ]
+
+    def _export_triton(self, out: _Exposition, utilization: float) -> None:
+        """The cAdvisor CPU, DCGM GPU and Triton inference families the HPA triggers read."""
         s = self.settings
         api = {"container": "api", "pod": s.pod_name, "namespace": s.namespace}
         triton = {"container": "triton", "pod": s.triton_pod_name, "namespace": s.namespace}
         gpu = {"application": s.application, "pod": s.triton_pod_name, "gpu_uuid": "GPU-demo-0"}
-
-        def per_model(values: Mapping[str, float]) -> list[tuple[Mapping[str, str], float]]:
-            return [
-                ({"application": s.application, "model": model, "pod": s.triton_pod_name}, v)
-                for model, v in sorted(values.items())
-            ]
-
-        out = _Exposition()
         out.family(
             "container_cpu_usage_seconds_total",
             "counter",
@@ -907,8 +918,8 @@ class DemoServer:
             "Busy-slot time / (slots x wall time) since the previous scrape of /metrics.",
             [(gpu, min(1.0, max(0.0, utilization)))],
         )
-        durations = per_model(self._inference_us)
-        counts = per_model({k: float(v) for k, v in self._inference_count.items()})
+        durations = self._per_model(self._inference_us)
+        counts = self._per_model({k: float(v) for k, v in self._inference_count.items()})
         for name in (
             "nv_inference_request_duration_us_microseconds_total",
             "nv_inference_request_duration_us",
@@ -925,8 +936,11 @@ class DemoServer:
             "nv_inference_request_failure",
             "counter",
             "Slotted requests answered 500 by error_ratio.",
-            per_model({k: float(v) for k, v in self._failures.items()}),
+            self._per_model({k: float(v) for k, v in self._failures.items()}),
         )
+
+    def _export_demo(self, out: _Exposition) -> None:
+        """The demo server's own families: answers by route and code, slots, busy, queued."""
         out.family(
             "mlload_demo_requests_total",
             "counter",
@@ -936,7 +950,7 @@ class DemoServer:
                 for (endpoint, code), count in sorted(self._requests.items())
             ],
         )
-        out.family("mlload_demo_slots", "gauge", "Worker slots.", [({}, s.slots)])
+        out.family("mlload_demo_slots", "gauge", "Worker slots.", [({}, self.settings.slots)])
         out.family(
             "mlload_demo_busy_slots", "gauge", "Slots in use now.", [({}, len(self._in_slot))]
         )
@@ -946,7 +960,6 @@ class DemoServer:
             "Requests waiting for a slot.",
             [({}, self._queued)],
         )
-        return _Response(200, out.render(), "text/plain; version=0.0.4; charset=utf-8")
 
 
 async def _sleep_until(loop: asyncio.AbstractEventLoop, deadline: float) -> None:
