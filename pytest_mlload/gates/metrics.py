@@ -45,7 +45,16 @@ from pytest_mlload.errors import (
     SettingsMismatch,
 )
 from pytest_mlload.results import CapacityResult
-from pytest_mlload.stats import SIGMA0, change_interval, decide, interval_sd, run_spread, signed_pct
+from pytest_mlload.stats import (
+    SIGMA0,
+    Decision,
+    RunSpread,
+    change_interval,
+    decide,
+    interval_sd,
+    run_spread,
+    signed_pct,
+)
 
 __all__ = ["Verdict", "check_no_regression", "error_verdict", "evaluate", "rate_limit_verdicts"]
 
@@ -147,17 +156,35 @@ def _compare(
         spread=base.spread,
         runs=base.runs,
     )
-    shown_ci = (
-        f"95 % CI {signed_pct(d.low)}..{signed_pct(d.high)}"
-        if math.isfinite(d.low) and math.isfinite(d.high)
-        else "no confidence interval"
-    )
     moved = "fell" if ci.change < 0 else "rose"
-    c = base.center
     head = (
-        f"{label} {moved} {abs(ci.change) * 100:.1f} % ({c:.1f} -> {observed:.1f} {unit}"
-        f"{extra}, {shown_ci})"
+        f"{label} {moved} {abs(ci.change) * 100:.1f} % ({base.center:.1f} -> {observed:.1f} "
+        f"{unit}{extra}, {_shown_ci(d)})"
     )
+    return Verdict(
+        metric=metric,
+        verdict=d.verdict,
+        baseline=base.center,
+        observed=observed,
+        change=d.change,
+        low=d.low,
+        high=d.high,
+        threshold=threshold,
+        unit=unit,
+        message=_compare_message(head, d, threshold, base),
+        decidable=ci.decidable,
+        spread=base.spread,
+    )
+
+
+def _shown_ci(d: Decision) -> str:
+    if math.isfinite(d.low) and math.isfinite(d.high):
+        return f"95 % CI {signed_pct(d.low)}..{signed_pct(d.high)}"
+    return "no confidence interval"
+
+
+def _compare_message(head: str, d: Decision, threshold: float, base: RunSpread) -> str:
+    """The sentence of a comparison: what moved, the threshold, and the way out."""
     t = f"{threshold * 100:g} %"
     spread = (
         f"run-to-run spread {base.spread * 100:.1f} % over {base.runs} baseline "
@@ -179,20 +206,7 @@ def _compare(
         )
     else:
         msg = f"{head}: within the {t} threshold ({spread})."
-    return Verdict(
-        metric=metric,
-        verdict=d.verdict,
-        baseline=c,
-        observed=observed,
-        change=d.change,
-        low=d.low,
-        high=d.high,
-        threshold=threshold,
-        unit=unit,
-        message=msg,
-        decidable=ci.decidable,
-        spread=base.spread,
-    )
+    return msg
 
 
 # --------------------------------------------------------------------------------------------
@@ -241,30 +255,10 @@ def error_verdict(
             "ratio",
             f"{label}: {side} has no requests, so the error ratio cannot be compared",
         )
-    z = float(_st.norm.ppf(0.5 + confidence / 2.0))
     p1, p0 = failures / requests, base_failures / base_requests
-    l1, u1 = _wilson(failures, requests, z)
-    l0, u0 = _wilson(base_failures, base_requests, z)
     rise = p1 - p0
-    low = rise - math.sqrt((p1 - l1) ** 2 + (u0 - p0) ** 2)
-    high = rise + math.sqrt((u1 - p1) ** 2 + (p0 - l0) ** 2)
+    low, high = _newcombe(failures, requests, base_failures, base_requests, confidence)
     bad = low > 0 and rise > threshold
-    head = (
-        f"{label} rose {rise * 100:+.2f} pp ({p0:.2%} = {base_failures}/{base_requests} -> "
-        f"{p1:.2%} = {failures}/{requests}, 95 % CI {low * 100:+.2f}..{high * 100:+.2f} pp)"
-        if rise >= 0
-        else f"{label} fell {-rise * 100:.2f} pp ({p0:.2%} = {base_failures}/{base_requests} "
-        f"-> {p1:.2%} = {failures}/{requests})"
-    )
-    if bad:
-        msg = (
-            f"{head}, past the {threshold * 100:.2g} pp allowance with an interval above 0; "
-            f"fix the failing requests (see error samples), or {UPDATE_HINT}."
-        )
-    elif rise > threshold:
-        msg = f"{head}: not a certain rise (the interval holds 0), so not a regression."
-    else:
-        msg = f"{head}: within the {threshold * 100:.2g} pp allowance."
     return Verdict(
         metric=metric,
         verdict="regression" if bad else "pass",
@@ -275,7 +269,54 @@ def error_verdict(
         high=high,
         threshold=threshold,
         unit="ratio",
-        message=msg,
+        message=_error_message(
+            label, (failures, requests), (base_failures, base_requests), (low, high), threshold
+        ),
+    )
+
+
+def _error_message(
+    label: str,
+    now: tuple[int, int],
+    base: tuple[int, int],
+    ci: tuple[float, float],
+    threshold: float,
+) -> str:
+    """The sentence of the error gate: the rise, its interval, the allowance, the way out."""
+    (failures, requests), (base_failures, base_requests), (low, high) = now, base, ci
+    p1, p0 = failures / requests, base_failures / base_requests
+    rise = p1 - p0
+    head = (
+        f"{label} rose {rise * 100:+.2f} pp ({p0:.2%} = {base_failures}/{base_requests} -> "
+        f"{p1:.2%} = {failures}/{requests}, 95 % CI {low * 100:+.2f}..{high * 100:+.2f} pp)"
+        if rise >= 0
+        else f"{label} fell {-rise * 100:.2f} pp ({p0:.2%} = {base_failures}/{base_requests} "
+        f"-> {p1:.2%} = {failures}/{requests})"
+    )
+    if low > 0 and rise > threshold:
+        msg = (
+            f"{head}, past the {threshold * 100:.2g} pp allowance with an interval above 0; "
+            f"fix the failing requests (see error samples), or {UPDATE_HINT}."
+        )
+    elif rise > threshold:
+        msg = f"{head}: not a certain rise (the interval holds 0), so not a regression."
+    else:
+        msg = f"{head}: within the {threshold * 100:.2g} pp allowance."
+    return msg
+
+
+def _newcombe(
+    failures: int, requests: int, base_failures: int, base_requests: int, confidence: float
+) -> tuple[float, float]:
+    """Newcombe's hybrid score interval (method 10) of ``p_new - p_base``."""
+    z = float(_st.norm.ppf(0.5 + confidence / 2.0))
+    p1, p0 = failures / requests, base_failures / base_requests
+    l1, u1 = _wilson(failures, requests, z)
+    l0, u0 = _wilson(base_failures, base_requests, z)
+    rise = p1 - p0
+    return (
+        rise - math.sqrt((p1 - l1) ** 2 + (u0 - p0) ** 2),
+        rise + math.sqrt((u1 - p1) ** 2 + (p0 - l0) ** 2),
     )
 
 
@@ -602,7 +643,7 @@ def evaluate_spike(
     if not base or result.p99_ms is None:
         verdicts.append(_missing("spike", t, "", f"spike of {key}: no spike figures to compare"))
         return _noted(verdicts, _machine_note(entry, fingerprint), part)
-    base_runs = [sp for _, sp in base]
+    with_p99 = [sp for _, sp in base if sp.p99_ms is not None]
     verdicts.append(
         _compare(
             "spike_p99",
@@ -610,46 +651,42 @@ def evaluate_spike(
             "ms",
             result.p99_ms,
             result.p99_ci,
-            [b.p99_ms for b in base_runs if b.p99_ms is not None],
+            [b.p99_ms for b in with_p99 if b.p99_ms is not None],
             t,
             higher_is_better=False,
-            base_cis=[b.p99_ci for b in base_runs if b.p99_ms is not None],
+            base_cis=[b.p99_ci for b in with_p99],
             prior=settings.run_spread_prior,
         )
     )
-    verdicts.append(
-        _errors_of(
-            result,
-            [(sp.error_ratio, r.requests) for r, sp in base],
-            settings,
-            f"error ratio during the spike of {key}",
-            metric="spike_errors",
-        )
-    )
-    base_rec = [b.recovery_s for b in base_runs if b.recovery_s is not None]
-    rec = result.spike.recovery_s if result.spike else None
+    pooled = [(sp.error_ratio, r.requests) for r, sp in base]
+    label = f"error ratio during the spike of {key}"
+    verdicts.append(_errors_of(result, pooled, settings, label, metric="spike_errors"))
+    base_rec = [sp.recovery_s for _, sp in base if sp.recovery_s is not None]
     if base_rec:
-        b = float(statistics.median(base_rec))
-        limit = b * (1 + t) + RECOVERY_STEP_S
-        worse = rec is None or rec > limit
-        shown = "did not recover" if rec is None else f"{rec:.2f} s"
-        verdicts.append(
-            Verdict(
-                metric="spike_recovery",
-                verdict="regression" if worse else "pass",
-                baseline=b,
-                observed=rec,
-                change=None,
-                low=None,
-                high=None,
-                threshold=t,
-                unit="s",
-                message=f"recovery after the spike of {key}: {b:.2f} s -> {shown} (limit "
-                f"{limit:.2f} s = baseline + {t * 100:g} % + {RECOVERY_STEP_S} s)"
-                + (f"; {UPDATE_HINT}." if worse else ""),
-            )
-        )
+        rec = result.spike.recovery_s if result.spike else None
+        verdicts.append(_recovery_verdict(rec, float(statistics.median(base_rec)), t, key))
     return _noted(verdicts, _machine_note(entry, fingerprint), part)
+
+
+def _recovery_verdict(rec: float | None, base_s: float, t: float, key: str) -> Verdict:
+    """Recovery regresses past baseline x (1 + threshold) + one step of the recovery scan."""
+    limit = base_s * (1 + t) + RECOVERY_STEP_S
+    worse = rec is None or rec > limit
+    shown = "did not recover" if rec is None else f"{rec:.2f} s"
+    return Verdict(
+        metric="spike_recovery",
+        verdict="regression" if worse else "pass",
+        baseline=base_s,
+        observed=rec,
+        change=None,
+        low=None,
+        high=None,
+        threshold=t,
+        unit="s",
+        message=f"recovery after the spike of {key}: {base_s:.2f} s -> {shown} (limit "
+        f"{limit:.2f} s = baseline + {t * 100:g} % + {RECOVERY_STEP_S} s)"
+        + (f"; {UPDATE_HINT}." if worse else ""),
+    )
 
 
 def rate_limit_verdicts(

@@ -63,18 +63,8 @@ def plan_parts(
             )
         target = settings.weights_module
     modes = settings.mode
-    single = is_seed_taskset(target) or is_locust_user(target)
-    if single:
-        if set(modes) - {"individual", "spike"}:
-            raise ConfigError(
-                f"mode {'/'.join(modes)} needs a weights mix ({{TaskSet: weight}}, a module with "
-                f"production_weights or weights_module); a single "
-                f"{'User' if is_locust_user(target) else 'TaskSet'} only runs individual or spike"
-            )
-        solo = [Part("individual", "individual", target)] if "individual" in modes else []
-        if "spike" in modes:
-            solo.append(Part("spike", "spike", target, kind="spike"))
-        return solo
+    if is_seed_taskset(target) or is_locust_user(target):
+        return _single_target_parts(target, modes)
     pairs = taskset_weights(target)
     weights = dict(pairs)
     parts: list[Part] = []
@@ -107,6 +97,20 @@ def plan_parts(
     if "spike" in modes:
         parts.append(Part("spike", "spike", weights, kind="spike", weights=_mix_label(pairs)))
     return parts
+
+
+def _single_target_parts(target: Any, modes: tuple[str, ...]) -> list[Part]:
+    """A single TaskSet or User runs individual and/or spike, never a mix mode."""
+    if set(modes) - {"individual", "spike"}:
+        raise ConfigError(
+            f"mode {'/'.join(modes)} needs a weights mix ({{TaskSet: weight}}, a module with "
+            f"production_weights or weights_module); a single "
+            f"{'User' if is_locust_user(target) else 'TaskSet'} only runs individual or spike"
+        )
+    solo = [Part("individual", "individual", target)] if "individual" in modes else []
+    if "spike" in modes:
+        solo.append(Part("spike", "spike", target, kind="spike"))
+    return solo
 
 
 def rate_limit_rps(result: CapacityResult, safety_factor: float) -> float | None:
