@@ -21,7 +21,7 @@ import pytest
 from notion_fake import FakeNotion, Fault
 
 from pytest_mlload.errors import NotionError, NotionSchemaError
-from pytest_mlload.judge.gates import Verdict
+from pytest_mlload.gates.metrics import Verdict
 from pytest_mlload.notion import (
     NotionSettings,
     RunPayload,
@@ -34,7 +34,7 @@ from pytest_mlload.notion.schema import ENDPOINT_PROPERTIES, RUN_PROPERTIES
 from pytest_mlload.notion.sync import send_payload
 from pytest_mlload.notion.transport import RateLimiter
 from pytest_mlload.report import tables
-from pytest_mlload.results import CapacityResult, EndpointResult
+from pytest_mlload.results import CapacityResult, EndpointResult, OpenLoopWindow, SpikeResult
 
 TOKEN = "ntn_TESTSECRET_4f1c9a7e2b"
 
@@ -69,7 +69,7 @@ def _endpoint(name: str, cap: float, p99: float) -> EndpointResult:
 
 
 def _result(
-    name: str, cap: float, p99: float, endpoints: dict[str, EndpointResult], **extra: Any
+    name: str, cap: float, p99: float, endpoints: dict[str, EndpointResult], **typed: Any
 ) -> CapacityResult:
     return CapacityResult(
         name=name,
@@ -89,7 +89,24 @@ def _result(
         target_p99_ms=120.0,
         endpoints=endpoints,
         capacity_ci=(cap * 0.98, cap * 1.02),
-        extra=dict(extra),
+        **typed,
+    )
+
+
+def _window(rate: float, p99: float) -> OpenLoopWindow:
+    return OpenLoopWindow(
+        rate_rps=rate,
+        sent_rps=rate,
+        goodput_rps=rate,
+        requests=int(rate * 5),
+        failures=0,
+        error_ratio=0.0,
+        p50_ms=p99 / 2,
+        p95_ms=p99 * 0.9,
+        p99_ms=p99,
+        p99_ci=None,
+        dispatch_lag_p95_ms=1.0,
+        duration_s=5.0,
     )
 
 
@@ -111,7 +128,7 @@ def _verdict(part: str, metric: str, verdict: str, base: float, seen: float) -> 
 
 
 def make_report(n_endpoints: int = 2) -> dict[str, Any]:
-    """Schema-1 report: a multi-mode test (one regression) and a single-TaskSet test."""
+    """The plugin's report: a multi-mode test (one regression) and a single-TaskSet test."""
     names = [f"/v1/ep{i}" for i in range(n_endpoints)]
     parts = [
         _result(
@@ -130,7 +147,17 @@ def make_report(n_endpoints: int = 2) -> dict[str, Any]:
         {n: _endpoint(n, 180.0 / len(names), 105.0) for n in names},
         rate_limit_rps=126.0,
     )
-    spike = _result("spike", 150.0, 300.0, {}, spike={"target_rps": 300.0, "recovery_s": 1.5})
+    figures = SpikeResult(
+        target_rps=300.0,
+        base_rps=30.0,
+        duration_s=5.0,
+        pre=_window(30.0, 80.0),
+        spike=_window(300.0, 300.0),
+        recovery_s=1.5,
+        recovery_limit_s=10.0,
+        peak_workers=64,
+    )
+    spike = _result("spike", 150.0, 300.0, {}, spike=figures)
     multi = tables.TestRecord(
         nodeid="test_m.py::test_modes",
         key="test_m.py::test_modes",
@@ -509,13 +536,17 @@ def test_run_id_is_derived_stably_or_taken_from_the_report() -> None:
     assert given.run_id == "gh-1234-1" and not given.run_id_derived
 
 
-def test_schema_2_typed_fields_at_the_top_level_of_a_result_are_read() -> None:
+def test_schema_1_extra_and_schema_2_typed_fields_give_the_same_run() -> None:
     report = make_report()
-    report["schema"] = 2
+    assert report["schema"] == 2
+    old = json.loads(json.dumps(report))
+    old["schema"] = 1
+    for test in old["tests"]:
+        for r in test["results"]:
+            r["extra"] = {k: r.pop(k) for k in ("rate_limit_rps", "spike", "open_loop", "hpa")}
+    assert runs_from_report(old).tests == runs_from_report(report).tests
     for test in report["tests"]:
         for r in test["results"]:
-            extra = r.pop("extra")
-            r.update(extra)  # typed fields instead of extra[...]
             r["hpa"] = {
                 "triggers": [
                     {
@@ -542,6 +573,16 @@ def test_schema_2_typed_fields_at_the_top_level_of_a_result_are_read() -> None:
         if b["type"].startswith("heading")
     ]
     assert "HPA trigger recommendations" in headings
+
+
+def test_a_result_holding_its_parts_reads_like_one_result_per_part() -> None:
+    report = make_report()
+    per_part = runs_from_report(report).tests[0]
+    multi = report["tests"][0]
+    results = multi["results"]
+    combined = {**results[0], "name": multi["key"], "parts": {r["name"]: r for r in results}}
+    multi["results"] = [combined]
+    assert runs_from_report(report).tests[0] == per_part
 
 
 def test_not_a_report_is_a_clear_error() -> None:

@@ -14,45 +14,31 @@ from typing import Any
 
 import pytest
 from notion_fake import FakeNotion
+from plugin_support import converged_result, helper_source
 from prom_support import closed_port
 
 from pytest_mlload.baseline import BaselineEntry, BaselineStore
 from pytest_mlload.config import RunSettings
-from pytest_mlload.results import CapacityResult, ProbeResult
 
 TOKEN = "ntn_PLUGINSECRET_77d2e1"
 
 
-def fake_result(cap: float = 200.0) -> CapacityResult:
-    """A converged synthetic result (no load)."""
-    return CapacityResult(
-        name="",
-        host="http://127.0.0.1:9",
-        status="converged",
-        reason="",
-        capacity_rps=cap,
-        p50_ms=90.0,
-        p95_ms=98.0,
-        p99_ms=100.0,
+def fake_result(cap: float = 200.0) -> Any:
+    """plugin_support's converged result, with the probe at the baseline's load P99 needs."""
+    from dataclasses import replace
+
+    from pytest_mlload import ProbeResult
+
+    probe = ProbeResult(
         users=20,
-        requests=800,
+        p50_ms=90.0,
+        p99_ms=100.0,
+        requests=400,
         failures=0,
-        error_ratio=0.0,
-        measure_s=4.0,
-        elapsed_s=9.0,
-        target_p99_ms=120.0,
-        capacity_ci=(cap * 0.98, cap * 1.02),
+        duration_s=2.0,
         p99_ci=(98.0, 102.0),
-        probe=ProbeResult(
-            users=20,
-            p50_ms=90.0,
-            p99_ms=100.0,
-            requests=400,
-            failures=0,
-            duration_s=2.0,
-            p99_ci=(98.0, 102.0),
-        ),
     )
+    return replace(converged_result(capacity_rps=cap), probe=probe, p99_ci=(98.0, 102.0))
 
 
 INNER = """
@@ -74,10 +60,10 @@ def test_regression(mlload):
 @pytest.fixture
 def suite(pytester: pytest.Pytester) -> Path:
     pytester.makeini("[pytest]\n")
-    src = "from pytest_mlload import CapacityResult, ProbeResult\n\n" + inspect.getsource(
-        fake_result
+    src = "from typing import Any\nfrom mlhelp import converged_result\n\n"
+    pytester.makepyfile(
+        mlhelp=helper_source(), fakes=src + inspect.getsource(fake_result), test_gates=INNER
     )
-    pytester.makepyfile(fakes=src, test_gates=INNER)
     store = BaselineStore(pytester.path / "mlload-baseline.yaml")
     settings = RunSettings(target_p99_ms=120)
     store.update(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,10 @@ from typing import Any
 __all__ = ["add_options", "parse_target", "sync_session"]
 
 PREFIX = "mlload notion"
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr)
 
 
 def parse_target(value: str) -> str:
@@ -57,15 +62,15 @@ def sync_session(
     target: str | None,
     init: bool,
     rootdir: Path,
-    warn: Callable[[str], None],
+    warn: Callable[[str], None] | None = None,
     info: Callable[[str], None] | None = None,
     env: Mapping[str, str] | None = None,
     **kw: Any,
 ) -> Any:
     """Sync the session's JSON report dict when ``target`` (SERVICE:VERSION) is set.
 
-    Never raises for a Notion problem: failures go to ``warn`` (with the pending file) and
-    the verdicts and exit code stay as they were. Returns the
+    Never raises for a Notion problem: failures go to ``warn`` (default: stderr) with the
+    pending file, and the verdicts and exit code stay as they were. Returns the
     :class:`~pytest_mlload.notion.SyncAttempt`, or None when nothing was asked.
     """
     if not target:
@@ -75,6 +80,7 @@ def sync_session(
     from pytest_mlload.notion.settings import ENV_TOKEN, redact
 
     env = os.environ if env is None else env
+    warn = warn or _stderr
     service, _, version = target.partition(":")
     try:
         run, payload = payload_from_report(

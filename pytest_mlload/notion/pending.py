@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from pytest_mlload._io import atomic_write
 from pytest_mlload.errors import NotionError
 from pytest_mlload.notion.payload import RunPayload
 from pytest_mlload.notion.settings import redact
@@ -39,8 +40,6 @@ def pending_path(directory: Path, run_id: str) -> Path:
 
 def save_pending(directory: Path, payload: RunPayload, error: str, token: str | None) -> Path:
     """Keep ``payload`` (replacing an older copy of the same run); returns the file."""
-    from pytest_mlload.report.tables import write_json
-
     data = {
         "pending_schema": PENDING_SCHEMA,
         "saved_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -48,9 +47,9 @@ def save_pending(directory: Path, payload: RunPayload, error: str, token: str | 
         "payload": payload.to_dict(),
     }
     # The report's text (test messages) could quote anything: redact the whole document.
-    clean = json.loads(redact(json.dumps(data), token))
+    text = redact(json.dumps(data, indent=2, sort_keys=True, allow_nan=False), token)
     path = pending_path(directory, payload.run_id)
-    write_json(path, clean)
+    atomic_write(path, text + "\n")
     return path
 
 

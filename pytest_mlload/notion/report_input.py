@@ -1,9 +1,9 @@
 """The JSON report (``--mlload-report``) read into typed records, in one place.
 
 :func:`runs_from_report` is the only code of the Notion sync that looks inside the report
-dict. It reads schema 1 (figures such as the rate limit under ``result["extra"]``) and,
-defensively, the typed fields of schema 2 at the top level of a result (``open_loop``,
-``spike``, ``hpa``, ``rate_limit_rps``).
+dict. It reads schema 1 (figures such as the rate limit under ``result["extra"]``) and
+schema 2 (typed fields at the top level of a result: ``open_loop``, ``spike``, ``hpa``,
+``rate_limit_rps``; a result of several parts holds them under ``parts``).
 
 The run id is the report's ``run_id`` when it has one; otherwise it is derived from
 ``generated_at`` and the sorted test keys, so the same report always maps to the same id
@@ -178,6 +178,33 @@ def _hpa(value: Any) -> tuple[HpaTrigger, ...]:
     return tuple(out)
 
 
+def _open_loop_p99(value: Any) -> float | None:
+    """P99 of the open-loop window: ``window.p99_ms`` (schema 2) or ``p99_ms`` (schema 1)."""
+    if not isinstance(value, Mapping):
+        return None
+    window = value.get("window")
+    return _num(window.get("p99_ms") if isinstance(window, Mapping) else value.get("p99_ms"))
+
+
+def _flat(results: Any) -> list[Mapping[str, Any]]:
+    """Every part's result: a result holding ``parts`` (a run of several) stands for them."""
+    out: list[Mapping[str, Any]] = []
+    for r in results or ():
+        if not isinstance(r, Mapping):
+            continue
+        parts = r.get("parts")
+        if isinstance(parts, Mapping) and parts:
+            out += [
+                {**sub, "name": name} for name, sub in parts.items() if isinstance(sub, Mapping)
+            ]
+        else:
+            out.append(r)
+    by_name: dict[str, Mapping[str, Any]] = {}
+    for r in out:  # a part listed twice (alone and inside its run) counts once
+        by_name.setdefault(str(r.get("name") or ""), r)
+    return list(by_name.values())
+
+
 def _part(result: Mapping[str, Any], key: str) -> PartInput:
     name = str(result.get("name") or "")
     raw = result.get("endpoints")
@@ -210,7 +237,7 @@ def _part(result: Mapping[str, Any], key: str) -> PartInput:
             if isinstance(ep, Mapping)
         ),
         rate_limit_rps=_num(_typed(result, "rate_limit_rps")),
-        open_loop_p99_ms=_num(open_loop.get("p99_ms")) if isinstance(open_loop, Mapping) else None,
+        open_loop_p99_ms=_open_loop_p99(open_loop),
         spike_target_rps=_num(spike.get("target_rps")) if isinstance(spike, Mapping) else None,
         spike_recovery_s=_num(spike.get("recovery_s")) if isinstance(spike, Mapping) else None,
         hpa=_hpa(_typed(result, "hpa")),
@@ -264,7 +291,7 @@ def runs_from_report(report: Any, *, source: str = "the report") -> RunInput:
                 key=key,
                 outcome=str(t.get("outcome") or "not judged"),
                 message=str(t.get("message") or ""),
-                parts=tuple(_part(r, key) for r in t.get("results") or () if isinstance(r, dict)),
+                parts=tuple(_part(r, key) for r in _flat(t.get("results"))),
                 verdicts=tuple(_verdict(v) for v in t.get("verdicts") or () if isinstance(v, dict)),
             )
         )

@@ -312,7 +312,7 @@ class MlloadState:
         from pytest_mlload.notion.hooks import sync_session
 
         tr = self.config.pluginmanager.get_plugin("terminalreporter")
-        say = tr.write_line if tr else (lambda line: print(line, file=sys.stderr))
+        say = tr.write_line if tr else None  # None: to stderr
         sync_session(
             report,
             target=self.config.getoption("mlload_notion"),
