@@ -372,8 +372,10 @@ def test_a_long_body_goes_in_chunks_of_100_blocks(fake: FakeNotion) -> None:
     assert max(len(t["table"]["children"]) for t in tables_) == 100  # header + 99 rows
     payload = replace(payload, children=payload.children * 8)
     assert len(payload.children) > 100
+    fake.inject(Fault("PATCH", r"/children$", status=504, after=True))  # appended, then 504
     outcome = send(fake, payload, VirtualClock())
-    assert fake.state.blocks[outcome.page_id] == payload.children
+    assert fake.faults[0].count == 0
+    assert fake.state.blocks[outcome.page_id] == payload.children  # whole, once, in order
     assert_exactly_once(fake, report)
 
 

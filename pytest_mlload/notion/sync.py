@@ -158,14 +158,15 @@ def _chunks(blocks: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
         yield blocks[start : start + CHILDREN_MAX]
 
 
-def _write_body(api: NotionApi, page_id: str, blocks: list[dict[str, Any]], *, erase: bool) -> None:
-    """Append ``blocks`` in chunks; after an ambiguous append, erase and start over."""
+def _write_body(
+    api: NotionApi, page_id: str, blocks: list[dict[str, Any]], *, present: int
+) -> None:
+    """Append ``blocks[present:]`` (the first ``present`` are on the page already) in chunks;
+    after an ambiguous append (it may have landed), erase the body and write all of it."""
     attempt = 0
     while True:
-        if erase:
-            api.call("erase the run page body", "pages.update", page_id=page_id, erase_content=True)
         try:
-            for chunk in _chunks(blocks):
+            for chunk in _chunks(blocks[present:]):
                 api.call(
                     "append the run page body",
                     "blocks.children.append",
@@ -175,8 +176,9 @@ def _write_body(api: NotionApi, page_id: str, blocks: list[dict[str, Any]], *, e
                 )
             return
         except AmbiguousWrite as exc:
-            api.pause(attempt, "append the run page body", str(exc))
-            attempt, erase = attempt + 1, True
+            api.pause(attempt, "append the run page body", f"{exc}; rewriting the body")
+            attempt, present = attempt + 1, 0
+            api.call("erase the run page body", "pages.update", page_id=page_id, erase_content=True)
 
 
 def _trash(api: NotionApi, pages: list[dict[str, Any]], what: str) -> int:
@@ -248,8 +250,8 @@ def send_payload(
             api, runs, ("Run ID", payload.run_id), run_props, counts, children=payload.children
         )
         # created: the first 100 blocks came with the page; updated: the body was erased
-        rest = payload.children[CHILDREN_MAX:] if created else payload.children
-        _write_body(api, page["id"], rest, erase=False)
+        present = min(len(payload.children), CHILDREN_MAX) if created else 0
+        _write_body(api, page["id"], payload.children, present=present)
         rows = _send_rows(api, eps, payload, page["id"])
         return SyncOutcome(
             run_id=payload.run_id,
