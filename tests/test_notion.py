@@ -300,6 +300,11 @@ def test_run_page_and_rows_hold_the_figures_charts_need(fake: FakeNotion) -> Non
     outcome = send(fake, payload_of(report), clock)
     run, rows = assert_exactly_once(fake, report)
     assert outcome.created and outcome.rows_created == 3 and outcome.url.startswith("https://")
+    import notion_client  # the fake answers pages.retrieve in the shape the client expects
+
+    with notion_client.Client(auth=TOKEN, base_url=fake.base_url) as client:
+        page: Any = client.pages.retrieve(page_id=outcome.page_id)
+    assert page["url"] == outcome.url and page["parent"]["type"] == "data_source_id"
     # the run page: overall verdict, the mix (production) figures, its change and interval
     assert _sel(run, "Verdict") == "regression"
     assert _sel(run, "Service Name") == "classifier"
@@ -592,6 +597,21 @@ def test_not_a_report_is_a_clear_error() -> None:
         runs_from_report({"stats": []}, source="locust.json")
     with pytest.raises(NotionError, match="schema 9"):
         runs_from_report({"schema": 9, "tests": []})
+
+
+def test_the_session_hook_warns_and_never_raises(tmp_path: Path) -> None:
+    from pytest_mlload.notion.hooks import sync_session
+
+    said: list[str] = []
+    assert sync_session({}, target=None, init=False, rootdir=tmp_path, warn=said.append) is None
+    assert said == []  # nothing asked, nothing done
+    sync_session({"tests": "?"}, target="svc:1", init=False, rootdir=tmp_path, warn=said.append)
+    assert len(said) == 1 and "not a pytest-mlload JSON report" in said[0]
+    attempt = sync_session(
+        make_report(), target="svc:1", init=False, rootdir=tmp_path, warn=said.append, env={}
+    )
+    assert attempt.outcome is None and "NOTION_TOKEN" in said[1]
+    assert attempt.pending.parent == tmp_path / ".mlload" / "notion-pending"
 
 
 # -- the command ------------------------------------------------------------------------
