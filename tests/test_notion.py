@@ -614,6 +614,26 @@ def test_the_session_hook_warns_and_never_raises(tmp_path: Path) -> None:
     assert attempt.pending.parent == tmp_path / ".mlload" / "notion-pending"
 
 
+def test_notion_client_is_imported_lazily_with_an_install_hint() -> None:
+    code = (
+        "import sys\n"
+        "import pytest_mlload.notion_sync, pytest_mlload.notion.hooks, pytest_mlload.notion\n"
+        "print(sorted(m for m in ('notion_client', 'httpx', 'scipy') if m in sys.modules))\n"
+        "sys.modules['notion_client'] = None  # as if not installed\n"
+        "from pytest_mlload.notion.transport import make_client\n"
+        "from pytest_mlload.notion.settings import NotionSettings\n"
+        "s = NotionSettings(token='t', runs_database_id='r', endpoints_database_id='e')\n"
+        "try:\n    make_client(s, 1.0)\nexcept Exception as exc:\n    print(exc)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    ).stdout.splitlines()
+    assert out[0] == "[]"
+    assert out[1] == (
+        "the Notion sync needs notion-client 2.6 or later: pip install 'notion-client>=2.6,<4'"
+    )
+
+
 # -- the command ------------------------------------------------------------------------
 
 

@@ -19,9 +19,12 @@ from typing import Any
 from pytest_mlload.notion.blocks import rich_text, run_body
 from pytest_mlload.notion.report_input import PartInput, RunInput, TestInput, VerdictFigures
 from pytest_mlload.notion.schema import RUN_PROPERTIES, TITLE
+from pytest_mlload.results import part_key
 
 __all__ = ["BaselineFigures", "RowPayload", "RunPayload", "build_payload"]
 
+# The judge's severity order (gates.judgement.SEVERITY), with the outcomes a test can have
+# besides verdicts ("error", "not judged", "recorded"); kept here so the sync needs no scipy.
 _SEVERITY = (
     "error",
     "regression",
@@ -163,10 +166,6 @@ def _figures(test: TestInput, p: PartInput, base: BaselineFigures | None) -> dic
     }
 
 
-def _base_key(test: TestInput, part: str) -> str:
-    return f"{test.key}[{part}]" if part else test.key
-
-
 def _mix(run: RunInput) -> tuple[TestInput, PartInput] | None:
     """The run's mix figures: the first production part, else the only result of the run."""
     every = [(t, p) for t in run.tests for p in t.parts]
@@ -193,7 +192,7 @@ def _rows_of(
         endpoint = _solo_endpoint(test, p)
         if endpoint is not None:
             row = rows.setdefault(endpoint, {})
-            row.update(_figures(test, p, lookup(_base_key(test, p.part))))
+            row.update(_figures(test, p, lookup(part_key(test.key, p.part))))
             row["Users"] = _number(p.users, 0)
             row["Errors (%)"] = _pct(p.error_ratio)
             row["Standard Limit"] = _number(p.rate_limit_rps)
@@ -244,7 +243,7 @@ def _run_properties(
     mix = _mix(run)
     if mix is not None:
         test, part = mix
-        props.update(_figures(test, part, lookup(_base_key(test, part.part))))
+        props.update(_figures(test, part, lookup(part_key(test.key, part.part))))
         props["Rate Limit (req/s)"] = _number(part.rate_limit_rps)
     else:
         props.update({name: {"number": None} for name in _figures_names()})

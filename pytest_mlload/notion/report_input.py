@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pytest_mlload.errors import NotionError
+from pytest_mlload.results import part_name
 
 __all__ = [
     "EndpointFigures",
@@ -212,7 +213,7 @@ def _part(result: Mapping[str, Any], key: str) -> PartInput:
     open_loop = _typed(result, "open_loop")
     spike = _typed(result, "spike")
     return PartInput(
-        part="" if name in ("", key) else name,
+        part=part_name(key, name),
         status=str(result.get("status") or ""),
         reason=str(result.get("reason") or ""),
         capacity_rps=_num(result.get("capacity_rps")),
