@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from notion_fake import FakeNotion, Fault
+from plugin_support import converged_result
 
 from pytest_mlload.errors import NotionError, NotionSchemaError
 from pytest_mlload.gates.metrics import Verdict
@@ -56,41 +57,15 @@ class VirtualClock:
 
 
 def _endpoint(name: str, cap: float, p99: float) -> EndpointResult:
-    return EndpointResult(
-        name=name,
-        capacity_rps=cap,
-        p50_ms=p99 * 0.8,
-        p95_ms=p99 * 0.95,
-        p99_ms=p99,
-        requests=500,
-        failures=0,
-        error_ratio=0.0,
-    )
+    one = converged_result(capacity_rps=cap, p99_ms=p99).endpoints["/v1/classify"]
+    return replace(one, name=name)
 
 
 def _result(
     name: str, cap: float, p99: float, endpoints: dict[str, EndpointResult], **typed: Any
 ) -> CapacityResult:
-    return CapacityResult(
-        name=name,
-        host="http://127.0.0.1:9",
-        status="converged",
-        reason="",
-        capacity_rps=cap,
-        p50_ms=p99 * 0.8,
-        p95_ms=p99 * 0.95,
-        p99_ms=p99,
-        users=20,
-        requests=1000,
-        failures=0,
-        error_ratio=0.001,
-        measure_s=4.0,
-        elapsed_s=9.0,
-        target_p99_ms=120.0,
-        endpoints=endpoints,
-        capacity_ci=(cap * 0.98, cap * 1.02),
-        **typed,
-    )
+    base = converged_result(capacity_rps=cap, p99_ms=p99)
+    return replace(base, name=name, endpoints=endpoints, **typed)
 
 
 def _window(rate: float, p99: float) -> OpenLoopWindow:
