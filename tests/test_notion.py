@@ -345,7 +345,7 @@ def test_a_duplicate_left_by_a_late_write_is_trashed_on_the_next_sync(fake: Fake
     assert_exactly_once(fake, report)
 
 
-def test_a_long_body_goes_in_chunks_of_100_blocks(fake: FakeNotion) -> None:
+def test_long_bodies_and_many_rows_go_in_chunks_of_100(fake: FakeNotion) -> None:
     report = make_report(n_endpoints=130)  # tables split at 99 rows, over 100 blocks
     payload = payload_of(report)
     tables_ = [b for b in payload.children if b["type"] == "table"]
@@ -357,6 +357,12 @@ def test_a_long_body_goes_in_chunks_of_100_blocks(fake: FakeNotion) -> None:
     assert fake.faults[0].count == 0
     assert fake.state.blocks[outcome.page_id] == payload.children  # whole, once, in order
     assert_exactly_once(fake, report)
+    queries = sum(r.path.endswith("/query") for r in fake.requests)
+    again = send(fake, payload, VirtualClock(), init=False)  # 131 rows: 2 pages of results
+    assert (again.rows_created, again.rows_updated) == (0, 131)
+    assert sum(r.path.endswith("/query") for r in fake.requests) - queries == 3
+    assert_exactly_once(fake, report)
+    assert fake.state.blocks[outcome.page_id] == payload.children
 
 
 # -- faults -----------------------------------------------------------------------------
@@ -491,10 +497,15 @@ def test_the_token_never_appears_in_errors_logs_or_files(
         settings = settings_for(server)
         assert TOKEN not in repr(settings)
         attempt = sync_or_keep(payload_of(report), pending_dir=tmp_path, settings=settings)
+        with pytest.raises(NotionError) as raised:
+            send_payload(payload_of(report), settings)
     assert "HTTP 401 unauthorized" in attempt.error and "<NOTION_TOKEN>" in attempt.error
     assert attempt.pending is not None
     out = capsys.readouterr()
-    seen = [attempt.error, attempt.pending.read_text(), caplog.text, out.out, out.err]
+    traceback = str(raised.getrepr(chain=True))
+    seen = [attempt.error, attempt.pending.read_text(), caplog.text, out.out, out.err, traceback]
+    assert "<NOTION_TOKEN>" in str(raised.value)  # the server did quote it
+    assert raised.value.__context__ is None  # notion-client's error (holding it) is dropped
     assert all(TOKEN not in s for s in seen)
 
 
