@@ -70,7 +70,8 @@ def sync_session(
     """Sync the session's JSON report dict when ``target`` (SERVICE:VERSION) is set.
 
     Never raises for a Notion problem: failures go to ``warn`` (default: stderr) with the
-    pending file, and the verdicts and exit code stay as they were. Returns the
+    pending file, and the verdicts and exit code stay as they were; the success lines
+    (``NOTION_PAGE_URL=...``) go to ``info`` (default: where ``warn`` goes). Returns the
     :class:`~pytest_mlload.notion.SyncAttempt`, or None when nothing was asked.
     """
     if not target:
@@ -81,6 +82,7 @@ def sync_session(
 
     env = os.environ if env is None else env
     warn = warn or _stderr
+    info = info or warn
     service, _, version = target.partition(":")
     try:
         run, payload = payload_from_report(
@@ -96,7 +98,7 @@ def sync_session(
             f"{PREFIX}: run {run.run_id} not synced: {attempt.error}{where}; send it later "
             f"with python -m pytest_mlload.notion_sync --retry-pending"
         )
-    elif info is not None:
+    else:
         o = attempt.outcome
         info(
             f"{PREFIX}: run {run.run_id} {'created' if o.created else 'updated'}, "

@@ -312,14 +312,12 @@ class MlloadState:
         from pytest_mlload.notion.hooks import sync_session
 
         tr = self.config.pluginmanager.get_plugin("terminalreporter")
-        say = tr.write_line if tr else None  # None: to stderr
         sync_session(
             report,
             target=self.config.getoption("mlload_notion"),
             init=self.config.getoption("mlload_notion_init"),
             rootdir=Path(self.config.rootpath),
-            warn=say,
-            info=say,
+            warn=tr.write_line if tr else None,
         )
 
     @pytest.hookimpl(optionalhook=True)
