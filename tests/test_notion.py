@@ -578,6 +578,30 @@ def test_a_result_holding_its_parts_reads_like_one_result_per_part() -> None:
     assert runs_from_report(report).tests[0] == per_part
 
 
+def test_a_baseline_file_fills_the_figures_no_gate_judged(tmp_path: Path) -> None:
+    from pytest_mlload.baseline import BaselineEntry, BaselineStore
+    from pytest_mlload.config import RunSettings
+    from pytest_mlload.notion import baseline_lookup
+
+    key = "test_s.py::test_one"
+    BaselineStore(tmp_path / "b.yaml").update(
+        {key: BaselineEntry.from_result(key, converged_result(160.0, p99_ms=95.0), RunSettings())}
+    )
+    report = make_report()
+    report["tests"][1]["verdicts"] = []  # a recording session: no gate ran
+    plain = payload_of(report)
+    _, filled = payload_from_report(
+        report, service="s", version="1", baseline=baseline_lookup(tmp_path / "b.yaml"), env={}
+    )
+    row = next(r.properties for r in filled.rows if r.endpoint == "/v1/classify")
+    assert row["RPS Baseline"] == {"number": 160.0}
+    assert row["P99 Baseline (ms)"] == {"number": 95.0}
+    assert row["RPS Change (%)"] == {"number": 25.0}  # 200 vs 160, a point without interval
+    assert row["RPS Change Low (%)"] == {"number": None}
+    before = next(r.properties for r in plain.rows if r.endpoint == "/v1/classify")
+    assert before["RPS Baseline"] == {"number": None}
+
+
 def test_not_a_report_is_a_clear_error() -> None:
     with pytest.raises(NotionError, match="not a pytest-mlload JSON report"):
         runs_from_report({"stats": []}, source="locust.json")
