@@ -382,11 +382,12 @@ def test_injected_faults_lose_nothing_duplicate_nothing_and_keep_verdicts(
         Fault("POST", r"/pages$", after=True, delay_s=0.5),  # created, answered too late
         Fault("PATCH", r"/children$", status=504, after=True),  # appended, then 504
         Fault("PATCH", r"/pages/", status=429, retry_after="1"),
+        Fault("PATCH", r"/pages/", status=409),  # conflict_error: try again
     )
     clock = VirtualClock()
     outcome = send(fake, payload, clock, timeout_s=0.2)
     run, rows = assert_exactly_once(fake, report)
-    assert outcome.retries >= 8
+    assert outcome.retries >= 9
     assert all(f.count == 0 for f in fake.faults)  # every fault was met
     assert clock.sleeps.count(2.0) == 2 and 1.0 in clock.sleeps  # Retry-After honoured
     assert clock.now - 1000.0 < 60.0  # within the deadline
@@ -600,6 +601,16 @@ def test_a_baseline_file_fills_the_figures_no_gate_judged(tmp_path: Path) -> Non
     assert row["RPS Change Low (%)"] == {"number": None}
     before = next(r.properties for r in plain.rows if r.endpoint == "/v1/classify")
     assert before["RPS Baseline"] == {"number": None}
+
+
+def test_non_finite_figures_become_empty_numbers() -> None:
+    report = make_report()
+    report["tests"][1]["results"][0]["capacity_rps"] = float("inf")
+    report["tests"][1]["results"][0]["p99_ms"] = float("nan")
+    payload = payload_of(report)
+    row = next(r.properties for r in payload.rows if r.endpoint == "/v1/classify")
+    assert row["RPS"] == {"number": None} and row["P99 (ms)"] == {"number": None}
+    json.dumps(payload.to_dict(), allow_nan=False)  # valid JSON for Notion
 
 
 def test_not_a_report_is_a_clear_error() -> None:

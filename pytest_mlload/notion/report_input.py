@@ -13,6 +13,7 @@ The run id is the report's ``run_id`` when it has one; otherwise it is derived f
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -135,7 +136,7 @@ class RunInput:
 def _num(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return float(value) if value == value else None  # NaN -> None
+    return float(value) if math.isfinite(value) else None  # NaN/inf: no JSON, no Notion number
 
 
 def _int(value: Any) -> int | None:

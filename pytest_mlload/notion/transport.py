@@ -5,7 +5,8 @@ Every request goes through :meth:`NotionApi.call`, which
 * waits for the token bucket (an average of ``rate_rps`` requests/s, bursts of ``burst``:
   Notion's limit is an average of 3 requests/s);
 * retries 429 (waiting what ``Retry-After`` says), 529, 500, 502, 503, 504, timeouts and
-  connection errors, with exponential backoff and jitter, for every method;
+  connection errors, and 409 ``conflict_error`` (Notion: "try again"), with exponential
+  backoff and jitter, for every method;
 * gives up with a :class:`~pytest_mlload.errors.NotionError` once the next wait would pass
   the sync's deadline (so a sync never takes more than ``deadline_s``).
 
@@ -33,7 +34,8 @@ from pytest_mlload.notion.settings import NOTION_VERSION, NotionSettings, redact
 __all__ = ["AmbiguousWrite", "NotionApi", "RateLimiter"]
 
 log = logging.getLogger("pytest_mlload.notion")
-RETRY_STATUSES = (429, 500, 502, 503, 504, 529)
+RETRY_STATUSES = (409, 429, 500, 502, 503, 504, 529)
+NOT_DONE = (409, 429)  # Notion refused these before doing anything: a retry cannot duplicate
 INSTALL_HINT = (
     "the Notion sync needs notion-client 2.6 or later: pip install 'notion-client>=2.6,<4'"
 )
@@ -117,7 +119,7 @@ def _classify(exc: Exception) -> _Fault:
         return _Fault(
             text,
             retryable=status in RETRY_STATUSES,
-            ambiguous=status != 429,
+            ambiguous=status not in NOT_DONE,
             retry_after_s=_retry_after(exc.headers) if status in RETRY_STATUSES else None,
             status=status,
         )
