@@ -57,14 +57,14 @@ class VirtualClock:
 
 
 def _endpoint(name: str, cap: float, p99: float) -> EndpointResult:
-    one = converged_result(capacity_rps=cap, p99_ms=p99).endpoints["/v1/classify"]
+    one: EndpointResult = converged_result(capacity_rps=cap, p99_ms=p99).endpoints["/v1/classify"]
     return replace(one, name=name)
 
 
 def _result(
     name: str, cap: float, p99: float, endpoints: dict[str, EndpointResult], **typed: Any
 ) -> CapacityResult:
-    base = converged_result(capacity_rps=cap, p99_ms=p99)
+    base: CapacityResult = converged_result(capacity_rps=cap, p99_ms=p99)
     return replace(base, name=name, endpoints=endpoints, **typed)
 
 
@@ -210,7 +210,9 @@ def send(fake: FakeNotion, payload: RunPayload, clock: VirtualClock, **kw: Any) 
     )
 
 
-def assert_exactly_once(fake: FakeNotion, report: dict[str, Any]) -> tuple[dict, list[dict]]:
+def assert_exactly_once(
+    fake: FakeNotion, report: dict[str, Any]
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """One run page and one row per expected endpoint: nothing lost, nothing doubled."""
     runs = fake.live_pages(fake.runs_db)
     assert len(runs) == 1, [fake.text(p, "Run ID") for p in runs]
