@@ -36,7 +36,7 @@ _SEVERITY = (
     "recorded",
     "pass",
 )
-_PASSING = ("pass", "improvement", "recorded")
+_FAILING = _SEVERITY[:5]  # the outcomes that fail a test (and any unknown one)
 
 BaselineFigures = tuple[float | None, float | None]  # (capacity req/s, P99 ms)
 BaselineLookup = Callable[[str], BaselineFigures | None]  # baseline key -> figures
@@ -235,7 +235,7 @@ def _run_properties(
         **common["shared"],
         "Verdict": _select(worst(outcomes)),
         "Tests": _number(len(run.tests), 0),
-        "Failed Tests": _number(sum(o not in _PASSING for o in outcomes), 0),
+        "Failed Tests": _number(sum(o in _FAILING or o not in _SEVERITY for o in outcomes), 0),
         "Verdicts": _text("; ".join(f"{t.key}: {t.outcome}" for t in run.tests)),
         "Commit": _text(run.commit or ci.get("commit")),
         "CI Run": {"url": run.ci_url or ci.get("ci_url") or None},
