@@ -7,6 +7,8 @@
     ├── BaselineError(MlloadError, ValueError)   a baseline file that cannot be trusted
     ├── LoadError(MlloadError, RuntimeError)     the load run broke (driver died, overran)
     │   └── HostUnreachable                      DNS failure, refused connection, timeout
+    ├── NotionError(MlloadError, RuntimeError)   a Notion sync failed (never fails a test)
+    │   └── NotionSchemaError                    the data sources lack properties we write
     └── GateFailure(MlloadError, AssertionError) a verdict that fails the test
         ├── PerformanceRegression                a metric moved past its threshold
         ├── Inconclusive                         too little data, time cap, errors, ...
@@ -31,6 +33,8 @@ __all__ = [
     "LoadError",
     "MissingBaseline",
     "MlloadError",
+    "NotionError",
+    "NotionSchemaError",
     "PerformanceRegression",
     "SettingsMismatch",
 ]
@@ -68,6 +72,26 @@ class HostUnreachable(LoadError):
     def __init__(self, message: str, *, host: str) -> None:
         super().__init__(message)
         self.host = host
+
+
+class NotionError(MlloadError, RuntimeError):
+    """A Notion sync could not finish; its message never holds the token.
+
+    The sync reports it as a warning and keeps the payload to send later: it never changes
+    a verdict or the exit code of a test session.
+    """
+
+
+class NotionSchemaError(NotionError):
+    """The Notion data sources lack properties the sync writes (``missing``), or hold them
+    with another type (``mistyped``); the message names each and the init flag."""
+
+    def __init__(
+        self, message: str, *, missing: tuple[str, ...] = (), mistyped: tuple[str, ...] = ()
+    ) -> None:
+        super().__init__(message)
+        self.missing = missing
+        self.mistyped = mistyped
 
 
 class GateFailure(MlloadError, AssertionError):

@@ -115,6 +115,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
             **value_kw,
         )
         parser.addini(f"mlload_{f.name}", f.metadata["help"], default=None)
+    from pytest_mlload.notion.hooks import add_options as add_notion_options
+
+    add_notion_options(group)
 
 
 def _show(value: Any) -> str:
@@ -292,9 +295,10 @@ class MlloadState:
         from pytest_mlload.report.tables import json_report, markdown_table, write_json
 
         self.records.sort(key=lambda r: r.nodeid)
+        meta = {"baseline": str(self.baseline_path), "update_baseline": self.update}
+        report = json_report(self.records, meta=meta)
         if self.report_path is not None:
-            meta = {"baseline": str(self.baseline_path), "update_baseline": self.update}
-            write_json(self.report_path, json_report(self.records, meta=meta))
+            write_json(self.report_path, report)
         table = markdown_table(self.records)
         if self.markdown_path is not None:
             self.markdown_path.parent.mkdir(parents=True, exist_ok=True)
@@ -305,6 +309,16 @@ class MlloadState:
                 fh.write("## pytest-mlload capacity summary\n\n" + table + "\n")
         if self.plots_dir is not None:
             self._plot()
+        from pytest_mlload.notion.hooks import sync_session
+
+        tr = self.config.pluginmanager.get_plugin("terminalreporter")
+        sync_session(
+            report,
+            target=self.config.getoption("mlload_notion"),
+            init=self.config.getoption("mlload_notion_init"),
+            rootdir=Path(self.config.rootpath),
+            warn=tr.write_line if tr else None,
+        )
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node: Any, error: Any) -> None:
