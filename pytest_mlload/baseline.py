@@ -736,7 +736,9 @@ class BaselineEntry:
         if not isinstance(history, int) or isinstance(history, bool) or history < 1:
             raise ValueError(f"history must be an integer >= 1, got {history!r}")
         new_settings = _settings_dict(settings)
-        kept = self.runs if new_settings == self.settings else ()
+        # an entry recorded before mixes were compared has no "mix": its runs stay
+        same = {k: v for k, v in new_settings.items() if k != "mix" or "mix" in self.settings}
+        kept = self.runs if same == self.settings else ()
         runs = (*kept, run)[-history:]
         return BaselineEntry(
             key=self.key, settings=new_settings, fingerprint=_fp_dict(fingerprint), runs=runs

@@ -271,3 +271,11 @@ def test_a_baseline_recorded_before_mixes_were_compared_stays_comparable(tmp_pat
     assert "mix" not in store.get(KEY).settings  # type: ignore[union-attr]
     now = dataclasses.replace(result(200.0), mix={"/v1/classify": 1.0, "/v1/embed": 1.0})
     assert judge(now, store, SETTINGS, key=KEY).outcome != "settings-mismatch"
+
+
+def test_recording_onto_an_entry_from_before_mixes_keeps_its_runs(tmp_path: Path) -> None:
+    store = BaselineStore(tmp_path / "b.yaml")
+    three_runs(store)  # recorded without a mix
+    mix = {"/v1/classify": 1.0, "/v1/embed": 1.0}
+    entry = store.record(KEY, dataclasses.replace(result(200.0), mix=mix), SETTINGS, fingerprint=FP)
+    assert len(entry.runs) == 4 and entry.settings["mix"] == {"/v1/classify": 0.5, "/v1/embed": 0.5}

@@ -163,6 +163,7 @@ def make_report(n_endpoints: int = 2) -> dict[str, Any]:
         [multi, single], meta={"baseline": "b.yaml", "update_baseline": False}
     )
     report["generated_at"] = "2026-12-02T05:00:00Z"
+    report["run_id"] = "run-0123456789abcdef"  # one session: the same id every time it is built
     return report
 
 
@@ -524,6 +525,7 @@ def test_missing_environment_names_every_variable(tmp_path: Path) -> None:
 
 def test_run_id_is_derived_stably_or_taken_from_the_report() -> None:
     report = make_report()
+    del report["run_id"]  # the plugin's reports carry one; older reports did not
     a, b = runs_from_report(report), runs_from_report(json.loads(json.dumps(report)))
     assert a.run_id == b.run_id and a.run_id.startswith("mlload-") and a.run_id_derived
     later = runs_from_report({**report, "generated_at": "2026-12-02T06:00:00Z"})
@@ -687,8 +689,7 @@ def test_cli_sync_failure_keeps_the_payload_and_retry_pending_sends_it(
     args = ["classifier", "1.4.2", "--report-file", str(report_file), "--init"]
     bad = _cli(args, {**env, "NOTION_TOKEN": TOKEN + "x"}, tmp_path)
     assert bad.returncode == 0, bad.stderr  # a Notion failure does not break the job
-    assert "warning: run mlload-" in bad.stderr and "HTTP 401" in bad.stderr
-    assert "note: the report has no run_id" in bad.stderr
+    assert "warning: run run-0123456789abcdef" in bad.stderr and "HTTP 401" in bad.stderr
     pending = list((tmp_path / ".mlload" / "notion-pending").glob("*.json"))
     assert len(pending) == 1
     strict = _cli([*args, "--strict"], {**env, "NOTION_TOKEN": TOKEN + "x"}, tmp_path)

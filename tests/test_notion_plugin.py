@@ -120,7 +120,7 @@ def test_a_notion_failure_leaves_exit_code_and_verdicts_as_they_were(
     refused.assert_outcomes(passed=1, failed=1)
     assert refused.ret == plain.ret
     out = _all(refused)
-    assert "mlload notion: run mlload-" in out and "not synced: Notion" in out
+    assert "mlload notion: run run-" in out and "not synced: Notion" in out
     assert "HTTP 401 unauthorized" in out and "--retry-pending" in out
     pending = list((suite / ".mlload" / "notion-pending").glob("*.json"))
     assert len(pending) == 1

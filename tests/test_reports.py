@@ -372,3 +372,24 @@ def test_bound_knee_and_check_show_in_the_summary_and_markdown() -> None:
     ]
     md = report.markdown_table([rec])
     assert all(f"- {n}" in md for n in notes)
+
+
+def test_run_identity_from_ci_environments_and_a_random_id_otherwise() -> None:
+    gh = report.run_identity(
+        {
+            "GITHUB_RUN_ID": "42",
+            "GITHUB_RUN_ATTEMPT": "2",
+            "GITHUB_REPOSITORY": "acme/svc",
+            "GITHUB_SHA": "abc123",
+        }
+    )
+    assert gh == {
+        "run_id": "gh-42-2",
+        "commit": "abc123",
+        "ci_url": "https://github.com/acme/svc/actions/runs/42",
+    }
+    gl = report.run_identity({"CI_JOB_ID": "7", "CI_COMMIT_SHA": "def", "CI_JOB_URL": "u"})
+    assert gl == {"run_id": "gl-7", "commit": "def", "ci_url": "u"}
+    a, b = report.run_identity({}), report.run_identity({})
+    assert a["run_id"] != b["run_id"] and a["commit"] is None
+    assert report.json_report([])["run_id"]

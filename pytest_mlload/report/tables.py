@@ -6,6 +6,9 @@ Everything here is plain data in, text out; the plugin decides where it goes.
 from __future__ import annotations
 
 import json
+import os
+import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -177,13 +180,39 @@ def markdown_table(records: list[TestRecord]) -> str:
 
 
 def json_report(records: list[TestRecord], *, meta: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Everything: results, verdicts, trajectories, with a schema version."""
+    """Everything: results, verdicts, trajectories, with a schema version and a run id.
+
+    ``run_id`` names the session (the CI run and attempt when the environment has them, else
+    a random id), so a sync of the same report twice updates, never duplicates; ``commit``
+    and ``ci_url`` come from the CI environment when it has them.
+    """
     return {
         "schema": SCHEMA_VERSION,
         "generated_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        **run_identity(os.environ),
         **(meta or {}),
         "tests": [r.to_dict() for r in records],
     }
+
+
+def run_identity(env: Mapping[str, str]) -> dict[str, str | None]:
+    """``run_id``, ``commit`` and ``ci_url`` of this session from a CI environment
+    (GitHub Actions, GitLab CI), else a random run id and no commit or URL."""
+    if env.get("GITHUB_RUN_ID"):
+        run_id = f"gh-{env['GITHUB_RUN_ID']}-{env.get('GITHUB_RUN_ATTEMPT', '1')}"
+        server, repo = (
+            env.get("GITHUB_SERVER_URL", "https://github.com"),
+            env.get("GITHUB_REPOSITORY"),
+        )
+        url = f"{server}/{repo}/actions/runs/{env['GITHUB_RUN_ID']}" if repo else None
+        return {"run_id": run_id, "commit": env.get("GITHUB_SHA"), "ci_url": url}
+    if env.get("CI_JOB_ID"):
+        return {
+            "run_id": f"gl-{env['CI_JOB_ID']}",
+            "commit": env.get("CI_COMMIT_SHA"),
+            "ci_url": env.get("CI_JOB_URL"),
+        }
+    return {"run_id": f"run-{uuid.uuid4().hex[:16]}", "commit": None, "ci_url": None}
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
