@@ -57,6 +57,7 @@ __all__ = [
     "iter_body",
     "parse_chunk",
     "record_stream",
+    "summarize_streams",
 ]
 
 CONTEXT_KEY = "mlload_stream"
@@ -360,3 +361,39 @@ def record_stream(
     else:
         response.failure(figures.error)
     return figures
+
+
+# --------------------------------------------------------------------------- summaries
+
+
+def summarize_streams(records: list[dict[str, Any]], duration_s: float) -> dict[str, Any]:
+    """Exact percentiles of the stream figures of one window (``to_context`` dicts).
+
+    Timing percentiles are over successful streams; ITL pools every gap of every one.
+    ``token_source`` is ``usage``, ``chunks`` or ``mixed``. Figures are None when absent.
+    """
+    import numpy as np
+
+    ok = [r for r in records if r.get("ok")]
+
+    def pct(values: list[float], q: float) -> float | None:
+        return float(np.percentile(values, q)) if values else None
+
+    ttft = [r["ttft_ms"] for r in ok if r.get("ttft_ms") is not None]
+    tpot = [r["tpot_ms"] for r in ok if r.get("tpot_ms") is not None]
+    e2e = [r["latency_ms"] for r in ok]
+    itl = [g for r in ok for g in r.get("itl_ms", ())]
+    sources = sorted({r["token_source"] for r in ok})
+    return {
+        "requests": len(records),
+        "ok": len(ok),
+        "ttft_p50_ms": pct(ttft, 50),
+        "ttft_p99_ms": pct(ttft, 99),
+        "tpot_p50_ms": pct(tpot, 50),
+        "tpot_p99_ms": pct(tpot, 99),
+        "itl_p50_ms": pct(itl, 50),
+        "itl_p99_ms": pct(itl, 99),
+        "e2e_p99_ms": pct(e2e, 99),
+        "output_tokens_per_s": sum(r["output_tokens"] for r in ok) / max(duration_s, 1e-9),
+        "token_source": sources[0] if len(sources) == 1 else ("mixed" if sources else None),
+    }
