@@ -299,12 +299,13 @@ def run_spike(
 
 
 def emit_streams(step: Step, w: Samples, streams: list[dict[str, Any]]) -> None:
-    """A ``stream`` event: the window's stream summary and its per-request TTFT and TPOT."""
+    """A ``stream`` event: the window's stream summary and its per-request figures."""
     emit(
         "stream",
         phase=step.phase,
         users=step.users,
         summary=summarize_streams(streams, w.duration_s),
+        ttfb_ms=[r["ttfb_ms"] for r in streams],
         ttft_ms=[r["ttft_ms"] for r in streams],
         tpot_ms=[r["tpot_ms"] for r in streams],
         output_tokens=[r["output_tokens"] for r in streams],

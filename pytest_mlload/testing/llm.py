@@ -32,9 +32,12 @@ prompt length ``P``, ``T`` output tokens and ``ε`` of time per request outside 
   rate ``X = B / S``; by Little's law latency ``L = N / X − ε``; TTFT ``= L − (T − 1)·d(B)``
   (the queueing wait plus ``p``); TPOT = ``d(B)``.
 
-Every request has the same figures in steady state, so goodput at ``N`` is the request rate
-when TTFT, TPOT and latency all meet their SLOs, else 0; :func:`goodput_capacity` finds
-the concurrency with the highest goodput. :func:`simulate` runs the real :class:`Engine`
+Up to ``B`` every request has the same figures in steady state, so goodput at ``N`` is the
+request rate when TTFT, TPOT and latency all meet their SLOs, else 0. Past ``B`` the TTFT
+and latency are *means*: FIFO queueing waits differ from request to request (in the exact
+simulation some users never wait and others wait twice the mean), so there ``meets_slo``
+judges the means and ``per_request`` is False. :func:`goodput_capacity` finds the
+concurrency with the highest goodput. :func:`simulate` runs the real :class:`Engine`
 under closed-loop users on a virtual clock (no sleeping) so tests can hold it to the truth.
 """
 
@@ -145,6 +148,9 @@ class LlmPoint:
     ttft_ms: float
     tpot_ms: float
     latency_ms: float
+    per_request: bool
+    """True when every request has these figures (``N ≤ B``); else TTFT and latency are
+    means over requests (queueing waits vary)."""
     rps: float
     output_tokens_per_s: float
     meets_slo: bool
@@ -191,6 +197,7 @@ def truth(
         ttft_ms=ttft,
         tpot_ms=d,
         latency_ms=latency,
+        per_request=concurrency <= knobs.batch,
         rps=rps,
         output_tokens_per_s=rps * output_tokens,
         meets_slo=meets,
