@@ -65,7 +65,7 @@ def build_openai_user(recipe: Mapping[str, Any], *, chat: bool) -> type:
     base.update(kw["extra_body"] or {})
     include_usage = bool(kw["include_usage"])
 
-    class OpenAIUser(FastHttpUser):  # type: ignore[misc]
+    class OpenAIUser(FastHttpUser):
         wait_time = constant(0)
         network_timeout = float(kw["timeout_s"])
         connection_timeout = float(kw["timeout_s"])
@@ -125,7 +125,7 @@ def build_kserve_user(recipe: Mapping[str, Any]) -> type:
         count *= n
     tensor = {"name": kw["input_name"], "shape": shape, "datatype": kw["datatype"]}
 
-    class KServeUser(FastHttpUser):  # type: ignore[misc]
+    class KServeUser(FastHttpUser):
         wait_time = constant(0)
         network_timeout = float(kw["timeout_s"])
         connection_timeout = float(kw["timeout_s"])

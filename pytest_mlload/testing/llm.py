@@ -459,7 +459,7 @@ async def openai_reply(
 # --------------------------------------------------------------------------- virtual time
 
 
-class _VirtualSelector(selectors.DefaultSelector):  # type: ignore[misc, valid-type]
+class _VirtualSelector(selectors.DefaultSelector):
     """A selector whose waits advance a virtual clock instead of sleeping."""
 
     def __init__(self) -> None:
