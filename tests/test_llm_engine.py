@@ -10,6 +10,7 @@ import statistics
 import time
 import urllib.error
 import urllib.request
+from typing import Any
 
 import numpy as np
 import pytest
@@ -20,6 +21,7 @@ from pytest_mlload.testing.demo import DemoKnobs, DemoServerProcess
 from pytest_mlload.testing.llm import (
     Engine,
     EngineKnobs,
+    SimulatedRequest,
     goodput_capacity,
     run_virtual,
     simulate,
@@ -30,7 +32,7 @@ KNOBS = EngineKnobs()  # B=8, 0.05 ms/prompt token, d(b) = 4 + 0.5·b ms
 PROMPT, OUT = 512, 8  # prefill 25.6 ms, 7 decode steps
 
 
-def steady(n: int, **kw: float) -> list:
+def steady(n: int, **kw: Any) -> list[SimulatedRequest]:
     """Requests of a 20 s virtual closed-loop run at ``n`` users, first 2 s dropped."""
     knobs = EngineKnobs(**kw) if kw else KNOBS
     runs = simulate(knobs, concurrency=n, prompt_tokens=PROMPT, output_tokens=OUT, duration_s=20)
