@@ -6,10 +6,13 @@ A target is one of:
   ``test_endpoint()`` method, which sends its request(s) through ``self.client``;
 * a plain Locust ``User`` class (``HttpUser``, ``FastHttpUser`` or your own);
 * a weights mapping ``{TaskSet: weight}`` (the ml-loadtest ``production_weights`` contract), a
-  module holding ``production_weights``, or that module's dotted name.
+  module holding ``production_weights``, or that module's dotted name;
+* a class made by a factory here: :func:`openai_chat`, :func:`openai_completions` (streaming
+  LLM endpoints, timed per token) or :func:`kserve_v2_infer` (tensors).
 
 The load itself runs in a child process, so a target travels as a :class:`TargetSpec`: the
-module and qualified name of each class, which the child imports again.
+module and qualified name of each class, which the child imports again; a factory-made class
+travels as its recipe (factory name and arguments), which the child calls again.
 """
 
 from __future__ import annotations
@@ -20,13 +23,24 @@ import inspect
 import math
 import sys
 import types
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from pytest_mlload.errors import ConfigError
 
-__all__ = ["ClassRef", "TargetSpec", "is_locust_user", "is_seed_taskset", "resolve_target"]
+__all__ = [
+    "ClassRef",
+    "TargetSpec",
+    "is_locust_user",
+    "is_seed_taskset",
+    "kserve_v2_infer",
+    "openai_chat",
+    "openai_completions",
+    "resolve_target",
+]
+
+RECIPE_ATTR = "__mlload_recipe__"  # same name as pytest_mlload.load.factories.RECIPE_ATTR
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,10 +50,15 @@ class ClassRef:
     module: str
     qualname: str
     file: str | None
+    recipe: dict[str, Any] | None = None
+    """For a factory-made class: ``{"factory": name, "kwargs": {...}}`` to build it again."""
 
     @classmethod
     def of(cls, obj: type) -> ClassRef:
         """Reference to ``obj``; refuses classes another process cannot import."""
+        recipe = vars(obj).get(RECIPE_ATTR)
+        if recipe is not None:
+            return cls(obj.__module__, obj.__qualname__, None, dict(recipe))
         if "<locals>" in obj.__qualname__:
             raise ConfigError(
                 f"target {obj.__qualname__} is defined inside a function; the load runs in a "
@@ -53,7 +72,10 @@ class ClassRef:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form."""
-        return {"module": self.module, "qualname": self.qualname, "file": self.file}
+        out: dict[str, Any] = {"module": self.module, "qualname": self.qualname, "file": self.file}
+        if self.recipe is not None:
+            out["recipe"] = self.recipe
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +225,8 @@ def resolve_target(target: Any) -> TargetSpec:
 
 def import_class(ref: dict[str, Any]) -> type:
     """Import the class a :class:`ClassRef` dict names (used in the load driver)."""
+    if ref.get("recipe"):
+        return _from_recipe(ref["recipe"])
     module_name, qualname, file = ref["module"], ref["qualname"], ref.get("file")
     module = None
     if module_name == "__main__":
@@ -225,3 +249,123 @@ def import_class(ref: dict[str, Any]) -> type:
     for part in qualname.split("."):
         obj = getattr(obj, part)
     return obj  # type: ignore[no-any-return]  # checked by the caller
+
+
+# --------------------------------------------------------------------------- target factories
+
+
+def _positive_int(name: str, value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{where}: {name} must be an integer >= 1, got {value!r}")
+    return value
+
+
+def _openai_recipe(factory: str, kw: dict[str, Any]) -> dict[str, Any]:
+    where = f"{factory}()"
+    if not isinstance(kw["model"], str) or not kw["model"]:
+        raise ConfigError(f"{where}: model must be the served model name, got {kw['model']!r}")
+    _positive_int("prompt_tokens", kw["prompt_tokens"], where)
+    _positive_int("max_tokens", kw["max_tokens"], where)
+    if not (isinstance(kw["timeout_s"], int | float) and kw["timeout_s"] > 0):
+        raise ConfigError(f"{where}: timeout_s must be > 0 seconds, got {kw['timeout_s']!r}")
+    extra = kw["extra_body"]
+    if extra is not None and not isinstance(extra, Mapping):
+        raise ConfigError(f"{where}: extra_body must be a mapping of JSON fields, got {extra!r}")
+    kw["extra_body"] = dict(extra) if extra else None
+    return {"factory": factory, "kwargs": kw}
+
+
+def openai_chat(
+    *,
+    model: str,
+    prompt_tokens: int = 256,
+    max_tokens: int = 128,
+    path: str | None = None,
+    name: str | None = None,
+    include_usage: bool = True,
+    extra_body: Mapping[str, Any] | None = None,
+    api_key_env: str | None = None,
+    timeout_s: float = 60.0,
+) -> type:
+    """A Locust User class streaming OpenAI chat completions, timed per token.
+
+    Each request sends a synthetic prompt of ``prompt_tokens`` words (the first random, so
+    prefix caches miss) with ``max_tokens``, ``stream: true`` and, if ``include_usage``,
+    ``stream_options: {"include_usage": true}``; a server that refuses ``stream_options``
+    with 400 is asked again without it, and output tokens are then counted from chunks. Each
+    request reports TTFB, TTFT, the inter-chunk gaps, TPOT, output tokens and their source
+    (see :mod:`pytest_mlload.load.streaming`). ``path`` defaults to
+    ``/v1/chat/completions``; ``name`` (the results' endpoint name) to the path;
+    ``extra_body`` adds request fields (e.g. ``{"ignore_eos": True}`` on vLLM for a fixed
+    output length); ``api_key_env`` names an environment variable holding a bearer token
+    (read in the load process, never stored). Importing Locust happens here, not at import.
+    """
+    kw = dict(locals())  # first: the arguments only
+    from pytest_mlload.load.factories import build_openai_user
+
+    return build_openai_user(_openai_recipe("openai_chat", kw), chat=True)
+
+
+def openai_completions(
+    *,
+    model: str,
+    prompt_tokens: int = 256,
+    max_tokens: int = 128,
+    path: str | None = None,
+    name: str | None = None,
+    include_usage: bool = True,
+    extra_body: Mapping[str, Any] | None = None,
+    api_key_env: str | None = None,
+    timeout_s: float = 60.0,
+) -> type:
+    """Like :func:`openai_chat`, for the legacy ``/v1/completions`` endpoint (``prompt``)."""
+    kw = dict(locals())  # first: the arguments only
+    from pytest_mlload.load.factories import build_openai_user
+
+    return build_openai_user(_openai_recipe("openai_completions", kw), chat=False)
+
+
+def kserve_v2_infer(
+    *,
+    model: str,
+    shape: tuple[int, ...] | list[int] = (1, 64),
+    datatype: str = "FP32",
+    input_name: str = "input",
+    path: str | None = None,
+    name: str | None = None,
+    api_key_env: str | None = None,
+    timeout_s: float = 10.0,
+) -> type:
+    """A Locust User class posting one random KServe v2 tensor to ``/v2/models/{model}/infer``.
+
+    A request succeeds on HTTP 200 with an ``outputs`` field. ``shape`` and ``datatype``
+    describe the input tensor (random data, drawn once per user).
+    """
+    kw: dict[str, Any] = dict(locals())  # first: the arguments only
+    from pytest_mlload.load.factories import build_kserve_user
+
+    where = "kserve_v2_infer()"
+    if not isinstance(model, str) or not model:
+        raise ConfigError(f"{where}: model must be the model name, got {model!r}")
+    dims = [_positive_int("each dimension of shape", n, where) for n in shape]
+    if not dims:
+        raise ConfigError(f"{where}: shape must have at least one dimension, got {shape!r}")
+    kw["shape"] = dims
+    return build_kserve_user({"factory": "kserve_v2_infer", "kwargs": kw})
+
+
+_FACTORIES: dict[str, Callable[..., type]] = {
+    "openai_chat": openai_chat,
+    "openai_completions": openai_completions,
+    "kserve_v2_infer": kserve_v2_infer,
+}
+
+
+def _from_recipe(recipe: Mapping[str, Any]) -> type:
+    """Build a factory-made class again from its recipe (in the load driver)."""
+    factory = _FACTORIES.get(str(recipe.get("factory")))
+    if factory is None:
+        raise ConfigError(
+            f"unknown target factory {recipe.get('factory')!r}; known: {', '.join(_FACTORIES)}"
+        )
+    return factory(**recipe["kwargs"])

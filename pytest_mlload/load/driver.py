@@ -31,6 +31,7 @@ from locust.env import Environment  # noqa: E402
 from pytest_mlload.config import resolve_settings  # noqa: E402
 from pytest_mlload.load.controller import CapacitySearch, Samples, Step, build_result, run_search  # noqa: E402
 from pytest_mlload.load.openloop import OpenLoopSamples, arrival_times, recovery_time_s, summarize  # noqa: E402
+from pytest_mlload.load.streaming import CONTEXT_KEY, summarize_streams  # noqa: E402
 from pytest_mlload.results import CapacityResult, OpenLoopResult, SpikeResult  # noqa: E402
 from pytest_mlload.targets import import_class  # noqa: E402
 
@@ -77,6 +78,9 @@ class LocustLoad:
         self._ok: list[bool] = []
         self._name: list[str] = []
         self._err: dict[int, str] = {}
+        # Per-request stream figures (StreamFigures.to_context) by request index, for the
+        # requests that streamed: kept beside the latencies, not yet used by the controller.
+        self._stream: dict[int, dict[str, Any]] = {}
         self._cpu: list[tuple[float, float]] = [(time.monotonic(), time.process_time())]
         env.events.request.add_listener(self._on_request)
 
@@ -86,8 +90,12 @@ class LocustLoad:
         name: str,
         response_time: float,
         exception: BaseException | None = None,
+        context: dict[str, Any] | None = None,
         **_: Any,
     ) -> None:
+        figures = (context or {}).get(CONTEXT_KEY)
+        if figures is not None:
+            self._stream[len(self._end)] = figures
         self._end.append(time.monotonic())
         self._lat.append(float(response_time))
         self._ok.append(exception is None)
@@ -118,6 +126,12 @@ class LocustLoad:
             stop_s,
             errors,
         )
+
+    def stream_window(self, start_s: float, stop_s: float) -> list[dict[str, Any]]:
+        """Stream figures of the requests completed in ``[start_s, stop_s]`` (in order)."""
+        i = bisect.bisect_left(self._end, start_s)
+        j = bisect.bisect_right(self._end, stop_s)
+        return [self._stream[k] for k in range(i, j) if k in self._stream]
 
     def cpu_ratio(self, start_s: float, stop_s: float) -> float | None:
         """Share of one core this process used between two times (from tick samples)."""
@@ -284,6 +298,21 @@ def run_spike(
     return figures, samples, (spike_start, spike_end)
 
 
+def emit_streams(step: Step, w: Samples, streams: list[dict[str, Any]]) -> None:
+    """A ``stream`` event: the window's stream summary and its per-request figures."""
+    emit(
+        "stream",
+        phase=step.phase,
+        users=step.users,
+        summary=summarize_streams(streams, w.duration_s),
+        ttfb_ms=[r["ttfb_ms"] for r in streams],
+        ttft_ms=[r["ttft_ms"] for r in streams],
+        tpot_ms=[r["tpot_ms"] for r in streams],
+        output_tokens=[r["output_tokens"] for r in streams],
+        token_source=[r["token_source"] for r in streams],
+    )
+
+
 def build_user_class(job: dict[str, Any]) -> type:
     """The Locust User class that runs the job's target with its settings."""
     from locust import FastHttpUser, HttpUser, constant, task
@@ -389,6 +418,9 @@ def main() -> int:
             cpu=cpu,
             target_p99_ms=settings.target_p99_ms,
         )
+        streams = load.stream_window(w.start_s, w.stop_s)
+        if streams:
+            emit_streams(step, w, streams)
 
     def should_stop() -> str | None:
         return "the pytest process went away" if os.getppid() != parent else None

@@ -28,6 +28,11 @@ each) do not eat into throughput: a saturated server delivers ``slots / s``.
 
 ``/fast``, ``/healthz``, ``/metrics`` and ``/admin/*`` bypass the slots.
 
+``POST /v1/chat/completions`` and ``POST /v1/completions`` (OpenAI, ``stream: true|false``)
+are served by a simulated continuous-batching LLM engine instead, with its own knobs
+(``llm_*``, plus ``slowdown`` and ``error_ratio``) and its own truth: see
+:mod:`pytest_mlload.testing.llm`.
+
 Knobs (command-line flags, and at runtime through ``POST /admin/config``): ``slowdown``
 (service-time multiplier), ``error_ratio`` (fraction of slotted requests answered 500 after
 their service time), ``stall_every_s`` / ``stall_s`` (every ``stall_every_s`` seconds slot
@@ -72,7 +77,7 @@ import time
 import traceback
 import urllib.error
 import urllib.request
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import IO, Any, TypeVar
@@ -81,6 +86,7 @@ import numpy as np
 
 from pytest_mlload._io import stop_process
 from pytest_mlload.errors import ConfigError
+from pytest_mlload.testing import llm
 
 __all__ = [
     "DemoKnobs",
@@ -202,8 +208,19 @@ class DemoKnobs:
     """Past this many requests in flight, arrivals are shed with 503; 0 turns it off."""
     error_growth: float = 0.05
     """Shed probability ``min(1, error_growth · (in_flight − error_above))``."""
+    llm_batch: float = 8.0
+    """LLM engine: most sequences in the batch at once."""
+    llm_prefill_ms_per_token: float = 0.05
+    """LLM engine: prefill time per prompt token (a prompt word)."""
+    llm_decode_ms: float = 4.0
+    """LLM engine: fixed part of a decode step."""
+    llm_decode_ms_per_seq: float = 0.5
+    """LLM engine: decode step time added per sequence in the batch."""
+    llm_stream_options: float = 0.0
+    """LLM engine: 0 honours ``stream_options``, 1 ignores it, 2 rejects it with 400."""
 
     def __post_init__(self) -> None:
+        llm.EngineKnobs.from_demo(self)  # validates the llm_* knobs
         for name in ("service_ms", "classify_ms", "embed_ms", "infer_ms"):
             value = getattr(self, name)
             _check(
@@ -415,6 +432,8 @@ class _Response:
     body: bytes
     content_type: str = "application/json"
     headers: tuple[tuple[str, str], ...] = ()
+    stream: AsyncGenerator[bytes, None] | None = None
+    """Body pieces sent as they come (chunked encoding) instead of ``body``."""
 
 
 class _Overloaded(Exception):
@@ -472,10 +491,13 @@ def _keep_alive(request: _Request) -> bool:
 
 
 def _encode(response: _Response, keep_alive: bool) -> bytes:
+    length = (
+        "Transfer-Encoding: chunked" if response.stream else f"Content-Length: {len(response.body)}"
+    )
     head = [
         f"HTTP/1.1 {response.status} {_REASONS.get(response.status, 'Unknown')}",
         f"Content-Type: {response.content_type}",
-        f"Content-Length: {len(response.body)}",
+        length,
         "Connection: keep-alive" if keep_alive else "Connection: close",
         *(f"{name}: {value}" for name, value in response.headers),
     ]
@@ -584,6 +606,8 @@ class DemoServer:
             "/v1/classify": ("POST", self._classify),
             "/v1/embed": ("POST", self._embed),
             "/work": ("GET, POST", self._work),
+            "/v1/chat/completions": ("POST", lambda r: self._openai(r, chat=True)),
+            "/v1/completions": ("POST", lambda r: self._openai(r, chat=False)),
             "/fast": ("GET", self._fast),
             "/healthz": ("GET", self._healthz),
             "/metrics": ("GET", self._metrics),
@@ -591,6 +615,7 @@ class DemoServer:
             "/admin/stats": ("GET", self._stats),
         }
         self._routes = routes
+        self._engine = llm.Engine(lambda: llm.EngineKnobs.from_demo(self.knobs))
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -663,7 +688,10 @@ class DemoServer:
                 writer.write(_encode(_error(exc.status, str(exc)), False))
                 return
             keep_alive = _keep_alive(request)
-            writer.write(_encode(await self._dispatch(request), keep_alive))
+            response = await self._dispatch(request)
+            writer.write(_encode(response, keep_alive))
+            if response.stream is not None:
+                await _write_chunked(writer, response.stream)
             await writer.drain()
             if not keep_alive:
                 return
@@ -836,6 +864,18 @@ class DemoServer:
         service_ms = self.knobs.service_ms * self.knobs.slowdown
         return _json(200, {"status": "ok", "model": "work", "service_ms": service_ms})
 
+    async def _openai(self, request: _Request, *, chat: bool) -> _Response:
+        knobs = self.knobs
+        fail = knobs.error_ratio > 0 and self._rng.random() < knobs.error_ratio
+        reply = await llm.openai_reply(
+            self._engine,
+            _decode_json(request.body),
+            chat=chat,
+            knobs=llm.EngineKnobs.from_demo(knobs),
+            fail=fail,
+        )
+        return _Response(reply.status, reply.body, reply.content_type, stream=reply.stream)
+
     async def _fast(self, request: _Request) -> _Response:
         return _Response(200, b"ok", "text/plain; charset=utf-8")
 
@@ -962,6 +1002,17 @@ class DemoServer:
         )
 
 
+async def _write_chunked(writer: asyncio.StreamWriter, pieces: AsyncGenerator[bytes, None]) -> None:
+    """Send ``pieces`` as HTTP/1.1 chunks, each flushed at once; close them if the peer left."""
+    try:
+        async for piece in pieces:
+            writer.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+            await writer.drain()
+        writer.write(b"0\r\n\r\n")
+    finally:
+        await pieces.aclose()
+
+
 async def _sleep_until(loop: asyncio.AbstractEventLoop, deadline: float) -> None:
     """Sleep until ``loop.time() >= deadline`` (an absolute deadline, unlike asyncio.sleep)."""
     if deadline <= loop.time():
@@ -996,6 +1047,11 @@ _KNOB_HELP = {
     "knee_penalty": "hold time x (1 + this x (busy - knee)) past the knee",
     "error_above": "past this many requests in flight arrivals may get 503, 0 = off",
     "error_growth": "503 probability = min(1, this x (in flight - error_above))",
+    "llm_batch": "LLM engine: most sequences in the batch",
+    "llm_prefill_ms_per_token": "LLM engine: prefill ms per prompt token",
+    "llm_decode_ms": "LLM engine: fixed ms of a decode step",
+    "llm_decode_ms_per_seq": "LLM engine: decode step ms added per sequence in the batch",
+    "llm_stream_options": "LLM engine: 0 honours stream_options, 1 ignores it, 2 rejects it (400)",
 }
 
 
