@@ -85,6 +85,7 @@ def test_taskset_that_raises_fails_within_seconds_naming_type_message_and_line(
         run_capacity(Broken, host=demo.url, settings=settings, kind=kind, on_event=on_event)
     took_s = time.monotonic() - started[0]
     err = info.value
+    print(f"\nMEASURED user-code error ({kind}): raised {took_s:.2f} s after the driver started")
     assert took_s < 5.0, took_s  # not the 40 s time cap
     assert err.exc_type == "KeyError" and err.detail == "'inputs'"
     assert err.where == "Broken.test_endpoint"
@@ -100,6 +101,7 @@ def test_user_with_taskset_tasks_sends_requests_in_the_spike(demo: DemoServerPro
     result = run_capacity(NestedUser, host=demo.url, settings=RunSettings(**SPIKE), kind="spike")
     arrived = classify_count(demo) - before
     figures = result.extra["spike"]
+    print(f"\nMEASURED spike: server counted {arrived}, p50 {figures['spike']['p50_ms']:.1f} ms")
     # the whole schedule: 3 s at 8 req/s, 2 s at 40 req/s, 6 s at 8 req/s (driver constants)
     scheduled = 3 * 8 + 2 * 40 + 6 * 8
     assert result.status == "converged", result.reason
@@ -125,6 +127,7 @@ def test_user_with_taskset_tasks_sends_requests_in_the_open_loop_phase(
     )  # fmt: skip
     arrived = classify_count(demo) - at_phase[0]
     ol = result.extra["open_loop"]
+    print(f"\nMEASURED open loop: {ol['requests']} arrivals, server counted {arrived}")
     assert result.status == "converged", result.reason
     assert ol["requests"] >= 300 and ol["failures"] == 0, ol
     assert arrived >= ol["requests"], (arrived, ol["requests"])
@@ -264,9 +267,12 @@ def test_driver_stops_within_a_second_of_its_parent_sigkill(
         pid = child_of(parent)
         assert pid == next(e["pid"] for e in events if e["event"] == "started")
         assert alive(pid)
+        killed = time.monotonic()
         parent.send_signal(signal.SIGKILL)
         parent.wait(5)
-        gone_s = seconds_until_gone(pid, bound_s=10.0)
+        seconds_until_gone(pid, bound_s=10.0)
+        gone_s = time.monotonic() - killed  # from the kill, the parent's own death included
+    print(f"\nMEASURED parent SIGKILL in {phase}: driver gone after {gone_s:.3f} s")
     assert gone_s < 1.0, f"driver {pid} outlived its parent by {gone_s:.2f} s in {phase}"
 
 
@@ -310,6 +316,7 @@ def test_driver_exits_within_a_second_when_its_stdin_closes(demo: DemoServerProc
                 proc.kill()
                 proc.wait(5)
             proc.stdout.close()  # type: ignore[union-attr]
+    print(f"\nMEASURED stdin closed: driver exited {code} after {gone_s:.3f} s")
     assert gone_s < 1.0 and code == 3, (gone_s, code)
 
 
@@ -332,6 +339,7 @@ def test_driver_raises_its_soft_open_file_limit_like_locust(demo: DemoServerProc
     with parent_process(demo, "NestedUser", QUICK, nofile=(256, hard)) as parent:
         list(events_until(parent, "window", timeout_s=LOCK_PATIENT_S))
         limit = soft_open_files(child_of(parent))
+    print(f"\nMEASURED driver soft RLIMIT_NOFILE: {limit} (parent soft 256, hard {hard})")
     assert limit == want, (limit, want)
 
 
@@ -343,6 +351,7 @@ def test_emfile_is_a_generator_problem_never_a_server_failure(demo: DemoServerPr
         events = list(events_until(parent, "done", timeout_s=LOCK_PATIENT_S))
     result = events[-1]["result"]
     windows = [e for e in events if e["event"] == "window"]
+    print(f"\nMEASURED EMFILE run: failures={result['failures']} reason={result['reason']!r}")
     assert result["status"] == "inconclusive", result["reason"]
     assert "EMFILE" in result["reason"] and "not counted as server failures" in result["reason"]
     assert "open-file limit of 120" in result["reason"]

@@ -4,7 +4,8 @@ Started by :mod:`pytest_mlload.load.engine` as ``python -m pytest_mlload.load.dr
 JSON job on stdin. It owns the gevent world (Locust monkey-patches this process, never
 pytest's), runs the capacity search of :mod:`pytest_mlload.load.controller` against a
 Locust ``LocalRunner`` and streams events on stdout, one JSON document per line behind a
-marker (user code may print).
+marker (user code may print). The parent keeps stdin open for the whole run: the driver
+exits when it closes or when the parent dies (:func:`die_with_parent`).
 """
 
 from __future__ import annotations
