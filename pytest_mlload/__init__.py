@@ -23,6 +23,7 @@ from pytest_mlload.errors import (
     MlloadError,
     PerformanceRegression,
     SettingsMismatch,
+    UserCodeError,
 )
 from pytest_mlload.results import (
     CapacityResult,
@@ -89,6 +90,7 @@ __all__ = [
     "SettingsMismatch",
     "SimulatedService",
     "SpikeResult",
+    "UserCodeError",
     "Verdict",
     "WindowRecord",
     "__version__",

@@ -23,6 +23,11 @@ MODES = ("individual", "production", "exploration", "spike")
 # ``mode="check production"`` the production parts in check mode (see RunSettings.check).
 CHECK_MODE = "check"
 CLIENTS = ("fast", "http")
+# Sanity limits: one load-generator process tops out at a few thousand users and some
+# thousand req/s; far larger values are typos that would spawn or allocate without bound.
+MAX_USERS_LIMIT = 10_000
+MAX_SPIKE_RPS = 100_000.0
+MAX_SPIKE_ARRIVALS = 1_000_000  # spike_target_rps x spike_duration_s (arrival schedule size)
 
 
 def parse_bool(value: Any) -> bool:
@@ -158,6 +163,7 @@ class RunSettings:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise bad(name, v, "expected an integer >= 1")
+        self._check_limits(bad)
         if self.min_users > self.max_users:
             raise bad("min_users", self.min_users, f"must not exceed max_users={self.max_users}")
         if not (
@@ -179,6 +185,26 @@ class RunSettings:
             )
         if self.client not in CLIENTS:
             raise bad("client", self.client, f"expected one of {', '.join(CLIENTS)}")
+
+    def _check_limits(self, bad: Callable[[str, Any, str], ConfigError]) -> None:
+        """Refuse values no single load-generator process can honour (see MAX_*)."""
+        if self.max_users > MAX_USERS_LIMIT:
+            raise bad("max_users", self.max_users, f"over the limit of {MAX_USERS_LIMIT} users")
+        if self.spike_target_rps > MAX_SPIKE_RPS:
+            raise bad(
+                "spike_target_rps",
+                self.spike_target_rps,
+                f"over the limit of {MAX_SPIKE_RPS:g} req/s",
+            )
+        arrivals = self.spike_target_rps * self.spike_duration_s
+        if arrivals > MAX_SPIKE_ARRIVALS:
+            raise bad(
+                "spike_target_rps",
+                self.spike_target_rps,
+                f"spike_target_rps x spike_duration_s = {arrivals:.3g} arrivals, over the "
+                f"limit of {MAX_SPIKE_ARRIVALS} (lower the rate or spike_duration_s="
+                f"{self.spike_duration_s:g})",
+            )
 
     # The settings a baseline was measured with; a baseline with other values is not comparable.
     COMPARABLE = ("target_p99_ms", "min_users", "max_users", "mode", "client", "wait_time_s")

@@ -6,7 +6,8 @@
     ├── ConfigError(MlloadError, ValueError)     bad settings, marker args, targets, files
     ├── BaselineError(MlloadError, ValueError)   a baseline file that cannot be trusted
     ├── LoadError(MlloadError, RuntimeError)     the load run broke (driver died, overran)
-    │   └── HostUnreachable                      DNS failure, refused connection, timeout
+    │   ├── HostUnreachable                      DNS failure, refused connection, timeout
+    │   └── UserCodeError                        the load test's own code raised (a TaskSet)
     ├── NotionError(MlloadError, RuntimeError)   a Notion sync failed (never fails a test)
     │   └── NotionSchemaError                    the data sources lack properties we write
     └── GateFailure(MlloadError, AssertionError) a verdict that fails the test
@@ -37,6 +38,7 @@ __all__ = [
     "NotionSchemaError",
     "PerformanceRegression",
     "SettingsMismatch",
+    "UserCodeError",
 ]
 
 
@@ -72,6 +74,30 @@ class HostUnreachable(LoadError):
     def __init__(self, message: str, *, host: str) -> None:
         super().__init__(message)
         self.host = host
+
+
+class UserCodeError(LoadError):
+    """The load test's own code raised instead of sending its request (a TaskSet's
+    ``test_endpoint``, a User's task, an ``on_start``): no measurement means anything.
+
+    ``exc_type`` and ``detail`` are the exception's type name and message, ``location``
+    the ``file:line`` in the user's code and ``where`` the function (``Broken.test_endpoint``).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        exc_type: str = "",
+        detail: str = "",
+        location: str = "",
+        where: str = "",
+    ) -> None:
+        super().__init__(message)
+        self.exc_type = exc_type
+        self.detail = detail
+        self.location = location
+        self.where = where
 
 
 class NotionError(MlloadError, RuntimeError):

@@ -175,6 +175,7 @@ class CapacityTest:
         """The HPA recommendation at the operating point; KEDA YAML written when it has one."""
         if self.hpa is None or not self.hpa.prometheus_url:
             return None
+        from pytest_mlload._redact import known_secrets, scrub
         from pytest_mlload.hpa.prometheus import PrometheusClient
         from pytest_mlload.hpa.recommend import recommend
         from pytest_mlload.report.plots import plot_path_for
@@ -185,8 +186,9 @@ class CapacityTest:
             result.window_start_epoch,
             result.window_end_epoch,
         )
-        for warning in report.warnings:
-            self.warn(f"{key}: HPA {warning}")
+        secrets = known_secrets(self.hpa.prometheus_url)
+        for warning in report.warnings:  # the client redacts; scrub is the second layer
+            self.warn(scrub(f"{key}: HPA {warning}", secrets))
         if report.recommended and self.keda_dir is not None:
             path = plot_path_for(self.keda_dir, key).with_suffix(".yaml")
             path.parent.mkdir(parents=True, exist_ok=True)

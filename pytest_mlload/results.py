@@ -93,6 +93,7 @@ class OpenLoopWindow:
     p99_ci: tuple[float, float] | None
     dispatch_lag_p95_ms: float | None
     duration_s: float
+    local_errors: int = 0  # arrivals the generator could not send (EMFILE, ...): not failures
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-friendly dict."""
@@ -105,6 +106,7 @@ class OpenLoopWindow:
         """Rebuild from :meth:`to_dict` output."""
         kw: dict[str, Any] = {f.name: d.get(f.name) for f in fields(cls)}
         kw["p99_ci"] = _pair(d.get("p99_ci"))
+        kw["local_errors"] = int(d.get("local_errors") or 0)
         return cls(**kw)
 
 
@@ -118,6 +120,7 @@ class OpenLoopResult:
     window: OpenLoopWindow | None = None
     peak_workers: int = 0
     skipped: str = ""
+    generator_problem: str = ""  # why the generator, not the server, set the pace ("" = none)
 
     @property
     def p99_ms(self) -> float | None:
@@ -131,6 +134,7 @@ class OpenLoopResult:
             "window": self.window.to_dict() if self.window else None,
             "peak_workers": self.peak_workers,
             "skipped": self.skipped,
+            "generator_problem": self.generator_problem,
         }
 
     @classmethod
@@ -142,6 +146,7 @@ class OpenLoopResult:
             window=OpenLoopWindow.from_dict(w) if w else None,
             peak_workers=int(d.get("peak_workers") or 0),
             skipped=str(d.get("skipped") or ""),
+            generator_problem=str(d.get("generator_problem") or ""),
         )
 
 
@@ -162,6 +167,7 @@ class SpikeResult:
     recovery_limit_s: float
     peak_workers: int
     ok_requests: int = 0
+    generator_problem: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-friendly dict."""
@@ -176,6 +182,7 @@ class SpikeResult:
         kw["pre"] = OpenLoopWindow.from_dict(d["pre"])
         kw["spike"] = OpenLoopWindow.from_dict(d["spike"])
         kw["ok_requests"] = int(d.get("ok_requests") or 0)
+        kw["generator_problem"] = str(d.get("generator_problem") or "")
         return cls(**kw)
 
 

@@ -15,9 +15,12 @@ The Prometheus process used by the tests is :mod:`pytest_mlload.testing.promethe
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import dataclasses
 import json
 import math
+import os
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -25,6 +28,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from pytest_mlload._redact import (
+    PROMETHEUS_TOKEN_ENV,
+    credentials_of,
+    known_secrets,
+    redact_url,
+    scrub,
+    strip_credentials,
+)
 from pytest_mlload.errors import ConfigError
 
 __all__ = [
@@ -79,9 +90,9 @@ def unreachable_warning(url: str, reason: str, query: str) -> str:
 
 def _check_base_url(base_url: str) -> str:
     parsed = urllib.parse.urlsplit(base_url)
-    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
         raise ConfigError(
-            f"prometheus_url={base_url!r} is invalid: want an http(s) URL such as "
+            f"prometheus_url={redact_url(base_url)!r} is invalid: want an http(s) URL such as "
             "http://prometheus:9090 (with a tenant prefix for VictoriaMetrics: "
             "http://vmselect:8481/select/0/prometheus)"
         )
@@ -94,20 +105,44 @@ def _labels_key(metric: Any) -> str:
     return ",".join(f"{k}={metric[k]}" for k in sorted(metric))
 
 
+def _auth_header(base_url: str, token: str | None) -> str | None:
+    """The ``Authorization`` value: basic auth from URL credentials, else the bearer token."""
+    creds = credentials_of(base_url)
+    if creds is not None and token:
+        raise ConfigError(
+            f"prometheus_url {redact_url(base_url)!r} carries credentials and "
+            f"{PROMETHEUS_TOKEN_ENV} is set too: give one of them (basic auth in the URL, or "
+            f"a bearer token in {PROMETHEUS_TOKEN_ENV})"
+        )
+    if creds is not None:
+        return "Basic " + base64.b64encode(f"{creds[0]}:{creds[1]}".encode()).decode("ascii")
+    return f"Bearer {token}" if token else None
+
+
 class PrometheusClient:
     """Instant queries against the Prometheus HTTP API (``GET /api/v1/query``).
 
     ``base_url`` is everything before ``/api/v1``; a path prefix is kept (VictoriaMetrics
     tenants). ``timeout_s`` bounds each request. Queries never raise for a bad answer; see
     :meth:`instant`.
+
+    Credentials in the URL (``http://user:pass@prometheus:9090``) are sent as basic auth;
+    ``token`` (default: the :data:`~pytest_mlload._redact.PROMETHEUS_TOKEN_ENV` environment
+    variable) as a bearer token. Neither is ever kept in ``base_url`` (redacted) nor in a
+    warning.
     """
 
-    def __init__(self, base_url: str, *, timeout_s: float = 10.0) -> None:
+    def __init__(self, base_url: str, *, timeout_s: float = 10.0, token: str | None = None) -> None:
         if not (isinstance(timeout_s, int | float) and timeout_s > 0):
             raise ConfigError(f"timeout_s={timeout_s!r} is invalid: want seconds > 0")
-        self.base_url = _check_base_url(base_url)
+        checked = _check_base_url(base_url)
+        token = os.environ.get(PROMETHEUS_TOKEN_ENV) if token is None else token
+        self._authorization = _auth_header(checked, token or None)
+        self._secrets = known_secrets(checked) + ((token,) if token else ())
+        self._request_base = strip_credentials(checked)  # urllib does not use userinfo
+        self.base_url = redact_url(checked)
         self.timeout_s = float(timeout_s)
-        host = urllib.parse.urlsplit(self.base_url).hostname
+        host = urllib.parse.urlsplit(self._request_base).hostname
         # a proxy from the environment must not intercept a loopback Prometheus
         handlers = [urllib.request.ProxyHandler({})] if host in _LOOPBACK else []
         self._opener = urllib.request.build_opener(*handlers)
@@ -118,7 +153,7 @@ class PrometheusClient:
     def query_url(self, query: str, at_epoch: float) -> str:
         """The exact URL :meth:`instant` requests."""
         params = urllib.parse.urlencode({"query": query, "time": f"{at_epoch:.3f}"})
-        return f"{self.base_url}/api/v1/query?{params}"
+        return f"{self._request_base}/api/v1/query?{params}"
 
     def instant(self, query: str, at_epoch: float) -> QueryOutcome:
         """Evaluate ``query`` at ``at_epoch``; a failure is a warning, never an exception.
@@ -126,8 +161,17 @@ class PrometheusClient:
         Several series: the value of the first one in label order is used (deterministic)
         and the warning says how many came back, since the HPA queries aggregate to one.
         """
+        outcome = self._instant(query, at_epoch)
+        if outcome.warning is None:
+            return outcome
+        return dataclasses.replace(outcome, warning=scrub(outcome.warning, self._secrets))
+
+    def _instant(self, query: str, at_epoch: float) -> QueryOutcome:
         url = self.query_url(query, at_epoch)
-        request = urllib.request.Request(url, headers={"Accept": "application/json"})
+        headers = {"Accept": "application/json"}
+        if self._authorization:
+            headers["Authorization"] = self._authorization
+        request = urllib.request.Request(url, headers=headers)
         try:
             with self._opener.open(request, timeout=self.timeout_s) as response:
                 body = response.read()

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ from typing import Any
 
 import yaml
 
+from pytest_mlload._redact import PROMETHEUS_TOKEN_ENV, redact_url, strip_credentials
 from pytest_mlload.errors import (
     BaselineError,
     ConfigError,
@@ -79,6 +81,8 @@ MIN_WINDOW_S = 2
 """Shortest operating-point window, in seconds, that gets a recommendation."""
 DEFAULT_DRIFT_THRESHOLD = 0.10
 """The HPA controller's default tolerance: smaller moves change no scaling decision."""
+KEDA_AUTH_REF = "mlload-prometheus-auth"
+"""TriggerAuthentication the KEDA YAML refers to when the Prometheus URL had credentials."""
 KEDA_RANGE = "2m"
 """Range used in the rendered KEDA queries (the test window is seconds; production scrapes
 every 15-30 s, and ``rate()`` needs at least two samples in its range)."""
@@ -135,8 +139,9 @@ class HpaSettings:
         if url is not None and (
             not isinstance(url, str) or not re.match(r"^https?://[^/\s]+", url)
         ):
+            shown = redact_url(url) if isinstance(url, str) else url
             raise bad(
-                "prometheus_url", url, "expected an http(s) URL such as http://prometheus:9090"
+                "prometheus_url", shown, "expected an http(s) URL such as http://prometheus:9090"
             )
         for name in ("api_pod_selector", "triton_pod_selector"):
             v = getattr(self, name)
@@ -414,8 +419,18 @@ class HpaReport:
 
         ``server_address`` defaults to the Prometheus URL the report was read from.
         ``metricType`` sits at trigger level (KEDA >= 2.7); the threshold is a string.
+        Credentials never reach the YAML: ``serverAddress`` is written without them, and a
+        URL that carried some gets an ``authenticationRef`` to a TriggerAuthentication plus
+        a comment saying how to create it.
         """
-        address = server_address or self.prometheus_url or "http://prometheus:9090"
+        raw = server_address or self.prometheus_url or "http://prometheus:9090"
+        address = strip_credentials(raw)
+        # basic auth came from the URL; a bearer token from the environment
+        auth = (
+            "basic"
+            if address != raw
+            else ("bearer" if os.environ.get(PROMETHEUS_TOKEN_ENV) else "")
+        )
         rec = self.recommended
         if not rec:
             reason = next(iter(self.notes), "no tier saturated")
@@ -426,6 +441,12 @@ class HpaReport:
             f"(hpa_margin {self.hpa_margin:g}, {self.api_replicas} API replica(s), "
             f"window {self.window_s} s ending at {self.window_end_epoch})\n"
         )
+        if auth:
+            header += (
+                f"# Prometheus needs {auth} auth ({redact_url(raw)}); no credential is written "
+                f"here: create a TriggerAuthentication named {KEDA_AUTH_REF} from a Secret "
+                f"(KEDA prometheus scaler, authModes: {auth})\n"
+            )
         triggers = [
             {
                 "type": "prometheus",
@@ -435,7 +456,9 @@ class HpaReport:
                     "serverAddress": address,
                     "query": t.keda_query,
                     "threshold": _threshold_text(t.recommended),
+                    **({"authModes": auth} if auth else {}),
                 },
+                **({"authenticationRef": {"name": KEDA_AUTH_REF}} if auth else {}),
             }
             for t in rec
         ]
@@ -475,7 +498,8 @@ def recommend(
     start, end = window_start_epoch, window_end_epoch
     duration = _window_duration(start, end)
     base: dict[str, Any] = {
-        "prometheus_url": settings.prometheus_url,
+        # the report goes to the JSON report and the baseline: never with credentials
+        "prometheus_url": redact_url(settings.prometheus_url) if settings.prometheus_url else None,
         "window_start_epoch": start,
         "window_end_epoch": end,
         "api_replicas": settings.api_replicas,

@@ -26,8 +26,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from pytest_mlload._io import stop_process, timed_lock
+from pytest_mlload._redact import known_secrets, redact_url, scrub
 from pytest_mlload.config import RunSettings
-from pytest_mlload.errors import ConfigError, HostUnreachable, LoadError
+from pytest_mlload.errors import ConfigError, HostUnreachable, LoadError, UserCodeError
 from pytest_mlload.results import CapacityResult
 from pytest_mlload.targets import resolve_target
 
@@ -47,6 +48,7 @@ def check_host(host: str, *, timeout_s: float = 3.0) -> tuple[str, int]:
     Returns ``(hostname, port)``. Bounded by ``timeout_s`` for DNS and for the connect.
     """
     parts = urlsplit(host)
+    host = redact_url(host)  # every message below names it; none may show a credential
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(
             f"host {host!r} is not an http(s) URL; give e.g. --mlload-host http://127.0.0.1:8000"
@@ -128,7 +130,8 @@ def run_capacity(
     ``kind="spike"`` runs the spike job instead of the search (see ``settings.spike_*``).
     ``on_event`` receives every progress event.
     Raises :class:`ConfigError` for a bad target, :class:`HostUnreachable` when the host
-    cannot be reached, :class:`LoadError` when the driver fails or overruns its time cap.
+    cannot be reached, :class:`LoadError` when the driver fails or overruns its time cap,
+    :class:`UserCodeError` (a LoadError) within seconds when the target's own code raises.
     An inconclusive search is *returned* (``result.status``), not raised: gates decide.
     """
     settings = settings or RunSettings()
@@ -144,6 +147,7 @@ def run_capacity(
         "kind": kind,
         "name": name or spec.label,
         "sys_path": [p for p in sys.path if p],
+        "parent_pid": os.getpid(),  # the driver dies with this process (see driver)
     }
     env = dict(os.environ)
     env.pop("LOCUST_SKIP_MONKEY_PATCH", None)
@@ -174,9 +178,12 @@ def run_capacity(
                     pipe.close()  # else a ResourceWarning (unclosed file) in the caller
             err.seek(0)
             stderr_tail = err.read()[-2000:]
+    stderr_tail = scrub(stderr_tail, known_secrets(host))
     if isinstance(result, dict) and result.get("event") == "result":
         return replace(CapacityResult.from_dict(result["result"]), mix=spec.mix)
     if isinstance(result, dict) and result.get("event") == "error":
+        if result.get("kind") == "user_code":
+            raise _user_code_error(result, spec.label)
         raise ConfigError(
             f"the load driver could not load target {spec.label}: {result['message']}"
         )
@@ -188,6 +195,23 @@ def run_capacity(
     raise LoadError(
         f"the load driver exited (code {proc.returncode}) without a result; stderr tail:\n"
         f"{stderr_tail}"
+    )
+
+
+def _user_code_error(event: dict[str, Any], label: str) -> UserCodeError:
+    """The error for the driver's ``user_code`` event (already scrubbed of secrets)."""
+    exc_type, detail = str(event.get("exc_type", "?")), str(event.get("detail", ""))
+    where, location = str(event.get("where", "?")), str(event.get("location", "?"))
+    trace = str(event.get("trace", "")).rstrip()
+    return UserCodeError(
+        f"the load test's own code raised {exc_type}: {detail} in {where} ({location}) "
+        f"while running {label}, {event.get('count', 1)} time(s) before the run stopped; "
+        f"no request measurement is valid: fix {where} (report a bad response with "
+        f"response.failure(...) instead of raising)\n{trace}",
+        exc_type=exc_type,
+        detail=detail,
+        location=location,
+        where=where,
     )
 
 

@@ -9,7 +9,10 @@ The executor lives in the load driver; this module decides what to send and what
 
 from __future__ import annotations
 
+import errno
 import math
+import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -18,7 +21,43 @@ import numpy as np
 from pytest_mlload.results import OpenLoopWindow
 from pytest_mlload.stats import percentiles, quantile_ci
 
-__all__ = ["OpenLoopSamples", "arrival_times", "recovery_time_s", "summarize"]
+__all__ = [
+    "LOCAL_ERRNOS",
+    "OpenLoopSamples",
+    "arrival_times",
+    "local_error_reason",
+    "recovery_time_s",
+    "summarize",
+]
+
+# Errors of the load generator's own machine, not of the server: out of file descriptors,
+# out of ephemeral ports or buffers. A request failing with one never reached the server.
+LOCAL_ERRNOS = frozenset(
+    {errno.EMFILE, errno.ENFILE, errno.EADDRNOTAVAIL, errno.ENOBUFS, errno.ENOMEM}
+)
+_ERRNO_TEXT = re.compile(r"\[Errno (\d+)\]")
+
+
+def local_error_reason(exc: BaseException | None, _depth: int = 0) -> str | None:
+    """``"EMFILE: Too many open files"`` when ``exc`` (or what it wraps: ``__cause__``,
+    ``__context__``, ``reason``, ``args``, as requests/urllib3 nest them) is a local resource
+    error of :data:`LOCAL_ERRNOS`; None for anything the server may have caused."""
+    if exc is None or _depth > 6:
+        return None
+    if isinstance(exc, OSError) and exc.errno in LOCAL_ERRNOS:
+        return f"{errno.errorcode[exc.errno]}: {exc.strerror or exc}"
+    inner = [exc.__cause__, exc.__context__, getattr(exc, "reason", None)]
+    inner += [a for a in getattr(exc, "args", ()) if isinstance(a, BaseException)]
+    for nested in inner:
+        if isinstance(nested, BaseException) and nested is not exc:
+            found = local_error_reason(nested, _depth + 1)
+            if found:
+                return found
+    m = _ERRNO_TEXT.search(str(exc)) if _depth == 0 else None  # wrapped into a message only
+    if m and int(m[1]) in LOCAL_ERRNOS:
+        code = int(m[1])
+        return f"{errno.errorcode[code]}: {os.strerror(code)}"
+    return None
 
 
 def arrival_times(start_s: float, segments: Sequence[tuple[float, float]]) -> np.ndarray:
@@ -38,12 +77,21 @@ def arrival_times(start_s: float, segments: Sequence[tuple[float, float]]) -> np
 @dataclass(frozen=True, slots=True)
 class OpenLoopSamples:
     """Per-arrival records: intended send time, actual send time (a worker started it),
-    completion time (``inf`` if it never finished), success."""
+    completion time (``inf`` if it never finished), success, and ``local``: arrivals that
+    say nothing about the server (a local error such as EMFILE, or no request sent), left
+    out of every figure and counted apart."""
 
     intended_s: np.ndarray
     dispatched_s: np.ndarray
     end_s: np.ndarray
     ok: np.ndarray
+    local: np.ndarray | None = None
+
+    def local_mask(self) -> np.ndarray:
+        """``local`` as a boolean array (all False when not recorded)."""
+        if self.local is None:
+            return np.zeros(self.intended_s.size, dtype=bool)
+        return np.asarray(self.local, dtype=bool)
 
     @property
     def latency_ms(self) -> np.ndarray:
@@ -69,8 +117,16 @@ class OpenLoopSamples:
     def between(self, start_s: float, stop_s: float) -> OpenLoopSamples:
         """Arrivals intended in ``[start_s, stop_s)``."""
         sel = (self.intended_s >= start_s) & (self.intended_s < stop_s)
+        local = None if self.local is None else self.local_mask()[sel]
         return OpenLoopSamples(
-            self.intended_s[sel], self.dispatched_s[sel], self.end_s[sel], self.ok[sel]
+            self.intended_s[sel], self.dispatched_s[sel], self.end_s[sel], self.ok[sel], local
+        )
+
+    def server_side(self) -> OpenLoopSamples:
+        """The arrivals that reached the server (``local`` ones left out)."""
+        keep = ~self.local_mask()
+        return OpenLoopSamples(
+            self.intended_s[keep], self.dispatched_s[keep], self.end_s[keep], self.ok[keep]
         )
 
 
@@ -83,17 +139,21 @@ def summarize(
     unfinished ones as waiting at least until the recording ended (see
     :meth:`OpenLoopSamples.latencies_ms`). ``sent_rps`` counts arrivals actually dispatched
     inside the window: when it falls short of ``rate_rps`` the generator, not the server, was
-    the limit.
+    the limit. Arrivals marked ``local`` (a generator-side error, no request sent) are not
+    server failures: they are left out and counted in ``local_errors``.
     """
-    w = samples.between(start_s, stop_s)
+    window = samples.between(start_s, stop_s)
+    local = int(np.count_nonzero(window.local_mask()))
+    w = window.server_side()
     duration = max(stop_s - start_s, 1e-9)
     done = np.isfinite(w.end_s)
     ok = w.ok & done
     lat = w.latencies_ms(max(samples.horizon_s(), stop_s))
     pct = percentiles(lat)
     ci = quantile_ci(lat, 0.99) if lat.size else None
-    sent = np.count_nonzero((w.dispatched_s >= start_s) & (w.dispatched_s < stop_s))
-    lag = (w.dispatched_s - w.intended_s) * 1000.0
+    # what the generator dispatched, locally failed arrivals included: its pace, not the server's
+    sent = np.count_nonzero((window.dispatched_s >= start_s) & (window.dispatched_s < stop_s))
+    lag = (window.dispatched_s - window.intended_s) * 1000.0
     n = int(w.intended_s.size)
     failures = n - int(np.count_nonzero(ok))
     return OpenLoopWindow(
@@ -109,6 +169,7 @@ def summarize(
         p99_ci=(float(ci[0]), float(ci[1])) if ci else None,
         dispatch_lag_p95_ms=float(np.percentile(lag, 95)) if lag.size else None,
         duration_s=duration,
+        local_errors=local,
     )
 
 
