@@ -33,8 +33,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-from scipy import stats as _st
-
 from pytest_mlload.baseline import BaselineEntry, fingerprint_differences
 from pytest_mlload.config import RunSettings
 from pytest_mlload.errors import (
@@ -54,6 +52,7 @@ from pytest_mlload.stats import (
     interval_sd,
     run_spread,
     signed_pct,
+    wilson_interval,
 )
 
 __all__ = ["Verdict", "check_no_regression", "error_verdict", "evaluate", "rate_limit_verdicts"]
@@ -214,17 +213,6 @@ def _compare_message(head: str, d: Decision, threshold: float, base: RunSpread) 
 # --------------------------------------------------------------------------------------------
 
 
-def _wilson(failures: int, n: int, z: float) -> tuple[float, float]:
-    """Wilson score interval for a proportion (sound at 0 failures, unlike the Wald one)."""
-    if n <= 0:
-        return 0.0, 1.0
-    p = failures / n
-    denom = 1.0 + z * z / n
-    mid = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, mid - half), min(1.0, mid + half)
-
-
 def error_verdict(
     failures: int,
     requests: int,
@@ -309,10 +297,9 @@ def _newcombe(
     failures: int, requests: int, base_failures: int, base_requests: int, confidence: float
 ) -> tuple[float, float]:
     """Newcombe's hybrid score interval (method 10) of ``p_new - p_base``."""
-    z = float(_st.norm.ppf(0.5 + confidence / 2.0))
     p1, p0 = failures / requests, base_failures / base_requests
-    l1, u1 = _wilson(failures, requests, z)
-    l0, u0 = _wilson(base_failures, base_requests, z)
+    l1, u1 = wilson_interval(failures, requests, confidence)
+    l0, u0 = wilson_interval(base_failures, base_requests, confidence)
     rise = p1 - p0
     return (
         rise - math.sqrt((p1 - l1) ** 2 + (u0 - p0) ** 2),
