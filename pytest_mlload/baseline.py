@@ -637,6 +637,10 @@ class BaselineEntry:
         now = settings.comparable(mix)
         if "mix" not in self.settings:
             now.pop("mix", None)
+        defaults = {k: getattr(RunSettings(), k) for k in RunSettings.COMPARABLE_IF_SET}
+        for k in RunSettings.COMPARABLE_IF_SET:  # stored when set, so absent now = the default
+            if k in self.settings and k not in now:
+                now[k] = defaults[k]
         return [
             f"{k}: baseline {self.settings.get(k)!r}, now {v!r}"
             for k, v in now.items()

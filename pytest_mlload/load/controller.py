@@ -49,12 +49,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Protocol
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from pytest_mlload.config import RunSettings
+from pytest_mlload.load import slo
 from pytest_mlload.results import (
     CapacityResult,
     EndpointResult,
@@ -63,6 +64,9 @@ from pytest_mlload.results import (
     WindowRecord,
 )
 from pytest_mlload.stats import min_samples_for_quantile, percentiles, quantile_ci, rate_ci
+
+if TYPE_CHECKING:
+    from pytest_mlload.load.streaming import StreamSamples
 
 __all__ = [
     "CapacitySearch",
@@ -123,7 +127,8 @@ class Clock(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Samples:
-    """Raw per-request records of one window: completion time, latency, success, name."""
+    """Raw per-request records of one window: completion time, latency, success, name;
+    ``stream`` the stream figures row for row, when any request of the window streamed."""
 
     end_s: np.ndarray
     latency_ms: np.ndarray
@@ -132,6 +137,7 @@ class Samples:
     start_s: float
     stop_s: float
     error_texts: tuple[str, ...] = ()
+    stream: StreamSamples | None = None
 
     @property
     def duration_s(self) -> float:
@@ -201,6 +207,7 @@ class Samples:
             self.name[sel],
             self.start_s,
             self.stop_s,
+            stream=self.stream.select(sel) if self.stream is not None else None,
         )
 
 
@@ -243,6 +250,7 @@ class _Level:
     good: bool = False
     duration_s: float = 0.0
     clean: bool = True  # errors under the cap (a level may be bad by its P99 alone)
+    headroom: float | None = None  # SLO mode: smallest limit / figure (slo.headroom)
 
 
 @dataclass(slots=True)
@@ -297,13 +305,31 @@ class CapacitySearch:
         """True in check mode (``hold_users`` given)."""
         return self.hold_users is not None
 
+    @property
+    def slo(self) -> bool:
+        """True in SLO mode (a streaming SLO is set): goodness is the SLO attainment and the
+        capacity the goodput (see :mod:`pytest_mlload.load.slo`)."""
+        return self.settings.slo_mode
+
     def _settle(self) -> float:
         last = (self.last_p99_ms or 0.0) / 1000.0
         first = WARMUP_S if not self.trajectory else 0.0
         return min(max(self.settings.settle_s, 2.0 * last, first), MAX_SETTLE_S)
 
     def next_step(self) -> Step | None:
-        """The next window to run, or ``None`` when the search is finished."""
+        """The next window to run, or ``None`` when the search is finished.
+
+        In SLO mode every window holds at least the requests that can show the attainment
+        target (73 for 0.95), and search windows may last twice as long to resolve it.
+        """
+        step = self._plain_step()
+        if step is None or not self.slo:
+            return step
+        need = max(step.min_samples, slo.min_window_samples(self.settings))
+        gated = step.phase in ("measure", "probe")
+        return replace(step, min_samples=need, max_s=step.max_s if gated else 2 * step.max_s)
+
+    def _plain_step(self) -> Step | None:
         if self.done:
             return None
         s = self.settings
@@ -337,11 +363,19 @@ class CapacitySearch:
         wide interval would come out inconclusive, so measuring longer is the cheaper fix.
         The measure window is judged on its capacity (block bootstrap of the throughput); the
         probe, and a measure window that doubles as the probe, on its P99 (order statistics
-        of every request's latency, in completion order).
+        of every request's latency, in completion order). In SLO mode the capacity is the
+        goodput, and no window (search windows too) ends while its attainment is unresolved.
         """
-        ok = w.end_s[w.ok]
-        if ok.size == 0:
+        if self.slo and slo.attainment(w, self.settings).decision == "unresolved":
+            return False  # an unresolved level is not a decision: measure on (up to max_s)
+        if phase not in ("measure", "probe"):
             return True
+        if not w.ok.any():
+            return True
+        good = slo.conforming_view(w, self.settings)  # the window itself outside SLO mode
+        ok = good.end_s[good.ok]
+        if ok.size == 0:
+            return True  # nothing met the SLOs: the attainment already says so
         want = max(self.settings.threshold / 4, MIN_PRECISION)
         if phase == "probe" or self.probe_users in (None, self.users):
             p99 = w.p99_ms()
@@ -364,12 +398,18 @@ class CapacitySearch:
         return w.failures > allowed
 
     def _is_good(self, w: Samples) -> bool:
+        if self.slo:  # errors already lower attainment; the cap still applies on its own
+            meets = slo.attainment(w, self.settings).decision == "meets"
+            return meets and not self._too_many_errors(w)
         p99 = w.p99_ms()
         return (
             p99 is not None and p99 <= self.settings.target_p99_ms and not self._too_many_errors(w)
         )
 
     def _in_band(self, level: _Level) -> bool:
+        if self.slo:  # the binding SLO's figure within the tolerance under its limit
+            h = level.headroom
+            return h is not None and h * (1.0 - self.settings.tolerance) <= 1.0
         t = self.settings.target_p99_ms
         return level.p99_ms is not None and level.p99_ms >= t * (1.0 - self.settings.tolerance)
 
@@ -390,21 +430,13 @@ class CapacitySearch:
         p99 = w.p99_ms()
         if p99 is not None:
             self.last_p99_ms = p99
-        good = self._is_good(w)
-        level = _Level(
-            step.users,
-            p99,
-            w.error_ratio,
-            w.requests,
-            w.rps,
-            w.rps_se(),
-            good,
-            w.duration_s,
-            not self._too_many_errors(w),
-        )
+        level = self._level(w, step.users)
         decision = ""
         if w.requests == 0:
             decision = "no request completed: measure again"  # the time cap bounds this
+        elif self._unstreamed(w):
+            decision = "no streamed request"
+            self.measurement = w
         elif step.phase in SEARCH_PHASES and w.successes == 0 and self.lo is None:
             decision = "all requests failed"
             self.measurement = w  # keep the failures: they must show in the result
@@ -418,6 +450,8 @@ class CapacitySearch:
             self.probe = w
             decision = "probe measured"
             self._finish("converged")
+        if self.slo and w.requests:
+            decision = f"{slo.attainment(w, self.settings).describe()}: {decision}"
         self.trajectory.append(
             WindowRecord(
                 phase=step.phase,
@@ -431,6 +465,31 @@ class CapacitySearch:
                 decision=decision,
             )
         )
+
+    def _level(self, w: Samples, users: int) -> _Level:
+        """A window's level; in SLO mode its rate (and the rate's noise) is the goodput."""
+        rated = slo.conforming_view(w, self.settings)
+        return _Level(
+            users,
+            w.p99_ms(),
+            w.error_ratio,
+            w.requests,
+            rated.rps,
+            rated.rps_se(),
+            self._is_good(w),
+            w.duration_s,
+            not self._too_many_errors(w),
+            slo.headroom(w, self.settings) if self.slo else None,
+        )
+
+    def _unstreamed(self, w: Samples) -> bool:
+        """End the search when TTFT/TPOT SLOs are set but nothing streamed (no figures)."""
+        s = self.settings
+        if not (s.ttft_p99_ms > 0 or s.tpot_p99_ms > 0) or w.stream is not None:
+            return False
+        names = "/".join(n for n in ("ttft_p99_ms", "tpot_p99_ms") if getattr(s, n) > 0)
+        self._finish("inconclusive", slo.NO_STREAM.format(names=names))
+        return True
 
     def _after_search_window(self, level: _Level, w: Samples, phase: str) -> str:
         if phase == "knee":
@@ -466,7 +525,7 @@ class CapacitySearch:
             if self._in_band(level) and self._saturated(level, previous):
                 self._start_measure()
                 return "P99 in band, throughput saturated"
-            self.users = min(s.max_users, self._ramp_next(level.users, level.p99_ms))
+            self.users = min(s.max_users, self._ramp_next(level))
             return f"ramp to {self.users}"
         self._refine_or_measure()
         if level.good:
@@ -537,6 +596,8 @@ class CapacitySearch:
         return out
 
     def _err_only(self, level: _Level) -> bool:
+        if self.slo:  # every SLO figure under its limit: the level is bad by its errors
+            return level.headroom is not None and level.headroom >= 1.0
         return level.p99_ms is not None and level.p99_ms <= self.settings.target_p99_ms
 
     # -- the knee --------------------------------------------------------------------------
@@ -553,7 +614,13 @@ class CapacitySearch:
         best = self._best_good()
         if best is None:
             return "", None, None
-        above = [x for x in self._pooled() if x.clean and x.users > best.users]
+        # In SLO mode a level that misses the SLOs has little goodput by definition: that is
+        # the SLO's edge, not a knee; only good levels past the best show goodput falling.
+        above = [
+            x
+            for x in self._pooled()
+            if x.clean and x.users > best.users and (x.good or not self.slo)
+        ]
         if not above:
             return "", best, None
         fell = min(above, key=lambda x: x.rps)
@@ -607,17 +674,22 @@ class CapacitySearch:
             return False
         return level.rps < previous.rps * (1.0 + SATURATION_GAIN)
 
-    def _ramp_next(self, users: int, p99_ms: float | None) -> int:
+    def _ramp_next(self, level: _Level) -> int:
         # Closed loop: latency grows about linearly with users once saturated, so
-        # target / P99 estimates the headroom. At least double, at most x4 per step.
-        factor = 2.0
-        if p99_ms:
+        # target / P99 estimates the headroom (in SLO mode: the binding SLO's limit / its
+        # figure at the attainment quantile). At least double, at most x4 per step.
+        users, p99_ms, factor = level.users, level.p99_ms, 2.0
+        if self.slo and level.headroom is not None:
+            factor = min(max(RAMP_HEADROOM * level.headroom, 2.0), 4.0)
+        elif p99_ms:
             factor = min(max(RAMP_HEADROOM * self.settings.target_p99_ms / p99_ms, 2.0), 4.0)
         return max(users + 1, int(users * factor))
 
     def _refine_or_measure(self) -> None:
         assert self.lo is not None and self.hi is not None
-        if self.hi.users - self.lo.users <= 1 or self._in_band(self.lo):
+        # SLO mode: goodput still grows with users right up to the SLO's edge (under the
+        # batch limit every user adds a stream), so only adjacent levels end the refinement.
+        if self.hi.users - self.lo.users <= 1 or (self._in_band(self.lo) and not self.slo):
             self._start_measure()
         else:
             self.phase = "refine"
@@ -636,6 +708,7 @@ class CapacitySearch:
             and hi.p99_ms is not None
             and hi.p99_ms > lo.p99_ms
             and not self._err_only(hi)
+            and not self.slo  # attainment is not linear in users: bisect
         ):
             guess = lo.users + (aim - lo.p99_ms) / (hi.p99_ms - lo.p99_ms) * span
         else:
@@ -648,13 +721,13 @@ class CapacitySearch:
         if self.check:
             return self._after_check(w, level)
         p99 = level.p99_ms
-        over = p99 is not None and p99 > s.target_p99_ms
+        over, over_text = self._over_target(w, level)
         errors = w.error_ratio > s.max_error_ratio
         if (over or errors) and w.successes > 0:
             what = (
                 f"error ratio {w.error_ratio:.1%} above the {s.max_error_ratio:.1%} cap"
                 if errors
-                else f"P99 {p99:.1f} ms over the {s.target_p99_ms:g} ms target"
+                else over_text
             )
             # Errors start sharply above some load and the search windows already bracket
             # it: step finely. A P99 over the target moves about linearly in users: ~10 %.
@@ -704,6 +777,17 @@ class CapacitySearch:
         self._finish("converged")
         return "measured" + (" (bound: max_users)" if self.bound else "")
 
+    def _over_target(self, w: Samples, level: _Level) -> tuple[bool, str]:
+        """Whether the measure window misses its objective, and the sentence saying so: P99
+        over the target, or (SLO mode) attainment not shown to meet its target."""
+        if self.slo:
+            att = slo.attainment(w, self.settings)
+            treated = ": treated as over target" if att.decision == "unresolved" else ""
+            return att.decision != "meets", att.describe() + treated
+        p99, target = level.p99_ms, self.settings.target_p99_ms
+        over = p99 is not None and p99 > target
+        return over, f"P99 {p99 or 0.0:.1f} ms over the {target:g} ms target"
+
     def _too_few(self, w: Samples, users: int, where: str, way_out: str) -> str:
         """End inconclusive: a gated window held fewer successes than ``min_samples``."""
         self._finish(
@@ -724,6 +808,14 @@ class CapacitySearch:
             return "all requests failed"
         if w.successes < s.min_samples:
             return self._too_few(w, level.users, "in the check window", "run the full search")
+        if self.slo and (att := slo.attainment(w, s)).decision == "unresolved":
+            self.measurement = self.probe = w
+            self._finish(
+                "inconclusive",
+                f"{att.describe()} at the baseline's {level.users} users: no decision; "
+                f"lengthen measure_s or lower slo_attainment",
+            )
+            return "check: attainment unresolved"
         self.measurement = self.probe = w
         self.note = f"check mode: held the baseline's {level.users} users, no search"
         self._finish("converged")
@@ -737,6 +829,17 @@ class CapacitySearch:
         )
 
     def _over_reason(self, w: Samples, users: int, where: str) -> str:
+        if self.slo:
+            att = slo.attainment(w, self.settings)
+            way = (
+                "lengthen measure_s or lower slo_attainment"
+                if att.decision == "unresolved"
+                else "raise the SLO limits, lower slo_attainment or lower min_users"
+            )
+            return (
+                f"{att.describe()} {where} ({users} users): no operating point meets the "
+                f"SLOs ({way})"
+            )
         p99 = w.p99_ms()
         p99_text = f"{p99:.1f} ms" if p99 is not None else "n/a"
         return (
@@ -797,11 +900,13 @@ def run_search(
             if elapsed >= step.max_s:
                 break
             if n >= step.min_samples and elapsed >= step.min_s:
-                if step.phase not in ("measure", "probe"):
+                gated = step.phase in ("measure", "probe")
+                if not gated and not search.slo:
                     break
                 if now >= next_check:  # a gated window also waits for a tight interval
                     # ...but keeps a quarter of the time cap for what follows (probe, verdict)
-                    if deadline - now < RESERVE_RATIO * search.settings.max_duration_s:
+                    late = deadline - now < RESERVE_RATIO * search.settings.max_duration_s
+                    if gated and late:
                         break
                     if search.precise_enough(load.window(mark, now), step.phase):
                         break
@@ -880,6 +985,7 @@ def build_result(
         knee_users=search.knee_users,
         check=search.check,
         note=search.note,
+        stream=slo.stream_result(search.measurement, search.settings),
     )
 
 
@@ -940,10 +1046,11 @@ def _measurement_figures(search: CapacitySearch) -> _Measured:
             capacity_ci=None,
             p99_ci=None,
         )
+    good = slo.conforming_view(w, search.settings)  # SLO mode: the capacity is the goodput
     return _Measured(
         pct=percentiles(w.latency_ms),
         users=_measured_users(search),
-        capacity_rps=w.rps,
+        capacity_rps=good.rps,
         requests=w.requests,
         failures=w.failures,
         error_ratio=w.error_ratio,
@@ -954,7 +1061,9 @@ def _measurement_figures(search: CapacitySearch) -> _Measured:
         stop_s=w.stop_s,
         # every request's latency, in completion order (the interval accounts for dependence)
         p99_ci=_ci(quantile_ci(w.latency_ms, 0.99)) if w.requests else None,
-        capacity_ci=_ci(rate_ci(w.end_s[w.ok], w.start_s, w.stop_s)[1:]) if w.successes else None,
+        capacity_ci=(
+            _ci(rate_ci(good.end_s[good.ok], w.start_s, w.stop_s)[1:]) if good.successes else None
+        ),
     )
 
 
@@ -972,6 +1081,7 @@ def _probe_result(search: CapacitySearch) -> ProbeResult | None:
         failures=pw.failures,
         duration_s=pw.duration_s,
         p99_ci=_ci(quantile_ci(pw.latency_ms, 0.99)) if pw.requests else None,
+        stream=slo.stream_result(pw, search.settings),
     )
 
 
