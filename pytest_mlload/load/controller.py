@@ -111,6 +111,12 @@ MAX_STEP_DOWNS = 3  # measure windows over target/cap before the search gives up
 STEP_DOWN_RATIO = 0.9  # each step down holds ~10 % fewer users
 ERROR_STEP_DOWN_RATIO = 0.95  # ...or ~5 % (at least one) when only the error cap was breached
 CHECK_TOTAL_S = 10.0  # check mode: warm-up + settle + the one window stay within this
+# SLO mode: a search window may last until it holds this many times the requests that can
+# resolve the attainment target (at the last window's rate), up to SLO_MAX_S; an unresolved
+# first level is measured again (longer) up to SLO_RETRIES times before it counts as bad.
+SLO_WINDOW_MARGIN = 1.5
+SLO_MAX_S = 12.0
+SLO_RETRIES = 2
 
 
 class Clock(Protocol):
@@ -282,6 +288,8 @@ class CapacitySearch:
     knee_steps: int = 0
     confirms: int = 0
     resume: tuple[str, int] | None = None
+    slo_retries: int = 0  # SLO mode: longer re-measurements of an unresolved first level
+    last_rate: float = 0.0  # requests/s of the last window (sizes SLO search windows)
     levels: list[_Level] = field(default_factory=list)
     trajectory: list[WindowRecord] = field(default_factory=list)
 
@@ -319,15 +327,20 @@ class CapacitySearch:
     def next_step(self) -> Step | None:
         """The next window to run, or ``None`` when the search is finished.
 
-        In SLO mode every window holds at least the requests that can show the attainment
-        target (73 for 0.95), and search windows may last twice as long to resolve it.
+        In SLO mode a search window holds the requests that can show the attainment target
+        (73 for 0.95; more while it is unresolved, up to a longer ``max_s`` sized by the last
+        window's rate), and a gated window at least as many.
         """
         step = self._plain_step()
         if step is None or not self.slo:
             return step
-        need = max(step.min_samples, slo.min_window_samples(self.settings))
-        gated = step.phase in ("measure", "probe")
-        return replace(step, min_samples=need, max_s=step.max_s if gated else 2 * step.max_s)
+        need = slo.min_window_samples(self.settings)
+        if step.phase in ("measure", "probe"):
+            return replace(step, min_samples=max(step.min_samples, need))
+        longest = 2.0 * step.max_s
+        if self.last_rate > 0:  # long enough for the requests that can resolve attainment
+            longest = max(longest, min(SLO_WINDOW_MARGIN * need / self.last_rate, SLO_MAX_S))
+        return replace(step, min_samples=need, max_s=longest)
 
     def _plain_step(self) -> Step | None:
         if self.done:
@@ -431,6 +444,7 @@ class CapacitySearch:
         if p99 is not None:
             self.last_p99_ms = p99
         level = self._level(w, step.users)
+        self.last_rate = w.requests / w.duration_s
         decision = ""
         if w.requests == 0:
             decision = "no request completed: measure again"  # the time cap bounds this
@@ -482,6 +496,17 @@ class CapacitySearch:
             slo.headroom(w, self.settings) if self.slo else None,
         )
 
+    def _slo_retry(self, w: Samples) -> bool:
+        """SLO mode: an unresolved level with no good one below it is measured again (the
+        next window is sized by this one's rate) rather than ending the search there."""
+        if not self.slo or self.lo is not None or self.slo_retries >= SLO_RETRIES:
+            return False
+        if slo.attainment(w, self.settings).decision != "unresolved":
+            return False
+        self.slo_retries += 1
+        self.levels.pop()  # the level is measured again: do not pool the short window
+        return True
+
     def _unstreamed(self, w: Samples) -> bool:
         """End the search when TTFT/TPOT SLOs are set but nothing streamed (no figures)."""
         s = self.settings
@@ -498,6 +523,8 @@ class CapacitySearch:
             assert self.resume is not None
             self.phase, self.users = self.resume
             return self._check_knee("")
+        if self._slo_retry(w):
+            return "attainment unresolved with no good level yet: measure again, longer"
         if level.good:
             self.lo = level
         else:

@@ -19,6 +19,7 @@ import bisect
 import heapq
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -193,11 +194,21 @@ class SimulatedService:
         )
 
 
+class Simulated(Protocol):
+    """A discrete-event load generator a :class:`FakeClock` advances (:class:`SimulatedService`,
+    :class:`pytest_mlload.testing.llm.SimulatedLlm`)."""
+
+    now: float
+
+    def _process_until(self, t_end: float) -> None: ...
+
+
 @dataclass(slots=True)
 class FakeClock:
-    """A clock whose ``sleep`` advances a :class:`SimulatedService` instead of waiting."""
+    """A clock whose ``sleep`` advances a :class:`SimulatedService` (or any
+    :class:`Simulated`) instead of waiting."""
 
-    service: SimulatedService
+    service: Simulated
 
     def now(self) -> float:
         """Simulated time in seconds."""
