@@ -408,7 +408,8 @@ def evaluate(
 
     Raises :class:`Inconclusive` (run did not converge / too few samples / errors above the
     cap without a certain rise), :class:`MissingBaseline` or :class:`SettingsMismatch`.
-    Returns capacity, P99 and error-ratio verdicts (which may themselves be regressions: see
+    Returns capacity (goodput in SLO mode: see :mod:`pytest_mlload.gates.stream`, which adds
+    TTFT and TPOT P99), P99 and error-ratio verdicts (which may themselves be regressions: see
     :func:`check_no_regression`); a run above the error cap whose error ratio certainly rose
     returns that error regression alone. With ``settings.open_loop`` the P99 verdict uses the
     open-loop confirmation instead.
@@ -416,30 +417,37 @@ def evaluate(
     entry, capped = _precheck(
         result, entry, settings, key=key, baseline_path=baseline_path, record_command=record_command
     )
+    from pytest_mlload.gates import stream
+
     note = _machine_note(entry, fingerprint)
     if capped is not None:
         return _noted([capped], note, part)
+    stream.check_resolved(result, key)
     t = settings.threshold
+    metric, label, extra = stream.capacity_names(result, settings, key)
     verdicts = [
         _compare(
-            "capacity",
-            f"capacity of {key}",
+            metric,
+            label,
             "req/s",
             result.capacity_rps,
             result.capacity_ci,
             [r.capacity_rps for r in entry.runs],
             t,
             higher_is_better=True,
-            extra=f" at {result.users} users",
+            extra=extra,
             base_cis=[r.capacity_ci_rps for r in entry.runs],
             prior=settings.run_spread_prior,
         )
     ]
     verdicts.append(
         _open_loop_verdict(result, entry, key, settings)
-        if settings.open_loop
+        if settings.open_loop and not settings.slo_mode  # SLO mode gates closed-loop figures
         else _probe_verdict(result, entry, key, settings)
     )
+    if settings.slo_mode:
+        verdicts += stream.stream_verdicts(result, entry, settings, key)
+        note += stream.token_note(result, entry)
     verdicts.append(_errors_of(result, _run_errors(entry), settings, f"error ratio of {key}"))
     return _noted(verdicts, note, part)
 

@@ -99,7 +99,8 @@ def summary_rows(records: list[TestRecord]) -> list[list[str]]:
         for r in rec.results:
             part = part_name(rec.key, r.name)
             cap_v = next(
-                (v for v in rec.verdicts if v.metric == "capacity" and v.part == part), None
+                (v for v in rec.verdicts if v.metric in ("capacity", "goodput") and v.part == part),
+                None,
             )
             change = "-"
             if cap_v and cap_v.change is not None:
