@@ -112,10 +112,11 @@ STEP_DOWN_RATIO = 0.9  # each step down holds ~10 % fewer users
 ERROR_STEP_DOWN_RATIO = 0.95  # ...or ~5 % (at least one) when only the error cap was breached
 CHECK_TOTAL_S = 10.0  # check mode: warm-up + settle + the one window stay within this
 # SLO mode: a search window may last until it holds this many times the requests that can
-# resolve the attainment target (at the last window's rate), up to SLO_MAX_S; an unresolved
-# first level is measured again (longer) up to SLO_RETRIES times before it counts as bad.
+# resolve the attainment target (at the last window's rate), up to SLO_MAX_SHARE of the time
+# cap; an unresolved first level is measured again (longer) up to SLO_RETRIES times before it
+# counts as bad.
 SLO_WINDOW_MARGIN = 1.5
-SLO_MAX_S = 12.0
+SLO_MAX_SHARE = 0.25
 SLO_RETRIES = 2
 
 
@@ -339,7 +340,8 @@ class CapacitySearch:
             return replace(step, min_samples=max(step.min_samples, need))
         longest = 2.0 * step.max_s
         if self.last_rate > 0:  # long enough for the requests that can resolve attainment
-            longest = max(longest, min(SLO_WINDOW_MARGIN * need / self.last_rate, SLO_MAX_S))
+            cap = SLO_MAX_SHARE * self.settings.max_duration_s
+            longest = max(longest, min(SLO_WINDOW_MARGIN * need / self.last_rate, cap))
         return replace(step, min_samples=need, max_s=longest)
 
     def _plain_step(self) -> Step | None:

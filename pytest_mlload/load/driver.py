@@ -31,7 +31,11 @@ from locust.env import Environment  # noqa: E402
 from pytest_mlload.config import resolve_settings  # noqa: E402
 from pytest_mlload.load.controller import CapacitySearch, Samples, Step, build_result, run_search  # noqa: E402
 from pytest_mlload.load.openloop import OpenLoopSamples, arrival_times, recovery_time_s, summarize  # noqa: E402
-from pytest_mlload.load.streaming import CONTEXT_KEY, summarize_streams  # noqa: E402
+from pytest_mlload.load.streaming import (  # noqa: E402
+    CONTEXT_KEY,
+    StreamSamples,
+    summarize_streams,
+)
 from pytest_mlload.results import CapacityResult, OpenLoopResult, SpikeResult  # noqa: E402
 from pytest_mlload.targets import import_class  # noqa: E402
 
@@ -79,7 +83,7 @@ class LocustLoad:
         self._name: list[str] = []
         self._err: dict[int, str] = {}
         # Per-request stream figures (StreamFigures.to_context) by request index, for the
-        # requests that streamed: kept beside the latencies, not yet used by the controller.
+        # requests that streamed: each window carries them (Samples.stream).
         self._stream: dict[int, dict[str, Any]] = {}
         self._cpu: list[tuple[float, float]] = [(time.monotonic(), time.process_time())]
         env.events.request.add_listener(self._on_request)
@@ -125,7 +129,14 @@ class LocustLoad:
             start_s,
             stop_s,
             errors,
+            stream=self._stream_samples(i, j),
         )
+
+    def _stream_samples(self, i: int, j: int) -> StreamSamples | None:
+        """Stream figures of requests ``i..j-1`` row for row (None when none streamed)."""
+        if not self._stream:
+            return None
+        return StreamSamples.from_records([self._stream.get(k) for k in range(i, j)])
 
     def stream_window(self, start_s: float, stop_s: float) -> list[dict[str, Any]]:
         """Stream figures of the requests completed in ``[start_s, stop_s]`` (in order)."""
@@ -313,6 +324,16 @@ def emit_streams(step: Step, w: Samples, streams: list[dict[str, Any]]) -> None:
     )
 
 
+def _open_loop_skip(settings: Any, *, check: bool) -> str:
+    """Why the open-loop confirmation does not run ("" when it does)."""
+    if settings.slo_mode:
+        # an arrival rate above capacity builds a backlog whose TTFT describes the backlog
+        return "SLO mode gates closed-loop attainment"
+    if check and not settings.open_loop:
+        return "check mode without open_loop=True"  # check mode stays lean: not gated
+    return ""
+
+
 def build_user_class(job: dict[str, Any]) -> type:
     """The Locust User class that runs the job's target with its settings."""
     from locust import FastHttpUser, HttpUser, constant, task
@@ -430,11 +451,9 @@ def main() -> int:
         run_search(search, load, RealClock(), on_window=on_window, should_stop=should_stop)
         if search.status == "converged" and search.measurement is not None:
             rate = job.get("open_loop_rps") or search.measurement.rps * settings.open_loop_ratio
-            if hold is not None and not settings.open_loop:
-                # check mode stays lean: the open-loop P99 is not gated (open_loop=False)
-                open_loop = OpenLoopResult(
-                    rate_rps=rate, skipped="check mode without open_loop=True"
-                )
+            skip = _open_loop_skip(settings, check=hold is not None)
+            if skip:
+                open_loop = OpenLoopResult(rate_rps=rate, skipped=skip)
             else:
                 load.runner.stop()
                 open_loop = open_loop_in_budget(env, user_cls, rate, settings, deadline)
