@@ -9,6 +9,7 @@ where the truth holds per request (past it the truth's TTFT is a mean).
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -176,8 +177,8 @@ def test_check_mode_holds_the_load_and_an_unresolved_window_is_no_decision():
     assert r.status == "converged" and r.users == 7 and r.check
     assert r.probe is not None and r.probe.stream is not None
     assert r.probe.stream.tpot_p99_ms == pytest.approx(7.5, rel=0.05)
-    # TPOT right at the limit: about half the requests meet it, so no window can decide
-    # 50 % against a 50 % target... a TPOT limit at d(7) gives attainment ~ 0.5
+    # A TPOT limit at d(7) itself: about half the requests meet it, and an attainment of
+    # about 50 % against a 50 % target straddles it however long the window
     edge, _ = search(llm(1), hold_users=7, **{**FAST, "slo_attainment": 0.5}, tpot_p99_ms=7.5)
     assert edge.status == "inconclusive"
     assert "straddles 50.0%" in edge.reason and "lengthen measure_s" in edge.reason
@@ -297,8 +298,51 @@ def test_an_unresolved_measure_window_is_inconclusive_not_a_pass(baseline):
     entry, settings = baseline
     r, _ = search(llm(1), hold_users=entry.users, **FAST, tpot_p99_ms=7.75)
     assert r.stream is not None
-    from dataclasses import replace
-
     unresolved = replace(r, stream=replace(r.stream, slo_decision="unresolved"))
     with pytest.raises(Inconclusive, match="straddles the 95 % target at 7 users: no decision"):
         evaluate(unresolved, entry, settings, key="chat", baseline_path="b.yaml")
+
+
+# --------------------------------------------------------------------------- real run
+
+
+@pytest.mark.engine
+def test_run_capacity_against_the_demo_engine_finds_the_goodput_truth():
+    """A real search (Locust, streaming, the demo's engine) in SLO mode: TTFT <= 60 ms and
+    TPOT <= 9 ms for 95 % of requests, 512-word prompts, 8 tokens. Up to the batch (8) every
+    request has TTFT 25.6 ms and TPOT d(b) <= 8 ms; past it the batch stays full, so the
+    request rate is B / S = 98.04 req/s whatever the HTTP overhead, and TTFT grows with the
+    queue until its 95th percentile passes 60 ms (about 10-11 users). The goodput truth
+    (goodput_capacity) is 98.04 req/s: the search must find it within 5 %.
+    """
+    from pytest_mlload.load.engine import run_capacity
+    from pytest_mlload.targets import openai_chat
+    from pytest_mlload.testing.demo import DemoServerProcess
+
+    slos = {"ttft_p99_ms": 60.0, "tpot_p99_ms": 9.0}
+    want = goodput_capacity(
+        EngineKnobs(), prompt_tokens=512, output_tokens=8, ttft_slo_ms=60.0, tpot_slo_ms=9.0
+    )
+    assert want is not None and want.concurrency == 8
+    settings = RunSettings(
+        **slos,
+        slo_attainment=0.95,
+        min_users=8,
+        max_users=12,
+        measure_s=2.0,
+        max_duration_s=40.0,
+    )
+    chat = openai_chat(model="demo", prompt_tokens=512, max_tokens=8)
+    with DemoServerProcess() as server:
+        r = run_capacity(chat, host=server.url, settings=settings)
+    assert r.status == "converged", r.reason
+    assert r.stream is not None and r.goodput_rps == r.capacity_rps
+    assert r.capacity_rps == pytest.approx(want.goodput_rps, rel=0.05)
+    assert 8 <= r.users <= 11, [w.decision for w in r.trajectory]
+    assert r.stream.slo_decision == "meets" and r.token_source == "usage"
+    assert r.ttft_p99_ms is not None and r.ttft_p99_ms <= 60.0 * 1.05
+    assert r.tpot_p99_ms is not None and r.tpot_p99_ms <= 9.0
+    assert r.output_tokens_per_s == pytest.approx(8 * r.capacity_rps, rel=0.02)
+    assert (
+        r.open_loop is not None and r.open_loop.skipped == "SLO mode gates closed-loop attainment"
+    )
