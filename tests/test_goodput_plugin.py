@@ -29,7 +29,7 @@ from pytest_mlload.targets import openai_chat
 Chat = openai_chat(model="demo", prompt_tokens=512, max_tokens=8)
 
 
-@pytest.mark.capacity(ttft_p99_ms=60, tpot_p99_ms=9, slo_attainment=0.95, min_users=4,
+@pytest.mark.capacity(ttft_p99_ms=35, tpot_p99_ms=9, slo_attainment=0.95, min_users=4,
                       max_users=12, measure_s=2, probe_s=2, max_duration_s=40, threshold=0.15)
 def test_chat_capacity(mlload):
     result = mlload.run(Chat)
