@@ -461,11 +461,18 @@ def _stored_stream(r: CapacityResult) -> StoredStream | None:
 _STREAM_POINT_FIELDS = tuple(f.name for f in fields(StoredStreamPoint))
 
 
-def _parse_stream_point(raw: Any, here: str) -> StoredStreamPoint | None:
-    if raw is None:
-        return None
+def _sub_mapping(d: Mapping[str, Any], name: str, where: str) -> tuple[Mapping[str, Any], str]:
+    """``d[name]`` (present, not None) as a mapping, and where it is; else :class:`_Invalid`."""
+    raw, here = d[name], _join(where, name)
     if not isinstance(raw, Mapping):
         raise _Invalid(here, f"expected a mapping, got {_describe(raw)}")
+    return raw, here
+
+
+def _parse_stream_point(d: Mapping[str, Any], name: str, where: str) -> StoredStreamPoint | None:
+    if d.get(name) is None:
+        return None
+    raw, here = _sub_mapping(d, name, where)
     _check_keys(raw, _STREAM_POINT_FIELDS, here)
     source = raw.get("token_source", "")
     if source not in ("", "usage", "chunks", "mixed"):
@@ -488,16 +495,13 @@ def _parse_stream_point(raw: Any, here: str) -> StoredStreamPoint | None:
 
 
 def _parse_stream(d: Mapping[str, Any], where: str) -> StoredStream | None:
-    raw = d.get("stream")
-    if raw is None:
+    if d.get("stream") is None:
         return None
-    here = _join(where, "stream")
-    if not isinstance(raw, Mapping):
-        raise _Invalid(here, f"expected a mapping, got {_describe(raw)}")
+    raw, here = _sub_mapping(d, "stream", where)
     _check_keys(raw, ("operating", "probe"), here)
     return StoredStream(
-        operating=_parse_stream_point(raw.get("operating"), _join(here, "operating")),
-        probe=_parse_stream_point(raw.get("probe"), _join(here, "probe")),
+        operating=_parse_stream_point(raw, "operating", here),
+        probe=_parse_stream_point(raw, "probe", here),
     )
 
 
@@ -512,12 +516,9 @@ def _positive(d: Mapping[str, Any], name: str, where: str) -> float:
 def _stored_p99(
     d: Mapping[str, Any], name: str, where: str, allowed: tuple[str, ...]
 ) -> StoredP99 | None:
-    raw = d.get(name)
-    if raw is None:
+    if d.get(name) is None:
         return None
-    here = _join(where, name)
-    if not isinstance(raw, Mapping):
-        raise _Invalid(here, f"expected a mapping, got {_describe(raw)}")
+    raw, here = _sub_mapping(d, name, where)
     _check_keys(raw, allowed, here)
     return StoredP99(
         p99_ms=_number(raw, "p99_ms", here),  # type: ignore[arg-type]
@@ -529,12 +530,9 @@ def _stored_p99(
 
 
 def _stored_spike(d: Mapping[str, Any], where: str) -> StoredSpike | None:
-    raw = d.get("spike")
-    if raw is None:
+    if d.get("spike") is None:
         return None
-    here = _join(where, "spike")
-    if not isinstance(raw, Mapping):
-        raise _Invalid(here, f"expected a mapping, got {_describe(raw)}")
+    raw, here = _sub_mapping(d, "spike", where)
     _check_keys(raw, tuple(f.name for f in fields(StoredSpike)), here)
     return StoredSpike(
         target_rps=_positive(raw, "target_rps", here),

@@ -18,7 +18,10 @@ __all__ = ["_unpatched_env"]  # the autouse fixture: the inner sessions get a cl
 KEY = "test_llm.py::test_chat_capacity"
 
 # 512-word prompts, 8 tokens: the demo engine (batch 8) gives 98 req/s of goodput under
-# TTFT <= 60 ms and TPOT <= 9 ms (testing.llm.goodput_capacity). A 20 % slowdown scales
+# TTFT <= 35 ms and TPOT <= 9 ms at 8 users (testing.llm.goodput_capacity; less the HTTP
+# time per request, ~1 ms of 82); a ninth user waits for a place in the full batch and
+# passes 35 ms, so the operating point stays under the batch, where TTFT and TPOT are the
+# same for every request (and stable from run to run). A 20 % slowdown scales
 # prefill and decode: TPOT d(b) = 1.2 (4 + 0.5 b) meets 9 ms up to 7 users, so the goodput
 # falls to about 7 / 89.5 ms = 78 req/s (-20 %), and TPOT at the baseline's (full) batch
 # rises from 8.0 to 9.6 ms (+20 %).
@@ -55,13 +58,14 @@ def test_llm_capacity_records_then_passes_then_catches_a_slower_engine(
     result, _ = run_inner(pytester, *host, "--mlload-update-baseline", timeout=LOCK_PATIENT_S)
     result.assert_outcomes(passed=1)
     entry = yaml.safe_load(baseline.read_text())["tests"][KEY]
-    assert entry["settings"]["ttft_p99_ms"] == 60.0 and entry["settings"]["tpot_p99_ms"] == 9.0
+    assert entry["settings"]["ttft_p99_ms"] == 35.0 and entry["settings"]["tpot_p99_ms"] == 9.0
     assert entry["settings"]["slo_attainment"] == 0.95
     [run] = entry["runs"]
     assert run["capacity_rps"] == pytest.approx(98.04, rel=0.05)  # the goodput truth
+    assert run["users"] == 8
     operating = run["extra"]["stream"]["operating"]
     assert operating["users"] == run["users"] and operating["token_source"] == "usage"
-    assert operating["ttft_p99_ms"] <= 63.0 and operating["tpot_p99_ms"] <= 9.0
+    assert operating["ttft_p99_ms"] <= 35.0 and operating["tpot_p99_ms"] <= 9.0
     assert operating["slo_attainment"] >= 0.95
 
     result, _ = run_inner(pytester, *host, "--mlload-report", "pass.json", timeout=LOCK_PATIENT_S)

@@ -655,20 +655,15 @@ class SimulatedLlm:
 
     def set_users(self, users: int) -> None:
         """Grow or shrink the set of live users (new users send at once)."""
-        alive = sorted(self._alive)
-        while len(alive) < users:
-            uid = self._next_user
-            self._next_user += 1
-            self._alive.add(uid)
-            alive.append(uid)
-            self._push(self.now, "issue", uid)
-        for uid in alive[users:]:
-            self._alive.discard(uid)
-        self._process_until(self.now)
+        from pytest_mlload.testing.simulate import set_live_users
+
+        set_live_users(self, users)
 
     def count_since(self, t: float) -> int:
         """Requests completed at or after ``t`` (up to now)."""
-        return bisect.bisect_right(self._end, self.now) - bisect.bisect_left(self._end, t)
+        from pytest_mlload.testing.simulate import completed_since
+
+        return completed_since(self._end, self.now, t)
 
     def window(self, start_s: float, stop_s: float) -> Samples:
         """Requests completed in ``[start_s, stop_s]``, with their stream figures."""
