@@ -31,6 +31,7 @@ from pytest_mlload.results import (
     OpenLoopWindow,
     ProbeResult,
     SpikeResult,
+    StreamResult,
     WindowRecord,
 )
 
@@ -89,6 +90,7 @@ __all__ = [
     "SettingsMismatch",
     "SimulatedService",
     "SpikeResult",
+    "StreamResult",
     "Verdict",
     "WindowRecord",
     "__version__",

@@ -9,6 +9,7 @@ where the truth holds per request (past it the truth's TTFT is a mean).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -31,8 +32,12 @@ from pytest_mlload.testing.simulate import FakeClock, SimulatedService
 PROMPT, OUT, OVERHEAD_MS = 256, 32, 1.0  # prefill 12.8 ms; d(b) = 4 + 0.5 b ms; B = 8
 # TPOT 7.75 ms sits between d(7) = 7.5 and d(8) = 8.0: 7 users is the goodput capacity.
 # e2e 222 ms sits between L(5) = 214.3 and L(6) = 229.8: 5 users.
-SLOS = [{"tpot_p99_ms": 7.75}, {"e2e_p99_ms": 222.0}, {"ttft_p99_ms": 15.0, "tpot_p99_ms": 7.75}]
-FAST = {
+SLOS: list[dict[str, Any]] = [
+    {"tpot_p99_ms": 7.75},
+    {"e2e_p99_ms": 222.0},
+    {"ttft_p99_ms": 15.0, "tpot_p99_ms": 7.75},
+]
+FAST: dict[str, Any] = {
     "slo_attainment": 0.95,
     "min_samples": 150,
     "max_duration_s": 120.0,
@@ -74,7 +79,10 @@ def llm(seed: int = 0, **kw: Any) -> SimulatedLlm:
 
 
 def window(
-    ok: list[bool], ttft: list[float | None], tpot: list[float | None], latency: list[float]
+    ok: Sequence[bool],
+    ttft: Sequence[float | None],
+    tpot: Sequence[float | None],
+    latency: Sequence[float],
 ) -> Samples:
     n = len(ok)
     rows: list[dict[str, Any] | None] = [
@@ -92,7 +100,7 @@ def window(
     )
 
 
-def test_min_samples_and_wilson_bounds_agree():
+def test_min_samples_and_wilson_bounds_agree() -> None:
     n = min_samples_for_attainment(0.95)
     assert (n, min_samples_for_attainment(0.99)) == (73, 381)
     assert wilson_interval(n, n)[0] >= 0.95 > wilson_interval(n - 1, n - 1)[0]
@@ -101,7 +109,7 @@ def test_min_samples_and_wilson_bounds_agree():
     assert wilson_interval(0, 0) == (0.0, 1.0)
 
 
-def test_attainment_meets_misses_and_straddles():
+def test_attainment_meets_misses_and_straddles() -> None:
     settings = RunSettings(ttft_p99_ms=100, slo_attainment=0.95)
     n = 73
     meets = slo.attainment(window([True] * n, [50.0] * n, [5.0] * n, [90.0] * n), settings)
@@ -114,7 +122,7 @@ def test_attainment_meets_misses_and_straddles():
     assert (missed.ratio, missed.decision) == (0.8, "misses")
 
 
-def test_errors_count_against_attainment_and_unmeasurable_requests_are_left_out():
+def test_errors_count_against_attainment_and_unmeasurable_requests_are_left_out() -> None:
     settings = RunSettings(ttft_p99_ms=100, tpot_p99_ms=10, slo_attainment=0.95)
     ok = [True] * 90 + [False] * 10  # failures before the first token: no TTFT
     ttft: list[float | None] = [50.0] * 90 + [None] * 10
@@ -126,7 +134,7 @@ def test_errors_count_against_attainment_and_unmeasurable_requests_are_left_out(
     assert good.successes == 80 and good.rps == pytest.approx(80.0)
 
 
-def test_slo_settings_are_validated_and_compared_only_when_set():
+def test_slo_settings_are_validated_and_compared_only_when_set() -> None:
     with pytest.raises(ConfigError, match=r"slo_attainment=1\.0 is invalid: expected a ratio in"):
         RunSettings(slo_attainment=1.0)
     with pytest.raises(ConfigError, match="ttft_p99_ms=-1"):
@@ -147,7 +155,7 @@ def test_slo_settings_are_validated_and_compared_only_when_set():
 
 @pytest.mark.parametrize("seed", range(3))
 @pytest.mark.parametrize("slos", SLOS, ids=["tpot", "e2e", "ttft+tpot"])
-def test_slo_search_lands_on_the_goodput_capacity(slos, seed):
+def test_slo_search_lands_on_the_goodput_capacity(slos: dict[str, Any], seed: int) -> None:
     want = truth_of(EngineKnobs(), slos)
     r, _ = search(llm(seed), **FAST, **slos)
     assert r.status == "converged", r.reason
@@ -164,7 +172,7 @@ def test_slo_search_lands_on_the_goodput_capacity(slos, seed):
     assert all(w.decision.startswith("SLO attainment") for w in r.trajectory)
 
 
-def test_one_more_user_misses_the_slo():
+def test_one_more_user_misses_the_slo() -> None:
     """The operating point is the SLO's edge: one user more and TPOT misses 7.75 ms."""
     r, _ = search(llm(3), **FAST, tpot_p99_ms=7.75)
     over = [w for w in r.trajectory if w.users == r.users + 1]
@@ -172,7 +180,7 @@ def test_one_more_user_misses_the_slo():
     assert all("misses 95.0%" in w.decision for w in over)
 
 
-def test_check_mode_holds_the_load_and_an_unresolved_window_is_no_decision():
+def test_check_mode_holds_the_load_and_an_unresolved_window_is_no_decision() -> None:
     r, _ = search(llm(1), hold_users=7, **FAST, tpot_p99_ms=7.75)
     assert r.status == "converged" and r.users == 7 and r.check
     assert r.probe is not None and r.probe.stream is not None
@@ -184,7 +192,7 @@ def test_check_mode_holds_the_load_and_an_unresolved_window_is_no_decision():
     assert "straddles 50.0%" in edge.reason and "lengthen measure_s" in edge.reason
 
 
-def test_slos_on_a_target_that_does_not_stream_are_inconclusive_naming_the_way_out():
+def test_slos_on_a_target_that_does_not_stream_are_inconclusive_naming_the_way_out() -> None:
     r, _ = search(SimulatedService(slots=4, service_ms=20.0, seed=0), ttft_p99_ms=50)
     assert r.status == "inconclusive"
     assert r.reason == (
@@ -193,7 +201,7 @@ def test_slos_on_a_target_that_does_not_stream_are_inconclusive_naming_the_way_o
     )
 
 
-def test_stream_result_round_trips_through_json():
+def test_stream_result_round_trips_through_json() -> None:
     r, _ = search(llm(0), probe_users=6, **FAST, tpot_p99_ms=7.75)
     back = CapacityResult.from_dict(r.to_dict())
     assert back.stream == r.stream and back.probe == r.probe
@@ -260,7 +268,9 @@ def verdicts_of(r: CapacityResult, entry: BaselineEntry, settings: RunSettings) 
 
 
 @pytest.mark.parametrize("seed", range(3))
-def test_an_unchanged_engine_is_never_a_regression(baseline, seed):
+def test_an_unchanged_engine_is_never_a_regression(
+    baseline: tuple[BaselineEntry, RunSettings], seed: int
+) -> None:
     entry, settings = baseline
     r, _ = search(llm(20 + seed), probe_users=entry.users, **FAST, tpot_p99_ms=7.75)
     vs = verdicts_of(r, entry, settings)
@@ -271,10 +281,12 @@ def test_an_unchanged_engine_is_never_a_regression(baseline, seed):
     assert vs["goodput"].verdict == "pass", vs["goodput"].message
 
 
-def test_a_slower_decode_step_is_a_goodput_and_a_tpot_regression(baseline):
+def test_a_slower_decode_step_is_a_goodput_and_a_tpot_regression(
+    baseline: tuple[BaselineEntry, RunSettings],
+) -> None:
     entry, settings = baseline
     # decode 20 % slower: d(b) = 4.8 + 0.6 b, so TPOT 7.75 ms holds 4 users (d(4) = 7.2 ms)
-    slow = dict(decode_ms=4.8, decode_ms_per_seq=0.6)
+    slow: dict[str, Any] = {"decode_ms": 4.8, "decode_ms_per_seq": 0.6}
     want = truth_of(EngineKnobs(**slow), {"tpot_p99_ms": 7.75})
     r, _ = search(llm(30, **slow), probe_users=entry.users, **FAST, tpot_p99_ms=7.75)
     assert r.users == want.concurrency == 4
@@ -294,7 +306,9 @@ def test_a_slower_decode_step_is_a_goodput_and_a_tpot_regression(baseline):
     assert not math.isnan(tpot.low or math.nan) and (tpot.low or 0) > 0.1
 
 
-def test_an_unresolved_measure_window_is_inconclusive_not_a_pass(baseline):
+def test_an_unresolved_measure_window_is_inconclusive_not_a_pass(
+    baseline: tuple[BaselineEntry, RunSettings],
+) -> None:
     entry, settings = baseline
     r, _ = search(llm(1), hold_users=entry.users, **FAST, tpot_p99_ms=7.75)
     assert r.stream is not None
@@ -307,7 +321,7 @@ def test_an_unresolved_measure_window_is_inconclusive_not_a_pass(baseline):
 
 
 @pytest.mark.engine
-def test_run_capacity_against_the_demo_engine_finds_the_goodput_truth():
+def test_run_capacity_against_the_demo_engine_finds_the_goodput_truth() -> None:
     """A real search (Locust, streaming, the demo's engine) in SLO mode: TTFT <= 60 ms and
     TPOT <= 9 ms for 95 % of requests, 512-word prompts, 8 tokens. Up to the batch (8) every
     request has TTFT 25.6 ms and TPOT d(b) <= 8 ms; past it the batch stays full, so the
@@ -319,7 +333,7 @@ def test_run_capacity_against_the_demo_engine_finds_the_goodput_truth():
     from pytest_mlload.targets import openai_chat
     from pytest_mlload.testing.demo import DemoServerProcess
 
-    slos = {"ttft_p99_ms": 60.0, "tpot_p99_ms": 9.0}
+    slos: dict[str, Any] = {"ttft_p99_ms": 60.0, "tpot_p99_ms": 9.0}
     want = goodput_capacity(
         EngineKnobs(), prompt_tokens=512, output_tokens=8, ttft_slo_ms=60.0, tpot_slo_ms=9.0
     )
