@@ -201,6 +201,13 @@ def test_slos_on_a_target_that_does_not_stream_are_inconclusive_naming_the_way_o
     )
 
 
+def test_a_search_stopped_at_max_users_says_its_goodput_is_a_lower_bound() -> None:
+    r, _ = search(llm(0), **FAST, tpot_p99_ms=7.75, max_users=5)
+    assert r.status == "converged" and r.bound == "max_users" and r.users == 5
+    assert r.note.startswith("stopped at max_users=5 with SLO attainment 100.0% (95 % CI")
+    assert r.endpoints["chat"].capacity_rps == r.capacity_rps == r.goodput_rps
+
+
 def test_stream_result_round_trips_through_json() -> None:
     r, _ = search(llm(0), probe_users=6, **FAST, tpot_p99_ms=7.75)
     back = CapacityResult.from_dict(r.to_dict())

@@ -793,10 +793,14 @@ class CapacitySearch:
         self.measurement = w
         if level.users >= s.max_users and self.knee_users is None:
             self.bound = "max_users"
+            still = (
+                over_text
+                if self.slo
+                else f"P99 {p99 or 0.0:.1f} ms still under the {s.target_p99_ms:g} ms target"
+            )
             bound_note = (
-                f"stopped at max_users={s.max_users} with P99 {p99 or 0.0:.1f} ms still under "
-                f"the {s.target_p99_ms:g} ms target: the capacity is a lower bound, not the "
-                f"server's limit (raise max_users to find it)"
+                f"stopped at max_users={s.max_users} with {still}: the capacity is a lower "
+                f"bound, not the server's limit (raise max_users to find it)"
             )
             self.note = f"{self.note}; {bound_note}" if self.note else bound_note
         if self.probe_users is not None and self.probe_users != level.users:
@@ -947,14 +951,15 @@ def run_search(
             on_window(step, w)
 
 
-def _endpoint_results(w: Samples) -> dict[str, EndpointResult]:
+def _endpoint_results(w: Samples, settings: RunSettings) -> dict[str, EndpointResult]:
     out: dict[str, EndpointResult] = {}
+    good = slo.conforming_view(w, settings)  # SLO mode: each endpoint's capacity is its goodput
     for name in sorted(set(w.name.tolist())):
         sub = w.for_name(name)
         pct = percentiles(sub.latency_ms)
         out[name] = EndpointResult(
             name=name,
-            capacity_rps=sub.rps,
+            capacity_rps=good.for_name(name).rps,
             p50_ms=pct["p50_ms"],
             p95_ms=pct["p95_ms"],
             p99_ms=pct["p99_ms"],
@@ -1084,7 +1089,7 @@ def _measurement_figures(search: CapacitySearch) -> _Measured:
         failures=w.failures,
         error_ratio=w.error_ratio,
         measure_s=w.duration_s,
-        endpoints=_endpoint_results(w),
+        endpoints=_endpoint_results(w, search.settings),
         error_samples=tuple(_top_errors(w.error_texts)),
         start_s=w.start_s,
         stop_s=w.stop_s,
