@@ -60,7 +60,12 @@ def test_classify_spike(mlload):
     mlload.assert_no_regression(result)
 
 
-@pytest.mark.capacity(ttft_p99_ms=35, tpot_p99_ms=9, slo_attainment=0.95, min_users=4)
+# TTFT P99 at 8 users is prefill plus the loopback HTTP time of two messages, which moves a
+# few % with the machine's load: with three baseline runs the gate said a 10 % threshold is
+# just undecidable ("the smallest it can decide is 10.4 %"), so this test takes 15 %.
+@pytest.mark.capacity(
+    ttft_p99_ms=35, tpot_p99_ms=9, slo_attainment=0.95, min_users=4, threshold=0.15
+)
 def test_chat_capacity(mlload):
     """Streaming chat (512-word prompts, 8 tokens): the capacity is the goodput, requests/s
     with TTFT <= 35 ms and TPOT <= 9 ms for 95 % of requests. The demo engine (a batch of 8,
