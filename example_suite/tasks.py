@@ -9,6 +9,11 @@ from __future__ import annotations
 
 from locust import TaskSet
 
+from pytest_mlload.targets import openai_chat
+
+# A streaming OpenAI chat target (a Locust User class) for the demo's LLM engine.
+Chat = openai_chat(model="demo", prompt_tokens=512, max_tokens=8)
+
 IMAGE = [[0.1 * i for i in range(16)] for _ in range(2)]
 
 

@@ -32,6 +32,7 @@ from pytest_mlload.results import (
     OpenLoopWindow,
     ProbeResult,
     SpikeResult,
+    StreamResult,
     WindowRecord,
 )
 
@@ -90,6 +91,7 @@ __all__ = [
     "SettingsMismatch",
     "SimulatedService",
     "SpikeResult",
+    "StreamResult",
     "UserCodeError",
     "Verdict",
     "WindowRecord",

@@ -46,7 +46,7 @@ import yaml
 from pytest_mlload._io import atomic_write, timed_lock
 from pytest_mlload.config import RunSettings
 from pytest_mlload.errors import BaselineError
-from pytest_mlload.results import CapacityResult
+from pytest_mlload.results import CapacityResult, StreamResult
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -56,6 +56,8 @@ __all__ = [
     "RunExtras",
     "StoredP99",
     "StoredSpike",
+    "StoredStream",
+    "StoredStreamPoint",
     "baseline_key",
     "environment_fingerprint",
     "fingerprint_differences",
@@ -281,6 +283,58 @@ class StoredSpike:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class StoredStreamPoint:
+    """TTFT and TPOT P99 (with intervals), SLO attainment and token source at ``users``."""
+
+    users: int
+    ttft_p99_ms: float | None = None
+    ttft_p99_ci: tuple[float, float] | None = None
+    tpot_p99_ms: float | None = None
+    tpot_p99_ci: tuple[float, float] | None = None
+    slo_attainment: float | None = None
+    token_source: str = ""
+
+    @classmethod
+    def of(cls, users: int, st: StreamResult | None) -> StoredStreamPoint | None:
+        """What a baseline keeps of a window's stream figures (4 significant digits)."""
+        if st is None:
+            return None
+        return cls(
+            users=users,
+            ttft_p99_ms=_sig(st.ttft_p99_ms),
+            ttft_p99_ci=_sig_pair(st.ttft_p99_ci),
+            tpot_p99_ms=_sig(st.tpot_p99_ms),
+            tpot_p99_ci=_sig_pair(st.tpot_p99_ci),
+            slo_attainment=_sig(st.slo_attainment),
+            token_source=st.token_source,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data as stored; absent figures left out."""
+        d: dict[str, Any] = {"users": self.users}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if f.name != "users" and v not in (None, ""):
+                d[f.name] = list(v) if isinstance(v, tuple) else v
+        return d
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoredStream:
+    """The stream figures of a run: at its operating load and at its probe load."""
+
+    operating: StoredStreamPoint | None = None
+    probe: StoredStreamPoint | None = None
+
+    def at(self, users: int) -> StoredStreamPoint | None:
+        """The figures at ``users`` (the probe first: it is the common reference load)."""
+        for point in (self.probe, self.operating):
+            if point is not None and point.users == users:
+                return point
+        return None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RunExtras:
     """The figures a baseline run keeps beyond the core ones (the YAML ``extra`` mapping).
 
@@ -297,6 +351,7 @@ class RunExtras:
     hpa: dict[str, Any] | None = None
     bound: str = ""
     knee_users: int | None = None
+    stream: StoredStream | None = None
 
     @classmethod
     def from_result(cls, r: CapacityResult) -> RunExtras:
@@ -333,6 +388,7 @@ class RunExtras:
             hpa=_round_floats(hpa),  # an empty report (Prometheus away) would hide the reference
             bound=r.bound,
             knee_users=r.knee_users,
+            stream=_stored_stream(r),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -360,6 +416,12 @@ class RunExtras:
             d["bound"] = self.bound
         if self.knee_users is not None:
             d["knee_users"] = self.knee_users
+        if self.stream is not None:
+            d["stream"] = {
+                name: point.to_dict()
+                for name in ("operating", "probe")
+                if (point := getattr(self.stream, name)) is not None
+            }
         return d
 
     @classmethod
@@ -382,10 +444,65 @@ class RunExtras:
             hpa=hpa,
             bound=str(bound),
             knee_users=_integer(d, "knee_users", where, minimum=1) if "knee_users" in d else None,
+            stream=_parse_stream(d, where),
         )
 
 
 _EXTRA_FIELDS = tuple(f.name for f in fields(RunExtras))
+
+
+def _stored_stream(r: CapacityResult) -> StoredStream | None:
+    """The stream figures a recorded run keeps (None for a test that did not stream)."""
+    operating = StoredStreamPoint.of(r.users, r.stream)
+    probe = StoredStreamPoint.of(r.probe.users, r.probe.stream) if r.probe else None
+    return StoredStream(operating=operating, probe=probe) if operating or probe else None
+
+
+_STREAM_POINT_FIELDS = tuple(f.name for f in fields(StoredStreamPoint))
+
+
+def _sub_mapping(d: Mapping[str, Any], name: str, where: str) -> tuple[Mapping[str, Any], str]:
+    """``d[name]`` (present, not None) as a mapping, and where it is; else :class:`_Invalid`."""
+    raw, here = d[name], _join(where, name)
+    if not isinstance(raw, Mapping):
+        raise _Invalid(here, f"expected a mapping, got {_describe(raw)}")
+    return raw, here
+
+
+def _parse_stream_point(d: Mapping[str, Any], name: str, where: str) -> StoredStreamPoint | None:
+    if d.get(name) is None:
+        return None
+    raw, here = _sub_mapping(d, name, where)
+    _check_keys(raw, _STREAM_POINT_FIELDS, here)
+    source = raw.get("token_source", "")
+    if source not in ("", "usage", "chunks", "mixed"):
+        raise _Invalid(
+            _join(here, "token_source"), f"expected usage, chunks or mixed, got {_describe(source)}"
+        )
+
+    def num(name: str, maximum: float | None = None) -> float | None:
+        return _number(raw, name, here, optional=True, maximum=maximum) if name in raw else None
+
+    return StoredStreamPoint(
+        users=_integer(raw, "users", here, minimum=1),
+        ttft_p99_ms=num("ttft_p99_ms"),
+        ttft_p99_ci=_interval(raw, "ttft_p99_ci", here),
+        tpot_p99_ms=num("tpot_p99_ms"),
+        tpot_p99_ci=_interval(raw, "tpot_p99_ci", here),
+        slo_attainment=num("slo_attainment", maximum=1.0),
+        token_source=str(source),
+    )
+
+
+def _parse_stream(d: Mapping[str, Any], where: str) -> StoredStream | None:
+    if d.get("stream") is None:
+        return None
+    raw, here = _sub_mapping(d, "stream", where)
+    _check_keys(raw, ("operating", "probe"), here)
+    return StoredStream(
+        operating=_parse_stream_point(raw, "operating", here),
+        probe=_parse_stream_point(raw, "probe", here),
+    )
 
 
 def _positive(d: Mapping[str, Any], name: str, where: str) -> float:
@@ -399,12 +516,9 @@ def _positive(d: Mapping[str, Any], name: str, where: str) -> float:
 def _stored_p99(
     d: Mapping[str, Any], name: str, where: str, allowed: tuple[str, ...]
 ) -> StoredP99 | None:
-    raw = d.get(name)
-    if raw is None:
+    if d.get(name) is None:
         return None
-    here = _join(where, name)
-    if not isinstance(raw, Mapping):
-        raise _Invalid(here, f"expected a mapping, got {_describe(raw)}")
+    raw, here = _sub_mapping(d, name, where)
     _check_keys(raw, allowed, here)
     return StoredP99(
         p99_ms=_number(raw, "p99_ms", here),  # type: ignore[arg-type]
@@ -416,12 +530,9 @@ def _stored_p99(
 
 
 def _stored_spike(d: Mapping[str, Any], where: str) -> StoredSpike | None:
-    raw = d.get("spike")
-    if raw is None:
+    if d.get("spike") is None:
         return None
-    here = _join(where, "spike")
-    if not isinstance(raw, Mapping):
-        raise _Invalid(here, f"expected a mapping, got {_describe(raw)}")
+    raw, here = _sub_mapping(d, "spike", where)
     _check_keys(raw, tuple(f.name for f in fields(StoredSpike)), here)
     return StoredSpike(
         target_rps=_positive(raw, "target_rps", here),
@@ -637,6 +748,10 @@ class BaselineEntry:
         now = settings.comparable(mix)
         if "mix" not in self.settings:
             now.pop("mix", None)
+        defaults = {k: getattr(RunSettings(), k) for k in RunSettings.COMPARABLE_IF_SET}
+        for k in RunSettings.COMPARABLE_IF_SET:  # stored when set, so absent now = the default
+            if k in self.settings and k not in now:
+                now[k] = defaults[k]
         return [
             f"{k}: baseline {self.settings.get(k)!r}, now {v!r}"
             for k, v in now.items()

@@ -119,6 +119,20 @@ class RunSettings:
     spike_max_error_ratio: float = _opt(
         0.0, "spike mode: absolute bound on the error ratio during the spike (0 = off)"
     )
+    ttft_p99_ms: float = _opt(
+        0.0,
+        "streaming (LLM) endpoints: time-to-first-token limit per request, in ms (0 = off); "
+        "any SLO set makes capacity the goodput and target_p99_ms unused for the search",
+    )
+    tpot_p99_ms: float = _opt(
+        0.0, "streaming endpoints: time-per-output-token limit per request, in ms (0 = off)"
+    )
+    e2e_p99_ms: float = _opt(
+        0.0, "streaming endpoints: end-to-end latency limit per request, in ms (0 = off)"
+    )
+    slo_attainment: float = _opt(
+        0.99, "streaming endpoints: share of requests that must meet every SLO, in (0, 1)"
+    )
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):  # 120 and 120.0 must store and print alike
@@ -185,6 +199,7 @@ class RunSettings:
             )
         if self.client not in CLIENTS:
             raise bad("client", self.client, f"expected one of {', '.join(CLIENTS)}")
+        self._check_slo(bad)
 
     def _check_limits(self, bad: Callable[[str, Any, str], ConfigError]) -> None:
         """Refuse values no single load-generator process can honour (see MAX_*)."""
@@ -211,7 +226,35 @@ class RunSettings:
     SPIKE_COMPARABLE = ("spike_target_rps", "spike_duration_s", "spike_base_ratio")
     # Compared too, but stored only when not at their default, so baselines recorded before
     # they were compared (at the default) stay comparable.
-    COMPARABLE_IF_SET = ("request_timeout_s",)
+    COMPARABLE_IF_SET = (
+        "request_timeout_s",
+        "ttft_p99_ms",
+        "tpot_p99_ms",
+        "e2e_p99_ms",
+        "slo_attainment",
+    )
+    SLO_LIMITS = ("ttft_p99_ms", "tpot_p99_ms", "e2e_p99_ms")
+
+    @property
+    def slo_mode(self) -> bool:
+        """True when any streaming SLO is set: capacity is then the goodput (requests/s that
+        meet every SLO) at the highest load whose attainment is >= ``slo_attainment``."""
+        return any(getattr(self, name) > 0 for name in self.SLO_LIMITS)
+
+    def _check_slo(self, bad: Callable[[str, Any, str], ConfigError]) -> None:
+        """The SLO limits are ms >= 0 (0 = off); the attainment a ratio in (0, 1)."""
+        for name in self.SLO_LIMITS:
+            v = getattr(self, name)
+            if not (isinstance(v, int | float) and math.isfinite(v) and v >= 0):
+                raise bad(name, v, "expected a number of ms >= 0 (0 = off)")
+        a = self.slo_attainment
+        if not (isinstance(a, int | float) and 0 < a < 1):
+            raise bad(
+                "slo_attainment",
+                a,
+                "expected a ratio in (0, 1) (0.95 = 95 % of requests meet every SLO; a finite "
+                "sample cannot show 100 %)",
+            )
 
     def comparable(self, mix: Mapping[str, float] | None = None) -> dict[str, Any]:
         """The settings that must match for a baseline comparison to mean anything.

@@ -30,6 +30,7 @@ __all__ = [
     "OpenLoopWindow",
     "ProbeResult",
     "SpikeResult",
+    "StreamResult",
     "WindowRecord",
     "part_key",
     "part_name",
@@ -187,6 +188,66 @@ class SpikeResult:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class StreamResult:
+    """What the streamed requests of one window showed (times in ms).
+
+    ``goodput_rps`` is the rate of requests that met every SLO set (every successful one when
+    none is set), ``goodput_ci`` its 95 % block-bootstrap interval. ``slo_attainment`` is
+    conforming / determined requests with its Wilson interval ``slo_attainment_ci`` (None
+    without SLOs); failures count as not conforming, and requests whose set SLO cannot be
+    measured (TPOT of a one-token answer) are ``undetermined`` and left out. Percentiles are
+    over successful streams; ``itl_p99_ms`` pools every inter-chunk gap. ``token_source`` is
+    ``usage``, ``chunks`` or ``mixed``; ``usage_to_chunks_ratio`` > 1 means the server
+    bundles several tokens per chunk (ITL is then per chunk, not per token).
+    """
+
+    goodput_rps: float
+    goodput_ci: tuple[float, float] | None = None
+    slo_attainment: float | None = None
+    slo_attainment_ci: tuple[float, float] | None = None
+    slo_target: float | None = None
+    slo_decision: str = ""
+    """``meets``, ``misses`` or ``unresolved`` (interval straddles the target); "" without SLOs."""
+    determined: int = 0
+    undetermined: int = 0
+    streamed: int = 0
+    ttft_p50_ms: float | None = None
+    ttft_p99_ms: float | None = None
+    ttft_p99_ci: tuple[float, float] | None = None
+    tpot_p50_ms: float | None = None
+    tpot_p99_ms: float | None = None
+    tpot_p99_ci: tuple[float, float] | None = None
+    itl_p99_ms: float | None = None
+    e2e_p99_ms: float | None = None
+    ttfb_p50_ms: float | None = None
+    output_tokens_per_s: float = 0.0
+    token_source: str = ""
+    usage_to_chunks_ratio: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-friendly dict."""
+        d = asdict(self)
+        for name in _STREAM_PAIRS:
+            d[name] = list(d[name]) if d[name] else None
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> StreamResult:
+        """Rebuild from :meth:`to_dict` output."""
+        kw: dict[str, Any] = {f.name: d[f.name] for f in fields(cls) if f.name in d}
+        for name in _STREAM_PAIRS:
+            kw[name] = _pair(d.get(name))
+        return cls(**kw)
+
+
+_STREAM_PAIRS = ("goodput_ci", "slo_attainment_ci", "ttft_p99_ci", "tpot_p99_ci")
+
+
+def _stream_from(d: Mapping[str, Any] | None) -> StreamResult | None:
+    return StreamResult.from_dict(d) if d else None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ProbeResult:
     """P99 measured at a fixed user count (the baseline's operating load) in its own window."""
 
@@ -197,17 +258,22 @@ class ProbeResult:
     failures: int
     duration_s: float
     p99_ci: tuple[float, float] | None = None
+    stream: StreamResult | None = None
+    """TTFT, TPOT and SLO attainment at this load, for a streaming target."""
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ProbeResult:
         """Rebuild from :meth:`to_dict` output."""
         kw = {k: d.get(k) for k in cls.__dataclass_fields__}
         kw["p99_ci"] = _pair(d.get("p99_ci"))
+        kw["stream"] = _stream_from(d.get("stream"))
         return cls(**kw)  # type: ignore[arg-type]
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-friendly dict."""
-        return asdict(self)
+        d = asdict(self)
+        d["stream"] = self.stream.to_dict() if self.stream else None
+        return d
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -286,11 +352,49 @@ class CapacityResult(EndpointResult):
     exploration: dict[str, Any] | None = None
     rate_limits: Mapping[str, float] = field(default_factory=dict)
     mix: Mapping[str, float] = field(default_factory=dict)
+    stream: StreamResult | None = None
 
     @property
     def converged(self) -> bool:
         """True when the search found an operating point with enough data (every part's)."""
         return self.status == "converged" and all(p.converged for p in self.parts.values())
+
+    # The streaming contract (issue 14): None for a test whose requests did not stream.
+    @property
+    def goodput_rps(self) -> float | None:
+        """Requests/s that met every SLO at the operating point (= ``capacity_rps`` in SLO
+        mode)."""
+        return self.stream.goodput_rps if self.stream else None
+
+    @property
+    def ttft_p50_ms(self) -> float | None:
+        """Median time to first token at the operating point."""
+        return self.stream.ttft_p50_ms if self.stream else None
+
+    @property
+    def ttft_p99_ms(self) -> float | None:
+        """P99 time to first token at the operating point."""
+        return self.stream.ttft_p99_ms if self.stream else None
+
+    @property
+    def tpot_p99_ms(self) -> float | None:
+        """P99 of the per-request time per output token at the operating point."""
+        return self.stream.tpot_p99_ms if self.stream else None
+
+    @property
+    def itl_p99_ms(self) -> float | None:
+        """P99 of every inter-chunk gap at the operating point."""
+        return self.stream.itl_p99_ms if self.stream else None
+
+    @property
+    def output_tokens_per_s(self) -> float | None:
+        """Output tokens per second of successful streams at the operating point."""
+        return self.stream.output_tokens_per_s if self.stream else None
+
+    @property
+    def token_source(self) -> str | None:
+        """Where token counts came from: ``usage``, ``chunks`` or ``mixed``."""
+        return self.stream.token_source if self.stream else None
 
     def __getitem__(self, part: str) -> CapacityResult:
         """The result of one part: ``result["production"]``, ``result["spike"]``."""
@@ -321,6 +425,7 @@ class CapacityResult(EndpointResult):
         d["parts"] = {k: v.to_dict() for k, v in self.parts.items()}
         d["rate_limits"] = dict(self.rate_limits)
         d["mix"] = dict(self.mix)
+        d["stream"] = self.stream.to_dict() if self.stream else None
         return d
 
     @classmethod
@@ -347,6 +452,7 @@ class CapacityResult(EndpointResult):
         kw["parts"] = {k: cls.from_dict(v) for k, v in (d.get("parts") or {}).items()}
         kw["rate_limits"] = dict(d.get("rate_limits") or {})
         kw["mix"] = dict(d.get("mix") or {})
+        kw["stream"] = _stream_from(d.get("stream"))
         return cls(**kw)
 
 

@@ -33,8 +33,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-from scipy import stats as _st
-
 from pytest_mlload.baseline import BaselineEntry, fingerprint_differences
 from pytest_mlload.config import RunSettings
 from pytest_mlload.errors import (
@@ -54,6 +52,7 @@ from pytest_mlload.stats import (
     interval_sd,
     run_spread,
     signed_pct,
+    wilson_interval,
 )
 
 __all__ = ["Verdict", "check_no_regression", "error_verdict", "evaluate", "rate_limit_verdicts"]
@@ -214,17 +213,6 @@ def _compare_message(head: str, d: Decision, threshold: float, base: RunSpread) 
 # --------------------------------------------------------------------------------------------
 
 
-def _wilson(failures: int, n: int, z: float) -> tuple[float, float]:
-    """Wilson score interval for a proportion (sound at 0 failures, unlike the Wald one)."""
-    if n <= 0:
-        return 0.0, 1.0
-    p = failures / n
-    denom = 1.0 + z * z / n
-    mid = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, mid - half), min(1.0, mid + half)
-
-
 def error_verdict(
     failures: int,
     requests: int,
@@ -309,10 +297,9 @@ def _newcombe(
     failures: int, requests: int, base_failures: int, base_requests: int, confidence: float
 ) -> tuple[float, float]:
     """Newcombe's hybrid score interval (method 10) of ``p_new - p_base``."""
-    z = float(_st.norm.ppf(0.5 + confidence / 2.0))
     p1, p0 = failures / requests, base_failures / base_requests
-    l1, u1 = _wilson(failures, requests, z)
-    l0, u0 = _wilson(base_failures, base_requests, z)
+    l1, u1 = wilson_interval(failures, requests, confidence)
+    l0, u0 = wilson_interval(base_failures, base_requests, confidence)
     rise = p1 - p0
     return (
         rise - math.sqrt((p1 - l1) ** 2 + (u0 - p0) ** 2),
@@ -421,7 +408,8 @@ def evaluate(
 
     Raises :class:`Inconclusive` (run did not converge / too few samples / errors above the
     cap without a certain rise), :class:`MissingBaseline` or :class:`SettingsMismatch`.
-    Returns capacity, P99 and error-ratio verdicts (which may themselves be regressions: see
+    Returns capacity (goodput in SLO mode: see :mod:`pytest_mlload.gates.stream`, which adds
+    TTFT and TPOT P99), P99 and error-ratio verdicts (which may themselves be regressions: see
     :func:`check_no_regression`); a run above the error cap whose error ratio certainly rose
     returns that error regression alone. With ``settings.open_loop`` the P99 verdict uses the
     open-loop confirmation instead.
@@ -429,30 +417,37 @@ def evaluate(
     entry, capped = _precheck(
         result, entry, settings, key=key, baseline_path=baseline_path, record_command=record_command
     )
+    from pytest_mlload.gates import stream
+
     note = _machine_note(entry, fingerprint)
     if capped is not None:
         return _noted([capped], note, part)
+    stream.check_resolved(result, key)
     t = settings.threshold
+    metric, label, extra = stream.capacity_names(result, settings, key)
     verdicts = [
         _compare(
-            "capacity",
-            f"capacity of {key}",
+            metric,
+            label,
             "req/s",
             result.capacity_rps,
             result.capacity_ci,
             [r.capacity_rps for r in entry.runs],
             t,
             higher_is_better=True,
-            extra=f" at {result.users} users",
+            extra=extra,
             base_cis=[r.capacity_ci_rps for r in entry.runs],
             prior=settings.run_spread_prior,
         )
     ]
     verdicts.append(
         _open_loop_verdict(result, entry, key, settings)
-        if settings.open_loop
+        if settings.open_loop and not settings.slo_mode  # SLO mode gates closed-loop figures
         else _probe_verdict(result, entry, key, settings)
     )
+    if settings.slo_mode:
+        verdicts += stream.stream_verdicts(result, entry, settings, key)
+        note += stream.token_note(result, entry)
     verdicts.append(_errors_of(result, _run_errors(entry), settings, f"error ratio of {key}"))
     return _noted(verdicts, note, part)
 

@@ -49,12 +49,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Protocol
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from pytest_mlload.config import RunSettings
+from pytest_mlload.load import slo
 from pytest_mlload.results import (
     CapacityResult,
     EndpointResult,
@@ -63,6 +64,9 @@ from pytest_mlload.results import (
     WindowRecord,
 )
 from pytest_mlload.stats import min_samples_for_quantile, percentiles, quantile_ci, rate_ci
+
+if TYPE_CHECKING:
+    from pytest_mlload.load.streaming import StreamSamples
 
 __all__ = [
     "CapacitySearch",
@@ -107,6 +111,13 @@ MAX_STEP_DOWNS = 3  # measure windows over target/cap before the search gives up
 STEP_DOWN_RATIO = 0.9  # each step down holds ~10 % fewer users
 ERROR_STEP_DOWN_RATIO = 0.95  # ...or ~5 % (at least one) when only the error cap was breached
 CHECK_TOTAL_S = 10.0  # check mode: warm-up + settle + the one window stay within this
+# SLO mode: a search window may last until it holds this many times the requests that can
+# resolve the attainment target (at the last window's rate), up to SLO_MAX_SHARE of the time
+# cap; an unresolved first level is measured again (longer) up to SLO_RETRIES times before it
+# counts as bad.
+SLO_WINDOW_MARGIN = 1.5
+SLO_MAX_SHARE = 0.25
+SLO_RETRIES = 2
 
 
 class Clock(Protocol):
@@ -123,7 +134,8 @@ class Clock(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Samples:
-    """Raw per-request records of one window: completion time, latency, success, name."""
+    """Raw per-request records of one window: completion time, latency, success, name;
+    ``stream`` the stream figures row for row, when any request of the window streamed."""
 
     end_s: np.ndarray
     latency_ms: np.ndarray
@@ -132,6 +144,7 @@ class Samples:
     start_s: float
     stop_s: float
     error_texts: tuple[str, ...] = ()
+    stream: StreamSamples | None = None
 
     @property
     def duration_s(self) -> float:
@@ -201,6 +214,7 @@ class Samples:
             self.name[sel],
             self.start_s,
             self.stop_s,
+            stream=self.stream.select(sel) if self.stream is not None else None,
         )
 
 
@@ -243,6 +257,7 @@ class _Level:
     good: bool = False
     duration_s: float = 0.0
     clean: bool = True  # errors under the cap (a level may be bad by its P99 alone)
+    headroom: float | None = None  # SLO mode: smallest limit / figure (slo.headroom)
 
 
 @dataclass(slots=True)
@@ -274,6 +289,8 @@ class CapacitySearch:
     knee_steps: int = 0
     confirms: int = 0
     resume: tuple[str, int] | None = None
+    slo_retries: int = 0  # SLO mode: longer re-measurements of an unresolved first level
+    last_rate: float = 0.0  # requests/s of the last window (sizes SLO search windows)
     levels: list[_Level] = field(default_factory=list)
     trajectory: list[WindowRecord] = field(default_factory=list)
 
@@ -297,13 +314,37 @@ class CapacitySearch:
         """True in check mode (``hold_users`` given)."""
         return self.hold_users is not None
 
+    @property
+    def slo(self) -> bool:
+        """True in SLO mode (a streaming SLO is set): goodness is the SLO attainment and the
+        capacity the goodput (see :mod:`pytest_mlload.load.slo`)."""
+        return self.settings.slo_mode
+
     def _settle(self) -> float:
         last = (self.last_p99_ms or 0.0) / 1000.0
         first = WARMUP_S if not self.trajectory else 0.0
         return min(max(self.settings.settle_s, 2.0 * last, first), MAX_SETTLE_S)
 
     def next_step(self) -> Step | None:
-        """The next window to run, or ``None`` when the search is finished."""
+        """The next window to run, or ``None`` when the search is finished.
+
+        In SLO mode a search window holds the requests that can show the attainment target
+        (73 for 0.95; more while it is unresolved, up to a longer ``max_s`` sized by the last
+        window's rate), and a gated window at least as many.
+        """
+        step = self._plain_step()
+        if step is None or not self.slo:
+            return step
+        need = slo.min_window_samples(self.settings)
+        if step.phase in ("measure", "probe"):
+            return replace(step, min_samples=max(step.min_samples, need))
+        longest = 2.0 * step.max_s
+        if self.last_rate > 0:  # long enough for the requests that can resolve attainment
+            cap = SLO_MAX_SHARE * self.settings.max_duration_s
+            longest = max(longest, min(SLO_WINDOW_MARGIN * need / self.last_rate, cap))
+        return replace(step, min_samples=need, max_s=longest)
+
+    def _plain_step(self) -> Step | None:
         if self.done:
             return None
         s = self.settings
@@ -337,11 +378,19 @@ class CapacitySearch:
         wide interval would come out inconclusive, so measuring longer is the cheaper fix.
         The measure window is judged on its capacity (block bootstrap of the throughput); the
         probe, and a measure window that doubles as the probe, on its P99 (order statistics
-        of every request's latency, in completion order).
+        of every request's latency, in completion order). In SLO mode the capacity is the
+        goodput, and no window (search windows too) ends while its attainment is unresolved.
         """
-        ok = w.end_s[w.ok]
-        if ok.size == 0:
+        if self.slo and slo.attainment(w, self.settings).decision == "unresolved":
+            return False  # an unresolved level is not a decision: measure on (up to max_s)
+        if phase not in ("measure", "probe"):
             return True
+        if not w.ok.any():
+            return True
+        good = slo.conforming_view(w, self.settings)  # the window itself outside SLO mode
+        ok = good.end_s[good.ok]
+        if ok.size == 0:
+            return True  # nothing met the SLOs: the attainment already says so
         want = max(self.settings.threshold / 4, MIN_PRECISION)
         if phase == "probe" or self.probe_users in (None, self.users):
             p99 = w.p99_ms()
@@ -364,12 +413,18 @@ class CapacitySearch:
         return w.failures > allowed
 
     def _is_good(self, w: Samples) -> bool:
+        if self.slo:  # errors already lower attainment; the cap still applies on its own
+            meets = slo.attainment(w, self.settings).decision == "meets"
+            return meets and not self._too_many_errors(w)
         p99 = w.p99_ms()
         return (
             p99 is not None and p99 <= self.settings.target_p99_ms and not self._too_many_errors(w)
         )
 
     def _in_band(self, level: _Level) -> bool:
+        if self.slo:  # the binding SLO's figure within the tolerance under its limit
+            h = level.headroom
+            return h is not None and h * (1.0 - self.settings.tolerance) <= 1.0
         t = self.settings.target_p99_ms
         return level.p99_ms is not None and level.p99_ms >= t * (1.0 - self.settings.tolerance)
 
@@ -390,21 +445,14 @@ class CapacitySearch:
         p99 = w.p99_ms()
         if p99 is not None:
             self.last_p99_ms = p99
-        good = self._is_good(w)
-        level = _Level(
-            step.users,
-            p99,
-            w.error_ratio,
-            w.requests,
-            w.rps,
-            w.rps_se(),
-            good,
-            w.duration_s,
-            not self._too_many_errors(w),
-        )
+        level = self._level(w, step.users)
+        self.last_rate = w.requests / w.duration_s
         decision = ""
         if w.requests == 0:
             decision = "no request completed: measure again"  # the time cap bounds this
+        elif self._unstreamed(w):
+            decision = "no streamed request"
+            self.measurement = w
         elif step.phase in SEARCH_PHASES and w.successes == 0 and self.lo is None:
             decision = "all requests failed"
             self.measurement = w  # keep the failures: they must show in the result
@@ -418,6 +466,8 @@ class CapacitySearch:
             self.probe = w
             decision = "probe measured"
             self._finish("converged")
+        if self.slo and w.requests:
+            decision = f"{slo.attainment(w, self.settings).describe()}: {decision}"
         self.trajectory.append(
             WindowRecord(
                 phase=step.phase,
@@ -432,6 +482,42 @@ class CapacitySearch:
             )
         )
 
+    def _level(self, w: Samples, users: int) -> _Level:
+        """A window's level; in SLO mode its rate (and the rate's noise) is the goodput."""
+        rated = slo.conforming_view(w, self.settings)
+        return _Level(
+            users,
+            w.p99_ms(),
+            w.error_ratio,
+            w.requests,
+            rated.rps,
+            rated.rps_se(),
+            self._is_good(w),
+            w.duration_s,
+            not self._too_many_errors(w),
+            slo.headroom(w, self.settings) if self.slo else None,
+        )
+
+    def _slo_retry(self, w: Samples) -> bool:
+        """SLO mode: an unresolved level with no good one below it is measured again (the
+        next window is sized by this one's rate) rather than ending the search there."""
+        if not self.slo or self.lo is not None or self.slo_retries >= SLO_RETRIES:
+            return False
+        if slo.attainment(w, self.settings).decision != "unresolved":
+            return False
+        self.slo_retries += 1
+        self.levels.pop()  # the level is measured again: do not pool the short window
+        return True
+
+    def _unstreamed(self, w: Samples) -> bool:
+        """End the search when TTFT/TPOT SLOs are set but nothing streamed (no figures)."""
+        s = self.settings
+        if not (s.ttft_p99_ms > 0 or s.tpot_p99_ms > 0) or w.stream is not None:
+            return False
+        names = "/".join(n for n in ("ttft_p99_ms", "tpot_p99_ms") if getattr(s, n) > 0)
+        self._finish("inconclusive", slo.NO_STREAM.format(names=names))
+        return True
+
     def _after_search_window(self, level: _Level, w: Samples, phase: str) -> str:
         if phase == "knee":
             return self._knee_next()
@@ -439,6 +525,8 @@ class CapacitySearch:
             assert self.resume is not None
             self.phase, self.users = self.resume
             return self._check_knee("")
+        if self._slo_retry(w):
+            return "attainment unresolved with no good level yet: measure again, longer"
         if level.good:
             self.lo = level
         else:
@@ -466,7 +554,7 @@ class CapacitySearch:
             if self._in_band(level) and self._saturated(level, previous):
                 self._start_measure()
                 return "P99 in band, throughput saturated"
-            self.users = min(s.max_users, self._ramp_next(level.users, level.p99_ms))
+            self.users = min(s.max_users, self._ramp_next(level))
             return f"ramp to {self.users}"
         self._refine_or_measure()
         if level.good:
@@ -537,6 +625,8 @@ class CapacitySearch:
         return out
 
     def _err_only(self, level: _Level) -> bool:
+        if self.slo:  # every SLO figure under its limit: the level is bad by its errors
+            return level.headroom is not None and level.headroom >= 1.0
         return level.p99_ms is not None and level.p99_ms <= self.settings.target_p99_ms
 
     # -- the knee --------------------------------------------------------------------------
@@ -553,7 +643,13 @@ class CapacitySearch:
         best = self._best_good()
         if best is None:
             return "", None, None
-        above = [x for x in self._pooled() if x.clean and x.users > best.users]
+        # In SLO mode a level that misses the SLOs has little goodput by definition: that is
+        # the SLO's edge, not a knee; only good levels past the best show goodput falling.
+        above = [
+            x
+            for x in self._pooled()
+            if x.clean and x.users > best.users and (x.good or not self.slo)
+        ]
         if not above:
             return "", best, None
         fell = min(above, key=lambda x: x.rps)
@@ -607,17 +703,22 @@ class CapacitySearch:
             return False
         return level.rps < previous.rps * (1.0 + SATURATION_GAIN)
 
-    def _ramp_next(self, users: int, p99_ms: float | None) -> int:
+    def _ramp_next(self, level: _Level) -> int:
         # Closed loop: latency grows about linearly with users once saturated, so
-        # target / P99 estimates the headroom. At least double, at most x4 per step.
-        factor = 2.0
-        if p99_ms:
+        # target / P99 estimates the headroom (in SLO mode: the binding SLO's limit / its
+        # figure at the attainment quantile). At least double, at most x4 per step.
+        users, p99_ms, factor = level.users, level.p99_ms, 2.0
+        if self.slo and level.headroom is not None:
+            factor = min(max(RAMP_HEADROOM * level.headroom, 2.0), 4.0)
+        elif p99_ms:
             factor = min(max(RAMP_HEADROOM * self.settings.target_p99_ms / p99_ms, 2.0), 4.0)
         return max(users + 1, int(users * factor))
 
     def _refine_or_measure(self) -> None:
         assert self.lo is not None and self.hi is not None
-        if self.hi.users - self.lo.users <= 1 or self._in_band(self.lo):
+        # SLO mode: goodput still grows with users right up to the SLO's edge (under the
+        # batch limit every user adds a stream), so only adjacent levels end the refinement.
+        if self.hi.users - self.lo.users <= 1 or (self._in_band(self.lo) and not self.slo):
             self._start_measure()
         else:
             self.phase = "refine"
@@ -636,6 +737,7 @@ class CapacitySearch:
             and hi.p99_ms is not None
             and hi.p99_ms > lo.p99_ms
             and not self._err_only(hi)
+            and not self.slo  # attainment is not linear in users: bisect
         ):
             guess = lo.users + (aim - lo.p99_ms) / (hi.p99_ms - lo.p99_ms) * span
         else:
@@ -648,13 +750,13 @@ class CapacitySearch:
         if self.check:
             return self._after_check(w, level)
         p99 = level.p99_ms
-        over = p99 is not None and p99 > s.target_p99_ms
+        over, over_text = self._over_target(w, level)
         errors = w.error_ratio > s.max_error_ratio
         if (over or errors) and w.successes > 0:
             what = (
                 f"error ratio {w.error_ratio:.1%} above the {s.max_error_ratio:.1%} cap"
                 if errors
-                else f"P99 {p99:.1f} ms over the {s.target_p99_ms:g} ms target"
+                else over_text
             )
             # Errors start sharply above some load and the search windows already bracket
             # it: step finely. A P99 over the target moves about linearly in users: ~10 %.
@@ -691,10 +793,14 @@ class CapacitySearch:
         self.measurement = w
         if level.users >= s.max_users and self.knee_users is None:
             self.bound = "max_users"
+            still = (
+                over_text
+                if self.slo
+                else f"P99 {p99 or 0.0:.1f} ms still under the {s.target_p99_ms:g} ms target"
+            )
             bound_note = (
-                f"stopped at max_users={s.max_users} with P99 {p99 or 0.0:.1f} ms still under "
-                f"the {s.target_p99_ms:g} ms target: the capacity is a lower bound, not the "
-                f"server's limit (raise max_users to find it)"
+                f"stopped at max_users={s.max_users} with {still}: the capacity is a lower "
+                f"bound, not the server's limit (raise max_users to find it)"
             )
             self.note = f"{self.note}; {bound_note}" if self.note else bound_note
         if self.probe_users is not None and self.probe_users != level.users:
@@ -703,6 +809,17 @@ class CapacitySearch:
         self.probe = w if self.probe_users is not None else None
         self._finish("converged")
         return "measured" + (" (bound: max_users)" if self.bound else "")
+
+    def _over_target(self, w: Samples, level: _Level) -> tuple[bool, str]:
+        """Whether the measure window misses its objective, and the sentence saying so: P99
+        over the target, or (SLO mode) attainment not shown to meet its target."""
+        if self.slo:
+            att = slo.attainment(w, self.settings)
+            treated = ": treated as over target" if att.decision == "unresolved" else ""
+            return att.decision != "meets", att.describe() + treated
+        p99, target = level.p99_ms, self.settings.target_p99_ms
+        over = p99 is not None and p99 > target
+        return over, f"P99 {p99 or 0.0:.1f} ms over the {target:g} ms target"
 
     def _too_few(self, w: Samples, users: int, where: str, way_out: str) -> str:
         """End inconclusive: a gated window held fewer successes than ``min_samples``."""
@@ -724,6 +841,14 @@ class CapacitySearch:
             return "all requests failed"
         if w.successes < s.min_samples:
             return self._too_few(w, level.users, "in the check window", "run the full search")
+        if self.slo and (att := slo.attainment(w, s)).decision == "unresolved":
+            self.measurement = self.probe = w
+            self._finish(
+                "inconclusive",
+                f"{att.describe()} at the baseline's {level.users} users: no decision; "
+                f"lengthen measure_s or lower slo_attainment",
+            )
+            return "check: attainment unresolved"
         self.measurement = self.probe = w
         self.note = f"check mode: held the baseline's {level.users} users, no search"
         self._finish("converged")
@@ -737,6 +862,17 @@ class CapacitySearch:
         )
 
     def _over_reason(self, w: Samples, users: int, where: str) -> str:
+        if self.slo:
+            att = slo.attainment(w, self.settings)
+            way = (
+                "lengthen measure_s or lower slo_attainment"
+                if att.decision == "unresolved"
+                else "raise the SLO limits, lower slo_attainment or lower min_users"
+            )
+            return (
+                f"{att.describe()} {where} ({users} users): no operating point meets the "
+                f"SLOs ({way})"
+            )
         p99 = w.p99_ms()
         p99_text = f"{p99:.1f} ms" if p99 is not None else "n/a"
         return (
@@ -797,11 +933,13 @@ def run_search(
             if elapsed >= step.max_s:
                 break
             if n >= step.min_samples and elapsed >= step.min_s:
-                if step.phase not in ("measure", "probe"):
+                gated = step.phase in ("measure", "probe")
+                if not gated and not search.slo:
                     break
                 if now >= next_check:  # a gated window also waits for a tight interval
                     # ...but keeps a quarter of the time cap for what follows (probe, verdict)
-                    if deadline - now < RESERVE_RATIO * search.settings.max_duration_s:
+                    late = deadline - now < RESERVE_RATIO * search.settings.max_duration_s
+                    if gated and late:
                         break
                     if search.precise_enough(load.window(mark, now), step.phase):
                         break
@@ -813,14 +951,15 @@ def run_search(
             on_window(step, w)
 
 
-def _endpoint_results(w: Samples) -> dict[str, EndpointResult]:
+def _endpoint_results(w: Samples, settings: RunSettings) -> dict[str, EndpointResult]:
     out: dict[str, EndpointResult] = {}
+    good = slo.conforming_view(w, settings)  # SLO mode: each endpoint's capacity is its goodput
     for name in sorted(set(w.name.tolist())):
         sub = w.for_name(name)
         pct = percentiles(sub.latency_ms)
         out[name] = EndpointResult(
             name=name,
-            capacity_rps=sub.rps,
+            capacity_rps=good.for_name(name).rps,
             p50_ms=pct["p50_ms"],
             p95_ms=pct["p95_ms"],
             p99_ms=pct["p99_ms"],
@@ -880,6 +1019,7 @@ def build_result(
         knee_users=search.knee_users,
         check=search.check,
         note=search.note,
+        stream=slo.stream_result(search.measurement, search.settings),
     )
 
 
@@ -940,21 +1080,24 @@ def _measurement_figures(search: CapacitySearch) -> _Measured:
             capacity_ci=None,
             p99_ci=None,
         )
+    good = slo.conforming_view(w, search.settings)  # SLO mode: the capacity is the goodput
     return _Measured(
         pct=percentiles(w.latency_ms),
         users=_measured_users(search),
-        capacity_rps=w.rps,
+        capacity_rps=good.rps,
         requests=w.requests,
         failures=w.failures,
         error_ratio=w.error_ratio,
         measure_s=w.duration_s,
-        endpoints=_endpoint_results(w),
+        endpoints=_endpoint_results(w, search.settings),
         error_samples=tuple(_top_errors(w.error_texts)),
         start_s=w.start_s,
         stop_s=w.stop_s,
         # every request's latency, in completion order (the interval accounts for dependence)
         p99_ci=_ci(quantile_ci(w.latency_ms, 0.99)) if w.requests else None,
-        capacity_ci=_ci(rate_ci(w.end_s[w.ok], w.start_s, w.stop_s)[1:]) if w.successes else None,
+        capacity_ci=(
+            _ci(rate_ci(good.end_s[good.ok], w.start_s, w.stop_s)[1:]) if good.successes else None
+        ),
     )
 
 
@@ -972,6 +1115,7 @@ def _probe_result(search: CapacitySearch) -> ProbeResult | None:
         failures=pw.failures,
         duration_s=pw.duration_s,
         p99_ci=_ci(quantile_ci(pw.latency_ms, 0.99)) if pw.requests else None,
+        stream=slo.stream_result(pw, search.settings),
     )
 
 

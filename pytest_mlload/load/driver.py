@@ -44,7 +44,11 @@ from pytest_mlload.load.openloop import (  # noqa: E402
     recovery_time_s,
     summarize,
 )
-from pytest_mlload.load.streaming import CONTEXT_KEY, summarize_streams  # noqa: E402
+from pytest_mlload.load.streaming import (  # noqa: E402
+    CONTEXT_KEY,
+    StreamSamples,
+    summarize_streams,
+)
 from pytest_mlload.results import CapacityResult, OpenLoopResult, SpikeResult  # noqa: E402
 from pytest_mlload.targets import import_class  # noqa: E402
 
@@ -283,7 +287,14 @@ class LocustLoad:
             start_s,
             stop_s,
             errors,
+            stream=self._stream_samples(i, j),
         )
+
+    def _stream_samples(self, i: int, j: int) -> StreamSamples | None:
+        """Stream figures of requests ``i..j-1`` row for row (None when none streamed)."""
+        if not self._stream:
+            return None
+        return StreamSamples.from_records([self._stream.get(k) for k in range(i, j)])
 
     def stream_window(self, start_s: float, stop_s: float) -> list[dict[str, Any]]:
         """Stream figures of the requests completed in ``[start_s, stop_s]`` (in order)."""
@@ -606,6 +617,16 @@ def emit_streams(step: Step, w: Samples, streams: list[dict[str, Any]]) -> None:
     )
 
 
+def _open_loop_skip(settings: Any, *, check: bool) -> str:
+    """Why the open-loop confirmation does not run ("" when it does)."""
+    if settings.slo_mode:
+        # an arrival rate above capacity builds a backlog whose TTFT describes the backlog
+        return "SLO mode gates closed-loop attainment"
+    if check and not settings.open_loop:
+        return "check mode without open_loop=True"  # check mode stays lean: not gated
+    return ""
+
+
 def build_user_class(job: dict[str, Any]) -> type:
     """The Locust User class that runs the job's target with its settings."""
     from locust import FastHttpUser, HttpUser, constant, task
@@ -753,11 +774,9 @@ def search_main(job: dict[str, Any], run: DriverRun) -> int:
         problems.append(load.local.reason("search", run.open_files))
         if search.status == "converged" and search.measurement is not None:
             rate = job.get("open_loop_rps") or search.measurement.rps * settings.open_loop_ratio
-            if hold is not None and not settings.open_loop:
-                # check mode stays lean: the open-loop P99 is not gated (open_loop=False)
-                open_loop = OpenLoopResult(
-                    rate_rps=rate, skipped="check mode without open_loop=True"
-                )
+            skip = _open_loop_skip(settings, check=hold is not None)
+            if skip:
+                open_loop = OpenLoopResult(rate_rps=rate, skipped=skip)
             else:
                 load.runner.stop()
                 open_loop = open_loop_in_budget(run, rate)

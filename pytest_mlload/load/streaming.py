@@ -47,6 +47,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 __all__ = [
     "CONTEXT_KEY",
     "SseDecoder",
@@ -54,6 +56,7 @@ __all__ = [
     "StreamChunk",
     "StreamFigures",
     "StreamRecorder",
+    "StreamSamples",
     "iter_body",
     "parse_chunk",
     "record_stream",
@@ -372,8 +375,6 @@ def summarize_streams(records: list[dict[str, Any]], duration_s: float) -> dict[
     Timing percentiles are over successful streams; ITL pools every gap of every one.
     ``token_source`` is ``usage``, ``chunks`` or ``mixed``. Figures are None when absent.
     """
-    import numpy as np
-
     ok = [r for r in records if r.get("ok")]
 
     def pct(values: list[float], q: float) -> float | None:
@@ -397,3 +398,67 @@ def summarize_streams(records: list[dict[str, Any]], duration_s: float) -> dict[
         "output_tokens_per_s": sum(r["output_tokens"] for r in ok) / max(duration_s, 1e-9),
         "token_source": sources[0] if len(sources) == 1 else ("mixed" if sources else None),
     }
+
+
+# --------------------------------------------------------------------------- per window
+
+
+def _floats(values: list[Any]) -> np.ndarray:
+    return np.asarray([np.nan if v is None else float(v) for v in values], dtype=float)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StreamSamples:
+    """The stream figures of one window's requests, row for row with its latencies.
+
+    A row of a request that did not stream (a plain request in a mixed window) has
+    ``streamed`` False and nan figures; a failure keeps the timing it had (nan where absent).
+    ``itl_ms`` pools every inter-chunk gap of the window, ``itl_row`` the row each came from.
+    """
+
+    streamed: np.ndarray
+    ttfb_ms: np.ndarray
+    ttft_ms: np.ndarray
+    tpot_ms: np.ndarray
+    output_tokens: np.ndarray
+    chunks: np.ndarray
+    usage: np.ndarray
+    """True where the token count came from the server's usage chunk."""
+    itl_ms: np.ndarray
+    itl_row: np.ndarray
+
+    @classmethod
+    def from_records(cls, records: list[dict[str, Any] | None]) -> StreamSamples | None:
+        """Rows from :meth:`StreamFigures.to_context` dicts (None: not streamed); None when
+        no request of the window streamed."""
+        if not any(r is not None for r in records):
+            return None
+        rows = [r or {} for r in records]
+        gaps = [(i, float(g)) for i, r in enumerate(rows) for g in r.get("itl_ms") or ()]
+        return cls(
+            streamed=np.asarray([r is not None for r in records], dtype=bool),
+            ttfb_ms=_floats([r.get("ttfb_ms") for r in rows]),
+            ttft_ms=_floats([r.get("ttft_ms") for r in rows]),
+            tpot_ms=_floats([r.get("tpot_ms") for r in rows]),
+            output_tokens=np.asarray([int(r.get("output_tokens") or 0) for r in rows]),
+            chunks=np.asarray([int(r.get("chunks") or 0) for r in rows]),
+            usage=np.asarray([r.get("token_source") == "usage" for r in rows], dtype=bool),
+            itl_ms=np.asarray([g for _, g in gaps], dtype=float),
+            itl_row=np.asarray([i for i, _ in gaps], dtype=int),
+        )
+
+    def select(self, mask: np.ndarray) -> StreamSamples:
+        """The rows where ``mask`` is True (and their gaps)."""
+        keep = mask[self.itl_row] if self.itl_row.size else np.zeros(0, dtype=bool)
+        renumber = np.cumsum(mask) - 1
+        return StreamSamples(
+            streamed=self.streamed[mask],
+            ttfb_ms=self.ttfb_ms[mask],
+            ttft_ms=self.ttft_ms[mask],
+            tpot_ms=self.tpot_ms[mask],
+            output_tokens=self.output_tokens[mask],
+            chunks=self.chunks[mask],
+            usage=self.usage[mask],
+            itl_ms=self.itl_ms[keep],
+            itl_row=renumber[self.itl_row[keep]] if keep.size else self.itl_row[keep],
+        )

@@ -73,7 +73,9 @@ def _f(x: float | None, spec: str = ".1f") -> str:
 
 
 def _change(test: TestInput, part: str) -> str:
-    v = next((v for v in test.verdicts if v.part == part and v.metric == "capacity"), None)
+    v = next(
+        (v for v in test.verdicts if v.part == part and v.metric in ("capacity", "goodput")), None
+    )
     if v is None or v.change_ratio is None:
         return "-"
     text = f"{v.change_ratio * 100:+.1f} %"

@@ -145,7 +145,8 @@ def _part_verdict(test: TestInput, part: str) -> str:
 
 def _figures(test: TestInput, p: PartInput, base: BaselineFigures | None) -> dict[str, Any]:
     """Capacity, P99, their baselines and changes (with intervals) of one part."""
-    cap, p99 = _of(test, p.part, "capacity"), _of(test, p.part, "p99")
+    cap = _of(test, p.part, "capacity") or _of(test, p.part, "goodput")
+    p99 = _of(test, p.part, "p99")
     base_cap = cap.baseline if cap and cap.baseline is not None else (base or (None, None))[0]
     base_p99 = p99.baseline if p99 and p99.baseline is not None else (base or (None, None))[1]
     change = cap.change_ratio if cap else None

@@ -17,7 +17,7 @@ from typing import Any
 from pytest_mlload._io import atomic_write
 from pytest_mlload.gates.judgement import worst
 from pytest_mlload.gates.metrics import Verdict
-from pytest_mlload.results import RESULT_SCHEMA, CapacityResult, part_name
+from pytest_mlload.results import RESULT_SCHEMA, CapacityResult, StreamResult, part_name
 
 __all__ = [
     "TestRecord",
@@ -99,7 +99,8 @@ def summary_rows(records: list[TestRecord]) -> list[list[str]]:
         for r in rec.results:
             part = part_name(rec.key, r.name)
             cap_v = next(
-                (v for v in rec.verdicts if v.metric == "capacity" and v.part == part), None
+                (v for v in rec.verdicts if v.metric in ("capacity", "goodput") and v.part == part),
+                None,
             )
             change = "-"
             if cap_v and cap_v.change is not None:
@@ -143,7 +144,8 @@ def _users_cell(r: CapacityResult) -> str:
 
 def summary_notes(records: list[TestRecord]) -> list[str]:
     """One line per result worth a sentence beside the table: check mode, a capacity that
-    is only the max_users bound, and where throughput falls past its knee."""
+    is only the max_users bound, where throughput falls past its knee, and the streaming
+    figures (goodput, SLO attainment, TTFB/TTFT/TPOT/ITL, tokens/s) of a streaming test."""
     notes: list[str] = []
     for rec in records:
         for r in rec.results:
@@ -157,7 +159,26 @@ def summary_notes(records: list[TestRecord]) -> list[str]:
                 )
             if r.knee_users is not None:
                 notes.append(f"{label}: throughput falls past {r.knee_users} users")
+            if r.stream is not None:
+                notes.append(f"{label}: {_stream_note(r.stream)}")
     return notes
+
+
+def _stream_note(st: StreamResult) -> str:
+    """The streaming figures of a result in one sentence (goodput, attainment, TTFT...)."""
+    attained = ""
+    if st.slo_attainment is not None:
+        ci = st.slo_attainment_ci or (st.slo_attainment, st.slo_attainment)
+        attained = (
+            f", SLO attainment {st.slo_attainment:.1%} (95 % CI {ci[0]:.1%}..{ci[1]:.1%}, "
+            f"{st.undetermined} undetermined)"
+        )
+    return (
+        f"goodput {st.goodput_rps:.1f} req/s{attained}; TTFB P50 {_fmt(st.ttfb_p50_ms)} ms, "
+        f"TTFT P50/P99 {_fmt(st.ttft_p50_ms)}/{_fmt(st.ttft_p99_ms)} ms, TPOT P50/P99 "
+        f"{_fmt(st.tpot_p50_ms)}/{_fmt(st.tpot_p99_ms)} ms, ITL P99 {_fmt(st.itl_p99_ms)} ms, "
+        f"{st.output_tokens_per_s:.0f} tokens/s ({st.token_source})"
+    )
 
 
 def text_table(rows: list[list[str]]) -> list[str]:

@@ -39,29 +39,40 @@ simulation some users never wait and others wait twice the mean), so there ``mee
 judges the means and ``per_request`` is False. :func:`goodput_capacity` finds the
 concurrency with the highest goodput. :func:`simulate` runs the real :class:`Engine`
 under closed-loop users on a virtual clock (no sleeping) so tests can hold it to the truth.
+:class:`SimulatedLlm` is a load generator for the capacity search whose requests have the
+truth's figures (with seeded jitter), on the ``FakeClock`` of
+:mod:`pytest_mlload.testing.simulate`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import collections
 import contextlib
+import heapq
 import itertools
 import json
 import math
 import selectors
 import time
 from collections.abc import AsyncGenerator, Callable, Coroutine
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import numpy as np
 
 from pytest_mlload.errors import ConfigError
+
+if TYPE_CHECKING:
+    from pytest_mlload.load.controller import Samples
 
 __all__ = [
     "Engine",
     "EngineKnobs",
     "LlmPoint",
     "LlmReply",
+    "SimulatedLlm",
     "SimulatedRequest",
     "goodput_capacity",
     "openai_reply",
@@ -545,3 +556,131 @@ def simulate(
 
     run_virtual(main)
     return [r for r in done if r.token_s[-1] <= duration_s]
+
+
+# --------------------------------------------------------------------------- load generator
+
+
+@dataclass(slots=True)
+class SimulatedLlm:
+    """Closed-loop users streaming from the engine's :func:`truth`, for the capacity search.
+
+    A request issued while ``N`` users are live takes the figures of ``truth(N)``: TTFT and
+    TPOT each times a lognormal factor of sigma ``jitter`` (seeded), latency ``TTFT + (T - 1)
+    x TPOT``; the user sends again ``overhead_ms`` after it ended (the truth's ``ε``). With
+    ``error_ratio`` a request fails after its prefill, like the demo's error event. It is a
+    :class:`~pytest_mlload.load.controller.LoadGenerator`; drive it with
+    ``FakeClock(simulated)``. Past the batch the truth's TTFT is a mean, so SLOs that bind
+    there are not per-request exact (see the module docstring).
+    """
+
+    knobs: EngineKnobs = field(default_factory=EngineKnobs)
+    prompt_tokens: int = 256
+    output_tokens: int = 32
+    overhead_ms: float = 1.0
+    jitter: float = 0.01
+    error_ratio: float = 0.0
+    seed: int = 0
+    now: float = 0.0
+    _rng: Any = None
+    _events: list[tuple[float, int, str, int]] = field(default_factory=list)
+    _seq: int = 0
+    _alive: set[int] = field(default_factory=set)
+    _next_user: int = 0
+    _truth: dict[int, LlmPoint] = field(default_factory=dict)
+    _end: list[float] = field(default_factory=list)
+    _lat: list[float] = field(default_factory=list)
+    _ok: list[bool] = field(default_factory=list)
+    _stream: list[dict[str, Any]] = field(default_factory=list)
+    _pending: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._rng = np.random.default_rng(self.seed)
+
+    def point(self, users: int) -> LlmPoint:
+        """The truth at ``users`` for this generator's prompt, output and overhead."""
+        if users not in self._truth:
+            self._truth[users] = truth(
+                self.knobs,
+                concurrency=users,
+                prompt_tokens=self.prompt_tokens,
+                output_tokens=self.output_tokens,
+                overhead_ms=self.overhead_ms,
+            )
+        return self._truth[users]
+
+    def _push(self, t: float, kind: str, user: int, figures: dict[str, Any] | None = None) -> None:
+        self._seq += 1
+        if figures is not None:
+            self._pending[self._seq] = figures
+        heapq.heappush(self._events, (t, self._seq, kind, user))
+
+    def _issue(self, user: int, t: float) -> None:
+        p = self.point(max(len(self._alive), 1))
+        ttft, tpot = (float(v) for v in np.exp(self._rng.normal(0.0, self.jitter, 2)))
+        ttft, tpot = p.ttft_ms * ttft, p.tpot_ms * tpot
+        ok = not (self.error_ratio > 0 and self._rng.random() < self.error_ratio)
+        n = self.output_tokens
+        latency = ttft + (n - 1) * tpot if ok else ttft
+        figures = {
+            "ok": ok,
+            "error": None if ok else "error event in the stream: injected error",
+            "ttfb_ms": 0.5,
+            "ttft_ms": ttft if ok else None,
+            "tpot_ms": tpot if ok and n > 1 else None,
+            "latency_ms": latency,
+            "itl_ms": [tpot] * (n - 1) if ok else [],
+            "output_tokens": n if ok else 0,
+            "token_source": "usage",
+            "chunks": n if ok else 0,
+            "usage_tokens": n if ok else None,
+        }
+        self._push(t + latency / 1000.0, "done", user, figures)
+
+    def _process_until(self, t_end: float) -> None:
+        while self._events and self._events[0][0] <= t_end:
+            t, seq, kind, user = heapq.heappop(self._events)
+            if kind == "issue":
+                if user in self._alive:
+                    self._issue(user, t)
+                continue
+            figures = self._pending.pop(seq)
+            self._end.append(t)
+            self._lat.append(figures["latency_ms"])
+            self._ok.append(figures["ok"])
+            self._stream.append(figures)
+            if user in self._alive:
+                self._push(t + self.overhead_ms / 1000.0, "issue", user)
+        self.now = max(self.now, t_end)
+
+    def set_users(self, users: int) -> None:
+        """Grow or shrink the set of live users (new users send at once)."""
+        from pytest_mlload.testing.simulate import set_live_users
+
+        set_live_users(self, users)
+
+    def count_since(self, t: float) -> int:
+        """Requests completed at or after ``t`` (up to now)."""
+        from pytest_mlload.testing.simulate import completed_since
+
+        return completed_since(self._end, self.now, t)
+
+    def window(self, start_s: float, stop_s: float) -> Samples:
+        """Requests completed in ``[start_s, stop_s]``, with their stream figures."""
+        from pytest_mlload.load.controller import Samples
+        from pytest_mlload.load.streaming import StreamSamples
+
+        i = bisect.bisect_left(self._end, start_s)
+        j = bisect.bisect_right(self._end, stop_s)
+        rows: list[dict[str, Any] | None] = list(self._stream[i:j])
+        errors = tuple(str(r["error"]) for r in self._stream[i:j] if not r["ok"])
+        return Samples(
+            np.asarray(self._end[i:j]),
+            np.asarray(self._lat[i:j]),
+            np.asarray(self._ok[i:j], dtype=bool),
+            np.asarray(["chat"] * (j - i), dtype=object),
+            start_s,
+            stop_s,
+            errors,
+            stream=StreamSamples.from_records(rows),
+        )

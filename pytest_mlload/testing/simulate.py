@@ -19,6 +19,7 @@ import bisect
 import heapq
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -160,20 +161,11 @@ class SimulatedService:
     # -- LoadGenerator interface -----------------------------------------------------------
     def set_users(self, users: int) -> None:
         """Grow or shrink the set of live users (new users issue at once)."""
-        alive = sorted(self._alive)
-        while len(alive) < users:
-            uid = self._next_user
-            self._next_user += 1
-            self._alive.add(uid)
-            alive.append(uid)
-            self._push(self.now, "issue", uid)
-        for uid in alive[users:]:
-            self._alive.discard(uid)
-        self._process_until(self.now)
+        set_live_users(self, users)
 
     def count_since(self, t: float) -> int:
         """Requests completed at or after ``t`` (up to now)."""
-        return bisect.bisect_right(self._end, self.now) - bisect.bisect_left(self._end, t)
+        return completed_since(self._end, self.now, t)
 
     def window(self, start_s: float, stop_s: float) -> Samples:
         """Requests completed in ``[start_s, stop_s]``."""
@@ -193,11 +185,47 @@ class SimulatedService:
         )
 
 
+class Simulated(Protocol):
+    """A discrete-event load generator a :class:`FakeClock` advances (:class:`SimulatedService`,
+    :class:`pytest_mlload.testing.llm.SimulatedLlm`)."""
+
+    now: float
+
+    def _process_until(self, t_end: float) -> None: ...
+
+
+class _Users(Simulated, Protocol):
+    _alive: set[int]
+    _next_user: int
+
+    def _push(self, t: float, kind: str, user: int) -> None: ...
+
+
+def set_live_users(sim: _Users, users: int) -> None:
+    """Grow (new users issue at once) or shrink the live users of a closed-loop simulation."""
+    alive = sorted(sim._alive)
+    while len(alive) < users:
+        uid = sim._next_user
+        sim._next_user += 1
+        sim._alive.add(uid)
+        alive.append(uid)
+        sim._push(sim.now, "issue", uid)
+    for uid in alive[users:]:
+        sim._alive.discard(uid)
+    sim._process_until(sim.now)
+
+
+def completed_since(end: list[float], now: float, t: float) -> int:
+    """Completions (sorted times ``end``) at or after ``t``, up to ``now``."""
+    return bisect.bisect_right(end, now) - bisect.bisect_left(end, t)
+
+
 @dataclass(slots=True)
 class FakeClock:
-    """A clock whose ``sleep`` advances a :class:`SimulatedService` instead of waiting."""
+    """A clock whose ``sleep`` advances a :class:`SimulatedService` (or any
+    :class:`Simulated`) instead of waiting."""
 
-    service: SimulatedService
+    service: Simulated
 
     def now(self) -> float:
         """Simulated time in seconds."""
