@@ -225,10 +225,21 @@ def events_until(
 
 
 def child_of(parent: subprocess.Popen[str]) -> int:
-    """The one child process of ``parent`` (the driver), from /proc, not from its events."""
-    children = Path(f"/proc/{parent.pid}/task/{parent.pid}/children").read_text().split()
+    """The one child process of ``parent`` (the driver), from /proc, not from its events.
+
+    Every process's ``stat`` is read for its parent PID: ``/proc/PID/task/TID/children``
+    lists only the children of one thread, and is documented as unreliable while it runs.
+    """
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            continue  # gone meanwhile
+        if int(fields[1]) == parent.pid and fields[0] not in ("Z", "X"):
+            children.append(int(stat.parent.name))
     assert len(children) == 1, children
-    return int(children[0])
+    return children[0]
 
 
 def alive(pid: int) -> bool:
