@@ -29,7 +29,8 @@ import numpy as np  # noqa: E402
 from locust.env import Environment  # noqa: E402
 
 from pytest_mlload.config import resolve_settings  # noqa: E402
-from pytest_mlload.load.controller import CapacitySearch, Samples, Step, build_result, run_search  # noqa: E402
+from pytest_mlload.load.controller import CapacitySearch, Samples, Step, build_result  # noqa: E402
+from pytest_mlload.load.merge import WorkersFailed, cpu_share, run_search_guarded  # noqa: E402
 from pytest_mlload.load.openloop import OpenLoopSamples, arrival_times, recovery_time_s, summarize  # noqa: E402
 from pytest_mlload.load.streaming import CONTEXT_KEY, summarize_streams  # noqa: E402
 from pytest_mlload.results import CapacityResult, OpenLoopResult, SpikeResult  # noqa: E402
@@ -135,13 +136,7 @@ class LocustLoad:
 
     def cpu_ratio(self, start_s: float, stop_s: float) -> float | None:
         """Share of one core this process used between two times (from tick samples)."""
-        ts = [t for t, _ in self._cpu]
-        i = max(bisect.bisect_left(ts, start_s) - 1, 0)
-        j = min(bisect.bisect_right(ts, stop_s), len(ts)) - 1
-        if j <= i:
-            return None
-        (t0, c0), (t1, c1) = self._cpu[i], self._cpu[j]
-        return (c1 - c0) / (t1 - t0) if t1 > t0 else None
+        return cpu_share(self._cpu, start_s, stop_s)
 
     def quit(self) -> None:
         self.runner.quit()
@@ -313,6 +308,29 @@ def emit_streams(step: Step, w: Samples, streams: list[dict[str, Any]]) -> None:
     )
 
 
+def make_load(env: Environment, job: dict[str, Any], settings: Any) -> Any:
+    """A :class:`LocustLoad`, or a Locust master and its workers with ``settings.workers``.
+
+    Raises :class:`~pytest_mlload.load.merge.WorkersFailed` when the workers cannot
+    start the run (too few joined, or one runs other code).
+    """
+    if not settings.distributed:
+        return LocustLoad(env)
+    from pytest_mlload.load.distributed import DistributedLoad
+
+    return DistributedLoad(env, job, settings, RealClock(), on_event=emit)
+
+
+def open_loop_skip_reason(load: Any) -> str:
+    """Why the open-loop confirmation is skipped for ``load`` ("" when it runs here)."""
+    if isinstance(load, LocustLoad):
+        return ""
+    return (
+        "the open-loop confirmation runs in one process and is not spread over workers "
+        "yet; run this part without workers to get it"
+    )
+
+
 def build_user_class(job: dict[str, Any]) -> type:
     """The Locust User class that runs the job's target with its settings."""
     from locust import FastHttpUser, HttpUser, constant, task
@@ -396,7 +414,11 @@ def main() -> int:
     deadline = t0 + settings.max_duration_s
     if job.get("kind") == "spike":
         return spike_main(job, env, user_cls, settings, t0, epoch_offset, deadline)
-    load = LocustLoad(env)
+    try:
+        load = make_load(env, job, settings)
+    except WorkersFailed as exc:
+        emit("error", kind="workers", message=str(exc))
+        return 2
     hold = job.get("hold_users")
     # Check mode passes hold_users; a plain search does not, so it runs with any controller.
     held: dict[str, Any] = {} if hold is None else {"hold_users": int(hold)}
@@ -427,7 +449,7 @@ def main() -> int:
 
     open_loop: OpenLoopResult | None = None
     try:
-        run_search(search, load, RealClock(), on_window=on_window, should_stop=should_stop)
+        run_search_guarded(search, load, RealClock(), on_window=on_window, should_stop=should_stop)
         if search.status == "converged" and search.measurement is not None:
             rate = job.get("open_loop_rps") or search.measurement.rps * settings.open_loop_ratio
             if hold is not None and not settings.open_loop:
@@ -435,6 +457,8 @@ def main() -> int:
                 open_loop = OpenLoopResult(
                     rate_rps=rate, skipped="check mode without open_loop=True"
                 )
+            elif skip := open_loop_skip_reason(load):
+                open_loop = OpenLoopResult(rate_rps=rate, skipped=skip)
             else:
                 load.runner.stop()
                 open_loop = open_loop_in_budget(env, user_cls, rate, settings, deadline)
