@@ -5,8 +5,9 @@ Joins the Locust master of a pytest-mlload run (``--mlload-master-bind HOST:PORT
 exactly as the single-process driver does, checks that its copy of their code is the
 master's (a fingerprint of the files; a mismatch is an error naming the file), then runs the
 users the master dispatches and ships every request's raw sample back in small batches
-(:mod:`pytest_mlload.load.merge`). It serves one run after another until stopped, or one
-(``--once``).
+(:mod:`pytest_mlload.load.merge`). It serves one run after another (every capacity part of a
+suite starts its own master on the same address) until no master answers for about five
+minutes, or one run with ``--once``.
 
 Also accepts Locust's own worker flags (``--worker --master-host H --master-port P``) and
 ignores the rest, so it can be the entrypoint of a Locust operator's worker pods.
@@ -43,6 +44,9 @@ from pytest_mlload.load.distributed import (  # noqa: E402
 from pytest_mlload.load.merge import BATCH_S  # noqa: E402
 
 ORPHANED_EXIT = 3
+HELLO_EVERY_S = 2.0
+# Between runs: the last run's master closes within about a second of telling us to quit.
+BETWEEN_RUNS_S = 2.0
 
 
 class SampleShipper:
@@ -127,7 +131,12 @@ def serve_one_run(host: str, port: int, *, local: bool, parent_pid: int = 0) -> 
     runner = env.create_worker_runner(host, port)  # blocks until the master answers
     shipper = SampleShipper(runner)
 
+    got_job: list[bool] = []
+
     def on_job(environment: Any, msg: Any, **_: Any) -> None:
+        if got_job:
+            return  # an answer to a repeated hello
+        got_job.append(True)
         ready = _load_job(env, msg.data, local)
         runner.send_message(MSG_READY, ready)
         if "fingerprint" in ready:
@@ -136,9 +145,26 @@ def serve_one_run(host: str, port: int, *, local: bool, parent_pid: int = 0) -> 
     runner.register_message(MSG_JOB, on_job)
     if parent_pid:
         runner.greenlet.spawn(_exit_with_parent, parent_pid)
-    runner.send_message(MSG_HELLO, {"pid": os.getpid()})
+    runner.greenlet.spawn(_hello_until_job, runner, got_job)
     runner.greenlet.join()
     runner.client.close(linger=0)  # type: ignore[no-untyped-call]
+
+
+def _hello_until_job(runner: Any, got_job: list[bool]) -> None:
+    """Ask for the job until it comes; re-announce the worker while waiting.
+
+    A worker that served a previous run may have been acknowledged by that run's master
+    just before it closed: announcing again (``client_ready``) reaches the next master.
+    """
+    from locust import __version__ as locust_version
+    from locust.rpc import Message
+
+    while not got_job:
+        runner.send_message(MSG_HELLO, {"pid": os.getpid()})
+        gevent.sleep(HELLO_EVERY_S)
+        if not got_job:
+            announce = Message("client_ready", locust_version, runner.client_id)  # type: ignore[no-untyped-call]
+            runner.client.send(announce)
 
 
 def _exit_with_parent(parent_pid: int) -> None:
@@ -184,15 +210,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("locust").setLevel(logging.ERROR)
     host, port = args.master
     once = args.once or args.local
+    served = 0
     while True:
         try:
             serve_one_run(host, port, local=args.local, parent_pid=args.parent_pid)
-        except ConnectionError:
-            print(f"pytest_mlload.worker: no master at {host}:{port}", file=sys.stderr)
-            if once:
-                return 1
+        except ConnectionError as exc:  # Locust gives up after about 5 minutes of retries
+            print(
+                f"pytest_mlload.worker: no master answers at {host}:{port} ({exc!r})",
+                file=sys.stderr,
+            )
+            return 0 if served else 1
+        served += 1
         if once:
             return 0
+        time.sleep(BETWEEN_RUNS_S)
 
 
 if __name__ == "__main__":

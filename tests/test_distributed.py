@@ -317,3 +317,55 @@ def test_closing_the_master_releases_its_port():
         "busy": False,
         "closed": True,
     }
+
+
+def test_worker_command_without_a_master_says_how_to_give_it():
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest_mlload.worker"], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 2
+    assert "--master HOST:PORT" in out.stderr
+    bad = subprocess.run(
+        [sys.executable, "-m", "pytest_mlload.worker", "--master", "nohost"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 2 and "is not HOST:PORT" in bad.stderr
+
+
+def test_distributed_settings_are_validated_with_the_way_out():
+    assert RunSettings(workers=2).distributed and not RunSettings().distributed
+    with pytest.raises(ConfigError, match="also give master_bind HOST:PORT"):
+        RunSettings(expect_workers=2)
+    with pytest.raises(ConfigError, match="is not HOST:PORT"):
+        RunSettings(master_bind="5557", expect_workers=1)
+    with pytest.raises(ConfigError, match="workers=-1 is invalid"):
+        RunSettings(workers=-1)
+
+
+@pytest.mark.engine
+def test_a_remote_worker_serves_one_run_after_another(demo):
+    """Every part of a suite starts its own master on the same address: the worker rejoins."""
+    from engine_targets.tasks import Classify
+
+    from pytest_mlload.load.engine import run_capacity
+
+    port = free_port()
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "pytest_mlload.worker", "--master", f"127.0.0.1:{port}"],
+        env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        settings = RunSettings(
+            **{**FAST, "measure_s": 1.5}, master_bind=f"127.0.0.1:{port}", expect_workers=1
+        )
+        for _ in range(2):
+            r = run_capacity(Classify, host=demo.url, settings=settings, hold_users=8)
+            assert r.status == "converged", r.reason
+            assert r.requests >= 200 and r.failures == 0
+            assert worker.poll() is None  # still serving
+    finally:
+        stop_process(worker)

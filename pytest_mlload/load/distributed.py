@@ -215,6 +215,8 @@ class DistributedLoad:
         return f"{self.bind_host}:{self.port}"
 
     def _on_hello(self, environment: Any, msg: Any, **_: Any) -> None:
+        if msg.node_id in self.ready:
+            return
         job = {**self.job, "fingerprint": self.fingerprint}
         self.runner.send_message(MSG_JOB, job, client_id=msg.node_id)
 
@@ -286,6 +288,9 @@ class DistributedLoad:
         from locust.runners import STATE_MISSING
 
         clients = self.runner.clients
+        strangers = sorted(set(clients) - set(self.ready))
+        if strangers:  # Locust would give it a share of the users, whose samples we never see
+            return f"worker {strangers[0]} joined during the run but is not one of its workers"
         for c in self.ready:
             if c not in clients:
                 return f"worker {c} left the master during the run"
