@@ -126,7 +126,7 @@ class RunSettings:
         0, "local Locust worker processes generating the load (0 = one process, no master)"
     )
     master_bind: str = _opt(
-        "", "HOST:PORT the Locust master listens on for workers (default 127.0.0.1, free port)"
+        "", "HOST:PORT the Locust master listens on for workers; empty: 127.0.0.1, a free port"
     )
     expect_workers: int = _opt(
         0,
