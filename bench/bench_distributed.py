@@ -2,12 +2,14 @@
 
     python bench/bench_distributed.py [--quick] [--rounds R] [--users N] [--workers W]
 
-1. **Generator throughput.** Successful requests/s on the demo server's trivial ``GET /fast``
-   at a fixed user count (``min_users = max_users = N``, 10 s P99 target, so the search goes
-   straight to its measure window), once in one process (``workers=0``) and once with
-   ``workers=W`` local worker processes behind a Locust master. The ratio is the headline
-   (issue 13 aims at >= 1.6x with 2 workers); wrk at N connections gives the server's limit.
-   The machine has 2 cores: the server, the master and the workers share them.
+1. **Generator throughput.** Successful requests/s of ``GET /fast`` (seed TaskSet
+   ``seed_tasks.Fast``) against ``bench/trivial_server.py`` (a canned 200 for every request,
+   so the server takes as little of the 2 shared cores as possible; ``--demo-fast`` uses the
+   demo server's ``/fast`` instead) at a fixed user count (``min_users = max_users = N``, 10 s
+   P99 target, so the search goes straight to its measure window), once in one process
+   (``workers=0``) and once with ``workers=W`` local worker processes behind a Locust master.
+   The ratio is the headline (issue 13 aims at >= 1.6x with 2 workers); wrk at N connections
+   gives the server's limit. The server, the master and the workers share the 2 cores.
 2. **Capacity agreement.** The full capacity search of ``POST /v1/classify`` on a demo server
    with 4 slots of 20 ms (truth 200 req/s), single process vs ``workers=W``, interleaved;
    the ratio of the mean capacities (aim: within +-5 %) and each run's P99.
@@ -20,11 +22,18 @@ during each run is shown, and a run during which they used more than 0.3 cores i
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import statistics
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from _common import (
+    BENCH_DIR,
     BenchError,
     CpuMeter,
     demo_server,
@@ -41,6 +50,7 @@ skip_locust_patch()
 
 import seed_tasks  # noqa: E402  (imports Locust, unpatched)
 
+from pytest_mlload._io import stop_process  # noqa: E402
 from pytest_mlload.config import RunSettings  # noqa: E402
 from pytest_mlload.load.engine import run_capacity  # noqa: E402
 from pytest_mlload.testing.demo import capacity_rps  # noqa: E402
@@ -50,6 +60,37 @@ BUSY_CORES = 0.3
 AIM_SPEEDUP = 1.6
 AIM_AGREEMENT = 0.05
 SLOTS, SERVICE_MS = 4, 20.0
+
+
+@dataclass(frozen=True, slots=True)
+class Server:
+    """A server process on loopback: its URL and PID."""
+
+    url: str
+    pid: int
+
+
+@contextlib.contextmanager
+def trivial_server(timeout_s: float = 10.0) -> Iterator[Server]:
+    """bench/trivial_server.py on a free loopback port; stopped by PID."""
+    proc = subprocess.Popen([sys.executable, os.path.join(BENCH_DIR, "trivial_server.py")],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert proc.stdout is not None
+        import selectors
+
+        with selectors.DefaultSelector() as sel:
+            sel.register(proc.stdout, selectors.EVENT_READ)
+            if not sel.select(timeout_s):
+                raise BenchError(f"trivial_server.py printed no URL within {timeout_s:g} s")
+        line = proc.stdout.readline().strip()
+        if not line.startswith("URL http://127.0.0.1:"):
+            raise BenchError(f"trivial_server.py said {line!r}")
+        yield Server(url=line.removeprefix("URL "), pid=proc.pid)
+    finally:
+        stop_process(proc)
+        if proc.stdout is not None:
+            proc.stdout.close()
 
 
 def measure(url: str, server_pid: int, target: type, settings: RunSettings) -> dict[str, Any]:
@@ -99,9 +140,10 @@ HEADERS = ["round", "workers", "req/s", "users", "P99 ms", "busiest generator CP
 
 def part1(args: argparse.Namespace) -> tuple[float, int]:
     """Generator throughput on GET /fast; the speed-up and the busy-run count."""
-    say(f"\n## 1. Requests/s on GET /fast at {args.users} users: one process vs "
+    which = "demo server" if args.demo_fast else "trivial_server.py"
+    say(f"\n## 1. Requests/s on GET /fast ({which}) at {args.users} users: one process vs "
         f"{args.workers} workers")
-    with demo_server() as server:
+    with (demo_server() if args.demo_fast else trivial_server()) as server:
         limit = wrk(server.url, "/fast", conns=args.users, duration_s=4.0).rps
         say(f"server {server.url}; wrk -t1 -c{args.users} GET /fast: {limit:.0f} req/s")
 
@@ -156,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=2, help="rounds per part (default 2)")
     ap.add_argument("--users", type=int, default=64, help="users in part 1 (default 64)")
     ap.add_argument("--workers", type=int, default=2, help="local workers (default 2)")
+    ap.add_argument("--demo-fast", action="store_true",
+                    help="part 1 against the demo server's /fast instead of trivial_server.py")
     args = ap.parse_args(argv)
     if args.quick:
         args.rounds = 1
