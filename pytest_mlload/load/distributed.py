@@ -178,6 +178,9 @@ class DistributedLoad:
         host = LOCAL_HOST if self.bind_host in ("0.0.0.0", "*", "") else self.bind_host
         env = dict(os.environ)
         env.pop("LOCUST_SKIP_MONKEY_PATCH", None)
+        # the workers import this very package, wherever it was imported from
+        here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH")) if p)
         for _ in range(self.settings.workers):
             log = tempfile.TemporaryFile()  # noqa: SIM115  (closed in quit)
             self._logs.append(log)
