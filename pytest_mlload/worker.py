@@ -45,8 +45,6 @@ from pytest_mlload.load.merge import BATCH_S  # noqa: E402
 
 ORPHANED_EXIT = 3
 HELLO_EVERY_S = 2.0
-# Between runs: the last run's master closes within about a second of telling us to quit.
-BETWEEN_RUNS_S = 2.0
 
 
 class SampleShipper:
@@ -154,7 +152,8 @@ def _hello_until_job(runner: Any, got_job: list[bool]) -> None:
     """Ask for the job until it comes; re-announce the worker while waiting.
 
     A worker that served a previous run may have been acknowledged by that run's master
-    just before it closed: announcing again (``client_ready``) reaches the next master.
+    while it was closing (it ignores hellos then): announcing again (``client_ready``)
+    reaches the next master on the same address.
     """
     from locust import __version__ as locust_version
     from locust.rpc import Message
@@ -223,7 +222,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         served += 1
         if once:
             return 0
-        time.sleep(BETWEEN_RUNS_S)
 
 
 if __name__ == "__main__":

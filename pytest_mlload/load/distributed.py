@@ -147,6 +147,7 @@ class DistributedLoad:
         self.ready: dict[str, dict[str, Any]] = {}
         self.failed: list[str] = []
         self.procs: list[subprocess.Popen[bytes]] = []
+        self.closing = False
         self._logs: list[Any] = []
         # remote workers stamp with their wall clock; convert to this clock
         self.epoch_offset = time.time() - clock.now()
@@ -218,7 +219,9 @@ class DistributedLoad:
         return f"{self.bind_host}:{self.port}"
 
     def _on_hello(self, environment: Any, msg: Any, **_: Any) -> None:
-        if msg.node_id in self.ready:
+        # A worker told to quit may rejoin before this master has closed: its hello is for
+        # the next run's master, which it reaches by announcing itself again.
+        if self.closing or msg.node_id in self.ready:
             return
         job = {**self.job, "fingerprint": self.fingerprint}
         self.runner.send_message(MSG_JOB, job, client_id=msg.node_id)
@@ -327,6 +330,7 @@ class DistributedLoad:
 
     def quit(self) -> None:
         """Quit the workers, release the master's port, stop local worker processes."""
+        self.closing = True
         try:
             close_master(self.runner)
         finally:
