@@ -42,6 +42,7 @@ from pytest_mlload.load.distributed import (  # noqa: E402
     code_fingerprint,
 )
 from pytest_mlload.load.merge import BATCH_S  # noqa: E402
+from pytest_mlload.load.streaming import CONTEXT_KEY  # noqa: E402
 
 ORPHANED_EXIT = 3
 HELLO_EVERY_S = 2.0
@@ -67,6 +68,7 @@ class SampleShipper:
         self.ok: list[bool] = []
         self.name: list[str] = []
         self.err: dict[str, str] = {}
+        self.stream: dict[str, dict[str, Any]] = {}
 
     def _on_request(
         self,
@@ -74,8 +76,12 @@ class SampleShipper:
         name: str,
         response_time: float,
         exception: BaseException | None = None,
+        context: dict[str, Any] | None = None,
         **_: Any,
     ) -> None:
+        figures = (context or {}).get(CONTEXT_KEY)
+        if figures is not None:  # a streamed request: TTFB, TTFT, tokens... (load.streaming)
+            self.stream[str(len(self.end))] = figures
         self.end.append(time.time())
         self.lat.append(float(response_time))
         self.ok.append(exception is None)
@@ -94,6 +100,7 @@ class SampleShipper:
             "ok": self.ok,
             "name": self.name,
             "err": self.err,
+            "stream": self.stream,
         }
         self._reset()
         self.seq += 1

@@ -91,7 +91,7 @@ def test_a_worker_that_stops_reporting_ends_the_search_inconclusive_in_bounded_t
     assert clock.now() - last_end <= REPORT_TIMEOUT_S + 2.0
 
 
-def _batch(source, seq, sent, end, lat, ok=None, errors=None, cpu=0.0):
+def _batch(source, seq, sent, end, lat, ok=None, errors=None, cpu=0.0, streams=None):
     return Batch(
         source=source,
         seq=seq,
@@ -102,6 +102,7 @@ def _batch(source, seq, sent, end, lat, ok=None, errors=None, cpu=0.0):
         ok=ok if ok is not None else [True] * len(end),
         name=["/x"] * len(end),
         errors=errors or {},
+        streams=streams or {},
     )
 
 
@@ -136,6 +137,15 @@ def test_errors_follow_their_samples_and_a_missing_batch_loses_the_worker():
     assert list(w.ok) == [True, True, False] and w.error_texts == ("boom",)
     store.receive(_batch("a", 2, 2.0, [1.5], [5.0]), 1.0)  # batch 1 never came
     assert "batch 1 never arrived" in store.lost_reason(1.0)
+
+
+def test_stream_figures_travel_with_their_samples():
+    store = MergedSamples()
+    streams = {0: {"ttft_ms": 8.0}, 1: {"ttft_ms": 2.0}}
+    store.receive(_batch("a", 0, 1.0, [0.8, 0.2], [5.0, 7.0], streams=streams), 0.0)
+    store.receive(_batch("b", 0, 1.0, [0.5], [6.0], streams={0: {"ttft_ms": 5.0}}), 0.0)
+    assert [f["ttft_ms"] for f in store.stream_window(0.0, 1.0)] == [2.0, 5.0, 8.0]
+    assert [f["ttft_ms"] for f in store.stream_window(0.3, 0.6)] == [5.0]
 
 
 def test_generator_cpu_guard_applies_per_worker():

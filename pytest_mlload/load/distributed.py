@@ -72,13 +72,17 @@ def code_fingerprint(spec: dict[str, Any]) -> dict[str, str]:
     """What must be equal on master and workers: versions and the target classes' files.
 
     Keys are ``module.qualname (file)``; values a SHA-256 prefix of the file's bytes, so a
-    worker with an edited or older copy of a TaskSet module shows which file differs.
+    worker with an edited or older copy of a TaskSet module shows which file differs. A
+    factory-made target (``openai_chat``...) is pytest-mlload's code, rebuilt from the
+    recipe the job carries: its version covers it.
     """
     import locust
 
     refs = [spec["user"]] if spec["kind"] == "user" else [t["ref"] for t in spec["tasksets"]]
     out = {"pytest-mlload": __version__, "locust": locust.__version__}
     for ref in refs:
+        if ref.get("recipe"):  # a factory-made class (openai_chat...): built from the job
+            continue
         cls = import_class(ref)
         try:
             path = inspect.getfile(cls)
@@ -264,6 +268,7 @@ class DistributedLoad:
                 ok=d["ok"],
                 name=d["name"],
                 errors={int(k): v for k, v in d["err"].items()},
+                streams={int(k): v for k, v in d.get("stream", {}).items()},
             ),
             arrived_s=self.clock.now(),
         )
@@ -323,6 +328,10 @@ class DistributedLoad:
     def window(self, start_s: float, stop_s: float) -> Any:
         """The window once every worker's samples cover it (see :class:`MergedLoad`)."""
         return self.merged.window(start_s, stop_s)
+
+    def stream_window(self, start_s: float, stop_s: float) -> list[dict[str, Any]]:
+        """Stream figures (TTFB, TTFT...) of the streamed requests of a window."""
+        return self.merged.stream_window(start_s, stop_s)
 
     def cpu_ratio(self, start_s: float, stop_s: float) -> float | None:
         """The busiest worker's share of one core over a window (the guard is per worker)."""

@@ -63,7 +63,8 @@ class Batch:
 
     Times are on the master's clock (a remote worker's wall clock, converted): ``sent_s``
     is when the worker cut the batch, ``cpu_s`` its process CPU time then. ``errors`` maps
-    an index into the batch to the error text of that failed request.
+    an index into the batch to the error text of that failed request, ``streams`` to the
+    stream figures of a request that streamed (:mod:`pytest_mlload.load.streaming`).
     """
 
     source: str
@@ -75,6 +76,7 @@ class Batch:
     ok: Sequence[bool] = ()
     name: Sequence[str] = ()
     errors: Mapping[int, str] = field(default_factory=dict)
+    streams: Mapping[int, dict[str, Any]] = field(default_factory=dict)
 
 
 def cpu_share(ticks: Sequence[tuple[float, float]], start_s: float, stop_s: float) -> float | None:
@@ -99,6 +101,7 @@ class _Source:
     ok: list[bool] = field(default_factory=list)
     name: list[str] = field(default_factory=list)
     err: dict[int, str] = field(default_factory=dict)
+    stream: dict[int, dict[str, Any]] = field(default_factory=dict)
     cpu: list[tuple[float, float]] = field(default_factory=list)
     watermark: float = -math.inf
     seq: int = -1
@@ -116,6 +119,8 @@ class _Source:
             self.name.append(str(b.name[i]))
             if i in b.errors:
                 self.err[base + k] = str(b.errors[i])
+            if i in b.streams:
+                self.stream[base + k] = dict(b.streams[i])
         if not in_order:  # a wall clock stepped back: keep the record sorted
             self._resort()
         self.cpu.append((b.sent_s, b.cpu_s))
@@ -129,6 +134,7 @@ class _Source:
         self.ok = [self.ok[i] for i in order]
         self.name = [self.name[i] for i in order]
         self.err = {where[i]: t for i, t in self.err.items()}
+        self.stream = {where[i]: f for i, f in self.stream.items()}
 
     def span(self, start_s: float, stop_s: float) -> tuple[int, int]:
         return bisect.bisect_left(self.end, start_s), bisect.bisect_right(self.end, stop_s)
@@ -222,6 +228,14 @@ class MergedSamples:
             tuple(err[k] for k in sorted(err, key=where.__getitem__)),
         )
 
+    def stream_window(self, start_s: float, stop_s: float) -> list[dict[str, Any]]:
+        """Stream figures of the requests completed in ``[start_s, stop_s]``, in order."""
+        found: list[tuple[float, dict[str, Any]]] = []
+        for s in self._sources.values():
+            i, j = s.span(start_s, stop_s)
+            found += [(s.end[k], s.stream[k]) for k in range(i, j) if k in s.stream]
+        return [f for _, f in sorted(found, key=lambda tf: tf[0])]
+
     def cpu_by_source(self, start_s: float, stop_s: float) -> dict[str, float | None]:
         """Each worker's share of one core between two times (from its batches)."""
         return {k: cpu_share(s.cpu, start_s, stop_s) for k, s in self._sources.items()}
@@ -282,6 +296,10 @@ class MergedLoad:
                 )
             self.clock.sleep(_POLL_S)
         return self.store.window(start_s, stop_s)
+
+    def stream_window(self, start_s: float, stop_s: float) -> list[dict[str, Any]]:
+        """Stream figures of a window (ask after :meth:`window`, which waits for them)."""
+        return self.store.stream_window(start_s, stop_s)
 
     def cpu_ratio(self, start_s: float, stop_s: float) -> float | None:
         """The busiest worker's CPU share over a window."""
