@@ -40,6 +40,7 @@ import gevent
 from pytest_mlload import __version__
 from pytest_mlload._io import stop_process
 from pytest_mlload.config import RunSettings, split_host_port
+from pytest_mlload.load.controller import Clock, Samples
 from pytest_mlload.load.merge import (
     JOIN_TIMEOUT_S,
     Batch,
@@ -141,7 +142,7 @@ class DistributedLoad:
         env: Any,
         job: dict[str, Any],
         settings: RunSettings,
-        clock: Any,
+        clock: Clock,
         on_event: Callable[..., None] = lambda *a, **k: None,
     ) -> None:
         self.env, self.job, self.settings, self.clock = env, job, settings, clock
@@ -325,7 +326,7 @@ class DistributedLoad:
         """Samples completed since ``t`` that have arrived from the workers."""
         return self.merged.count_since(t)
 
-    def window(self, start_s: float, stop_s: float) -> Any:
+    def window(self, start_s: float, stop_s: float) -> Samples:
         """The window once every worker's samples cover it (see :class:`MergedLoad`)."""
         return self.merged.window(start_s, stop_s)
 
