@@ -16,7 +16,14 @@ from typing import Any
 
 from pytest_mlload.errors import ConfigError
 
-__all__ = ["MODES", "RunSettings", "parse_bool", "resolve_settings", "setting_fields"]
+__all__ = [
+    "MODES",
+    "RunSettings",
+    "parse_bool",
+    "resolve_settings",
+    "setting_fields",
+    "split_host_port",
+]
 
 MODES = ("individual", "production", "exploration", "spike")
 # Not a traffic mode of its own: ``mode="check"`` means individual in check mode, and
@@ -28,6 +35,7 @@ CLIENTS = ("fast", "http")
 MAX_USERS_LIMIT = 10_000
 MAX_SPIKE_RPS = 100_000.0
 MAX_SPIKE_ARRIVALS = 1_000_000  # spike_target_rps x spike_duration_s (arrival schedule size)
+MAX_WORKERS = 256
 
 
 def parse_bool(value: Any) -> bool:
@@ -133,6 +141,17 @@ class RunSettings:
     slo_attainment: float = _opt(
         0.99, "streaming endpoints: share of requests that must meet every SLO, in (0, 1)"
     )
+    workers: int = _opt(
+        0, "local Locust worker processes generating the load (0 = one process, no master)"
+    )
+    master_bind: str = _opt(
+        "", "HOST:PORT the Locust master listens on for workers; empty: 127.0.0.1, a free port"
+    )
+    expect_workers: int = _opt(
+        0,
+        "workers on other machines the master waits for; each joins with "
+        "python -m pytest_mlload.worker --master HOST:PORT",
+    )
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):  # 120 and 120.0 must store and print alike
@@ -197,6 +216,7 @@ class RunSettings:
             raise bad(
                 "mode", self.mode, f"expected one or more of {', '.join(MODES)} (or {CHECK_MODE})"
             )
+        self._check_workers(bad)
         if self.client not in CLIENTS:
             raise bad("client", self.client, f"expected one of {', '.join(CLIENTS)}")
         self._check_slo(bad)
@@ -220,6 +240,26 @@ class RunSettings:
                 f"limit of {MAX_SPIKE_ARRIVALS} (lower the rate or spike_duration_s="
                 f"{self.spike_duration_s:g})",
             )
+
+    def _check_workers(self, bad: Callable[[str, Any, str], ConfigError]) -> None:
+        for name in ("workers", "expect_workers"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= MAX_WORKERS:
+                raise bad(name, v, f"expected an integer from 0 to {MAX_WORKERS}")
+        if self.master_bind:
+            split_host_port(self.master_bind, "master_bind")
+        elif self.expect_workers:
+            raise bad(
+                "expect_workers",
+                self.expect_workers,
+                "remote workers need an address to join: also give master_bind HOST:PORT "
+                "(e.g. 0.0.0.0:5557)",
+            )
+
+    @property
+    def distributed(self) -> bool:
+        """True when the load comes from Locust workers behind a master."""
+        return self.workers > 0 or self.expect_workers > 0
 
     # The settings a baseline was measured with; a baseline with other values is not comparable.
     COMPARABLE = ("target_p99_ms", "min_users", "max_users", "mode", "client", "wait_time_s")
@@ -286,6 +326,17 @@ class RunSettings:
             )
             for f in dataclasses.fields(self)
         }
+
+
+def split_host_port(text: str, name: str = "master") -> tuple[str, int]:
+    """``HOST:PORT`` -> ``(host, port)``; :class:`ConfigError` naming ``name`` and the form."""
+    host, sep, port = str(text).strip().rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(
+            f"{name}={text!r} is not HOST:PORT (e.g. 127.0.0.1:5557, 0.0.0.0:5557; port 0 "
+            f"picks a free one)"
+        )
+    return host.strip("[]"), int(port)
 
 
 def setting_fields(cls: type = RunSettings) -> list[dataclasses.Field[Any]]:

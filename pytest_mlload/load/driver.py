@@ -36,7 +36,8 @@ from locust.env import Environment  # noqa: E402
 
 from pytest_mlload._redact import known_secrets, redact_url, scrub  # noqa: E402
 from pytest_mlload.config import resolve_settings  # noqa: E402
-from pytest_mlload.load.controller import CapacitySearch, Samples, Step, build_result, run_search  # noqa: E402
+from pytest_mlload.load.controller import CapacitySearch, Samples, Step, build_result  # noqa: E402
+from pytest_mlload.load.merge import WorkersFailed, cpu_share, run_search_guarded  # noqa: E402
 from pytest_mlload.load.openloop import (  # noqa: E402
     OpenLoopSamples,
     arrival_times,
@@ -304,13 +305,7 @@ class LocustLoad:
 
     def cpu_ratio(self, start_s: float, stop_s: float) -> float | None:
         """Share of one core this process used between two times (from tick samples)."""
-        ts = [t for t, _ in self._cpu]
-        i = max(bisect.bisect_left(ts, start_s) - 1, 0)
-        j = min(bisect.bisect_right(ts, stop_s), len(ts)) - 1
-        if j <= i:
-            return None
-        (t0, c0), (t1, c1) = self._cpu[i], self._cpu[j]
-        return (c1 - c0) / (t1 - t0) if t1 > t0 else None
+        return cpu_share(self._cpu, start_s, stop_s)
 
     def quit(self) -> None:
         self.runner.quit()
@@ -627,6 +622,29 @@ def _open_loop_skip(settings: Any, *, check: bool) -> str:
     return ""
 
 
+def make_load(env: Environment, job: dict[str, Any], settings: Any) -> Any:
+    """A :class:`LocustLoad`, or a Locust master and its workers with ``settings.workers``.
+
+    Raises :class:`~pytest_mlload.load.merge.WorkersFailed` when the workers cannot
+    start the run (too few joined, or one runs other code).
+    """
+    if not settings.distributed:
+        return LocustLoad(env)
+    from pytest_mlload.load.distributed import DistributedLoad
+
+    return DistributedLoad(env, job, settings, RealClock(), on_event=emit)
+
+
+def open_loop_skip_reason(load: Any) -> str:
+    """Why the open-loop confirmation is skipped for ``load`` ("" when it runs here)."""
+    if isinstance(load, LocustLoad):
+        return ""
+    return (
+        "the open-loop confirmation runs in one process and is not spread over workers "
+        "yet; run this part without workers to get it"
+    )
+
+
 def build_user_class(job: dict[str, Any]) -> type:
     """The Locust User class that runs the job's target with its settings."""
     from locust import FastHttpUser, HttpUser, constant, task
@@ -744,7 +762,11 @@ def _inconclusive(result: CapacityResult, problems: list[str | None]) -> Capacit
 def search_main(job: dict[str, Any], run: DriverRun) -> int:
     """Run the capacity search (and its open-loop confirmation) and emit its result."""
     settings, t0 = run.settings, run.t0
-    load = LocustLoad(run.env)
+    try:
+        load = make_load(run.env, job, settings)
+    except WorkersFailed as exc:
+        emit("error", kind="workers", message=str(exc))
+        return 2
     hold = job.get("hold_users")
     # Check mode passes hold_users; a plain search does not, so it runs with any controller.
     held: dict[str, Any] = {} if hold is None else {"hold_users": int(hold)}
@@ -768,13 +790,14 @@ def search_main(job: dict[str, Any], run: DriverRun) -> int:
     open_loop: OpenLoopResult | None = None
     problems: list[str | None] = []
     try:
-        run_search(search, load, RealClock(), on_window=on_window, should_stop=should_stop)
+        run_search_guarded(search, load, RealClock(), on_window=on_window, should_stop=should_stop)
         if run.errors.first:
             return run.errors.emit()
-        problems.append(load.local.reason("search", run.open_files))
+        if isinstance(load, LocustLoad):  # workers keep their own generator checks
+            problems.append(load.local.reason("search", run.open_files))
         if search.status == "converged" and search.measurement is not None:
             rate = job.get("open_loop_rps") or search.measurement.rps * settings.open_loop_ratio
-            skip = _open_loop_skip(settings, check=hold is not None)
+            skip = _open_loop_skip(settings, check=hold is not None) or open_loop_skip_reason(load)
             if skip:
                 open_loop = OpenLoopResult(rate_rps=rate, skipped=skip)
             else:

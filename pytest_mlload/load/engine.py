@@ -29,6 +29,7 @@ from pytest_mlload._io import stop_process, timed_lock
 from pytest_mlload._redact import known_secrets, redact_url, scrub
 from pytest_mlload.config import RunSettings
 from pytest_mlload.errors import ConfigError, HostUnreachable, LoadError, UserCodeError
+from pytest_mlload.load.merge import JOIN_TIMEOUT_S
 from pytest_mlload.results import CapacityResult
 from pytest_mlload.targets import resolve_target
 
@@ -155,7 +156,7 @@ def run_capacity(
     run_s = settings.max_duration_s
     if kind == "spike":
         run_s = max(run_s, settings.spike_duration_s + 20.0)
-    cap_s = run_s + STARTUP_GRACE_S
+    cap_s = run_s + STARTUP_GRACE_S + (JOIN_TIMEOUT_S if settings.distributed else 0.0)
     with exclusive_load(), tempfile.TemporaryFile("w+") as err:
         proc = subprocess.Popen(
             [sys.executable, "-m", "pytest_mlload.load.driver"],
@@ -181,6 +182,10 @@ def run_capacity(
     stderr_tail = scrub(stderr_tail, known_secrets(host))
     if isinstance(result, dict) and result.get("event") == "result":
         return replace(CapacityResult.from_dict(result["result"]), mix=spec.mix)
+    if isinstance(result, dict) and result.get("kind") == "workers":
+        raise ConfigError(
+            f"the distributed run of {spec.label} could not start: {result['message']}"
+        )
     if isinstance(result, dict) and result.get("event") == "error":
         if result.get("kind") == "user_code":
             raise _user_code_error(result, spec.label)
