@@ -166,36 +166,11 @@ class RunSettings:
                 f"or ini mlload_{name})"
             )
 
-        for name in (
-            "target_p99_ms",
-            "max_duration_s",
-            "request_timeout_s",
-            "measure_s",
-            "probe_s",
-        ):
-            v = getattr(self, name)
-            if not (isinstance(v, int | float) and math.isfinite(v) and v > 0):
-                raise bad(name, v, "expected a positive number")
-        for name in ("spike_target_rps", "spike_duration_s"):
-            v = getattr(self, name)
-            if not (isinstance(v, int | float) and math.isfinite(v) and v > 0):
-                raise bad(name, v, "expected a positive number")
-        for name in ("spike_base_ratio", "open_loop_ratio", "safety_factor"):
-            v = getattr(self, name)
-            if not (isinstance(v, int | float) and 0 < v <= 1):
-                raise bad(name, v, "expected a ratio in (0, 1]")
+        self._check_numbers(bad)
         if CHECK_MODE in self.mode:  # mode="check [modes]": those modes, in check mode
             rest = tuple(m for m in self.mode if m != CHECK_MODE)
             object.__setattr__(self, "mode", rest or ("individual",))
             object.__setattr__(self, "check", True)
-        for name in ("wait_time_s", "settle_s", "spike_max_p99_ms"):
-            v = getattr(self, name)
-            if not (isinstance(v, int | float) and math.isfinite(v) and v >= 0):
-                raise bad(name, v, "expected a number >= 0")
-        for name in ("min_users", "max_users", "min_samples"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise bad(name, v, "expected an integer >= 1")
         self._check_limits(bad)
         if self.min_users > self.max_users:
             raise bad("min_users", self.min_users, f"must not exceed max_users={self.max_users}")
@@ -220,6 +195,26 @@ class RunSettings:
         if self.client not in CLIENTS:
             raise bad("client", self.client, f"expected one of {', '.join(CLIENTS)}")
         self._check_slo(bad)
+
+    def _check_numbers(self, bad: Callable[[str, Any, str], ConfigError]) -> None:
+        """Positive durations and rates, ratios in (0, 1], counts >= 1, times >= 0."""
+        positive = ("target_p99_ms", "max_duration_s", "request_timeout_s", "measure_s")
+        for name in (*positive, "probe_s", "spike_target_rps", "spike_duration_s"):
+            v = getattr(self, name)
+            if not (isinstance(v, int | float) and math.isfinite(v) and v > 0):
+                raise bad(name, v, "expected a positive number")
+        for name in ("spike_base_ratio", "open_loop_ratio", "safety_factor"):
+            v = getattr(self, name)
+            if not (isinstance(v, int | float) and 0 < v <= 1):
+                raise bad(name, v, "expected a ratio in (0, 1]")
+        for name in ("wait_time_s", "settle_s", "spike_max_p99_ms"):
+            v = getattr(self, name)
+            if not (isinstance(v, int | float) and math.isfinite(v) and v >= 0):
+                raise bad(name, v, "expected a number >= 0")
+        for name in ("min_users", "max_users", "min_samples"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise bad(name, v, "expected an integer >= 1")
 
     def _check_limits(self, bad: Callable[[str, Any, str], ConfigError]) -> None:
         """Refuse values no single load-generator process can honour (see MAX_*)."""

@@ -749,7 +749,6 @@ class CapacitySearch:
         s = self.settings
         if self.check:
             return self._after_check(w, level)
-        p99 = level.p99_ms
         over, over_text = self._over_target(w, level)
         errors = w.error_ratio > s.max_error_ratio
         if (over or errors) and w.successes > 0:
@@ -792,23 +791,28 @@ class CapacitySearch:
             )
         self.measurement = w
         if level.users >= s.max_users and self.knee_users is None:
-            self.bound = "max_users"
-            still = (
-                over_text
-                if self.slo
-                else f"P99 {p99 or 0.0:.1f} ms still under the {s.target_p99_ms:g} ms target"
-            )
-            bound_note = (
-                f"stopped at max_users={s.max_users} with {still}: the capacity is a lower "
-                f"bound, not the server's limit (raise max_users to find it)"
-            )
-            self.note = f"{self.note}; {bound_note}" if self.note else bound_note
+            self._note_bound(level.p99_ms, over_text)
         if self.probe_users is not None and self.probe_users != level.users:
             self.phase, self.users = "probe", self.probe_users
             return f"measured; probe at {self.probe_users}"
         self.probe = w if self.probe_users is not None else None
         self._finish("converged")
         return "measured" + (" (bound: max_users)" if self.bound else "")
+
+    def _note_bound(self, p99: float | None, over_text: str) -> None:
+        """The search ended at max_users with the target still met: a lower bound."""
+        s = self.settings
+        self.bound = "max_users"
+        still = (
+            over_text
+            if self.slo
+            else f"P99 {p99 or 0.0:.1f} ms still under the {s.target_p99_ms:g} ms target"
+        )
+        bound_note = (
+            f"stopped at max_users={s.max_users} with {still}: the capacity is a lower "
+            f"bound, not the server's limit (raise max_users to find it)"
+        )
+        self.note = f"{self.note}; {bound_note}" if self.note else bound_note
 
     def _over_target(self, w: Samples, level: _Level) -> tuple[bool, str]:
         """Whether the measure window misses its objective, and the sentence saying so: P99

@@ -796,22 +796,10 @@ def search_main(job: dict[str, Any], run: DriverRun) -> int:
         if isinstance(load, LocustLoad):  # workers keep their own generator checks
             problems.append(load.local.reason("search", run.open_files))
         if search.status == "converged" and search.measurement is not None:
-            rate = job.get("open_loop_rps") or search.measurement.rps * settings.open_loop_ratio
-            skip = _open_loop_skip(settings, check=hold is not None) or open_loop_skip_reason(load)
-            if skip:
-                open_loop = OpenLoopResult(rate_rps=rate, skipped=skip)
-            else:
-                load.runner.stop()
-                open_loop = open_loop_in_budget(run, rate)
-                if run.errors.first:
-                    return run.errors.emit()
-                problems.append(open_loop.generator_problem)
-        if open_loop is not None and open_loop.window is not None:
-            ol = open_loop.window
-            _emit_window(
-                "openloop", open_loop.peak_workers, ol.goodput_rps, ol.p99_ms,
-                ol.requests, ol.failures, run, None,
-            )  # fmt: skip
+            open_loop = _confirm(job, run, load, search.measurement.rps, check=hold is not None)
+            if run.errors.first:
+                return run.errors.emit()
+            problems.append(open_loop.generator_problem)
     finally:
         load.quit()
     result = build_result(
@@ -825,6 +813,26 @@ def search_main(job: dict[str, Any], run: DriverRun) -> int:
     )
     emit("result", result=_inconclusive(result, problems).to_dict())
     return 0
+
+
+def _confirm(
+    job: dict[str, Any], run: DriverRun, load: Any, capacity_rps: float, *, check: bool
+) -> OpenLoopResult:
+    """The open-loop confirmation after a converged search (or why it is skipped)."""
+    settings = run.settings
+    rate = job.get("open_loop_rps") or capacity_rps * settings.open_loop_ratio
+    skip = _open_loop_skip(settings, check=check) or open_loop_skip_reason(load)
+    if skip:
+        return OpenLoopResult(rate_rps=rate, skipped=skip)
+    load.runner.stop()
+    open_loop = open_loop_in_budget(run, rate)
+    if open_loop.window is not None:
+        ol = open_loop.window
+        _emit_window(
+            "openloop", open_loop.peak_workers, ol.goodput_rps, ol.p99_ms,
+            ol.requests, ol.failures, run, None,
+        )  # fmt: skip
+    return open_loop
 
 
 def _emit_window(

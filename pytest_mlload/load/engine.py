@@ -150,13 +150,28 @@ def run_capacity(
         "sys_path": [p for p in sys.path if p],
         "parent_pid": os.getpid(),  # the driver dies with this process (see driver)
     }
-    env = dict(os.environ)
-    env.pop("LOCUST_SKIP_MONKEY_PATCH", None)
-    env.pop("LOCUST_SKIP_URLLIB3_PATCH", None)
     run_s = settings.max_duration_s
     if kind == "spike":
         run_s = max(run_s, settings.spike_duration_s + 20.0)
     cap_s = run_s + STARTUP_GRACE_S + (JOIN_TIMEOUT_S if settings.distributed else 0.0)
+    outcome, returncode, stderr_tail = _drive(job, cap_s, on_event)
+    stderr_tail = scrub(stderr_tail, known_secrets(host))
+    if isinstance(outcome, dict) and outcome.get("event") == "result":
+        return replace(CapacityResult.from_dict(outcome["result"]), mix=spec.mix)
+    raise _failure(outcome, spec.label, cap_s, returncode, stderr_tail)
+
+
+def _drive(
+    job: dict[str, Any], cap_s: float, on_event: Callable[[dict[str, Any]], None] | None
+) -> tuple[dict[str, Any] | str, int | None, str]:
+    """Run the driver child on ``job`` under the machine-wide load lock, stopped by PID.
+
+    Returns its final event (or ``"timeout"`` / ``"exited"``), its exit code and the tail of
+    its stderr.
+    """
+    env = dict(os.environ)
+    env.pop("LOCUST_SKIP_MONKEY_PATCH", None)
+    env.pop("LOCUST_SKIP_URLLIB3_PATCH", None)
     with exclusive_load(), tempfile.TemporaryFile("w+") as err:
         proc = subprocess.Popen(
             [sys.executable, "-m", "pytest_mlload.load.driver"],
@@ -171,7 +186,7 @@ def run_capacity(
             assert proc.stdin is not None and proc.stdout is not None
             proc.stdin.write(json.dumps(job) + "\n")
             proc.stdin.flush()
-            result = _read_events(proc, cap_s, on_event)
+            outcome = _read_events(proc, cap_s, on_event)
         finally:
             stop_process(proc, group=True)
             for pipe in (proc.stdin, proc.stdout):
@@ -179,27 +194,26 @@ def run_capacity(
                     pipe.close()  # else a ResourceWarning (unclosed file) in the caller
             err.seek(0)
             stderr_tail = err.read()[-2000:]
-    stderr_tail = scrub(stderr_tail, known_secrets(host))
-    if isinstance(result, dict) and result.get("event") == "result":
-        return replace(CapacityResult.from_dict(result["result"]), mix=spec.mix)
-    if isinstance(result, dict) and result.get("kind") == "workers":
-        raise ConfigError(
-            f"the distributed run of {spec.label} could not start: {result['message']}"
-        )
-    if isinstance(result, dict) and result.get("event") == "error":
-        if result.get("kind") == "user_code":
-            raise _user_code_error(result, spec.label)
-        raise ConfigError(
-            f"the load driver could not load target {spec.label}: {result['message']}"
-        )
-    if result == "timeout":
-        raise LoadError(
+    return outcome, proc.returncode, stderr_tail
+
+
+def _failure(
+    outcome: dict[str, Any] | str, label: str, cap_s: float, returncode: int | None, tail: str
+) -> Exception:
+    """The exception for a driver run that produced no result."""
+    if isinstance(outcome, dict) and outcome.get("kind") == "workers":
+        return ConfigError(f"the distributed run of {label} could not start: {outcome['message']}")
+    if isinstance(outcome, dict) and outcome.get("event") == "error":
+        if outcome.get("kind") == "user_code":
+            return _user_code_error(outcome, label)
+        return ConfigError(f"the load driver could not load target {label}: {outcome['message']}")
+    if outcome == "timeout":
+        return LoadError(
             f"the load driver overran its time cap ({cap_s:g} s = max_duration_s + "
-            f"{STARTUP_GRACE_S:g} s) and was killed; stderr tail:\n{stderr_tail}"
+            f"{STARTUP_GRACE_S:g} s) and was killed; stderr tail:\n{tail}"
         )
-    raise LoadError(
-        f"the load driver exited (code {proc.returncode}) without a result; stderr tail:\n"
-        f"{stderr_tail}"
+    return LoadError(
+        f"the load driver exited (code {returncode}) without a result; stderr tail:\n{tail}"
     )
 
 
