@@ -73,6 +73,22 @@ def test_probe_measures_p99_at_the_requested_users():
     assert r.probe.p99_ci is not None and r.probe.p99_ci[0] <= r.probe.p99_ms <= r.probe.p99_ci[1]
 
 
+def test_a_probe_at_the_operating_load_is_a_window_of_its_own():
+    # The measure window is kept because its P99 met the target; reused as the P99 figure
+    # at the highest load that does, it would be biased low against a check run's window.
+    first, _ = search(SimulatedService(seed=4), target_p99_ms=120.0)
+    r, _ = search(SimulatedService(seed=4), probe_users=first.users, target_p99_ms=120.0)
+    assert r.converged and r.users == first.users  # the probe does not change the search
+    measure, probe = r.trajectory[-2:]
+    assert (measure.phase, probe.phase) == ("measure", "probe")
+    assert measure.users == probe.users == r.users
+    assert probe.start_s > measure.end_s
+    assert r.probe is not None and r.probe.users == r.users
+    assert r.probe.requests == probe.requests and r.requests == measure.requests
+    # no probe asked: the measure window is the run's P99 figure, nothing more is measured
+    assert first.trajectory[-1].phase == "measure" and first.probe is None
+
+
 def test_slower_service_lowers_capacity_and_raises_probe_p99():
     fast, _ = search(SimulatedService(seed=2), probe_users=16, target_p99_ms=120.0)
     slow, _ = search(SimulatedService(service_ms=26.0, seed=2), probe_users=16, target_p99_ms=120.0)

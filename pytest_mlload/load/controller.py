@@ -38,7 +38,9 @@ capacity is only a lower bound.
 The gated windows (measure, probe) grow, up to three times their length and never into the
 last quarter of the time cap, while the 95 % interval of a figure they are judged on is wider
 than +-threshold/4: capacity for the measure window; P99 for the probe, and for a measure
-window that is recorded as the baseline's P99 or doubles as the probe.
+window that is recorded as the run's P99 (no probe asked) or is the probe (check mode).
+A probe asked at the operating load is a window of its own after the measure window: the
+measure window is kept because its P99 met the target, so its P99 is biased low.
 
 Every level change is followed by a settle period (``settle_s`` or twice the last P99,
 whichever is longer) whose samples are discarded, so the transient is never measured.
@@ -266,8 +268,7 @@ class CapacitySearch:
 
     Call :meth:`next_step`, run it, feed the window to :meth:`observe`; repeat until
     :meth:`next_step` returns ``None``. ``probe_users`` asks for a P99 probe at that load.
-    ``hold_users`` is check mode: measure that load only (pass ``probe_users`` equal to it, so
-    the window doubles as the probe; it does either way).
+    ``hold_users`` is check mode: measure that load only; that window is also the probe.
     """
 
     settings: RunSettings
@@ -377,9 +378,10 @@ class CapacitySearch:
         it is judged on has a half-width above a quarter of the threshold: a verdict with a
         wide interval would come out inconclusive, so measuring longer is the cheaper fix.
         The measure window is judged on its capacity (block bootstrap of the throughput); the
-        probe, and a measure window that doubles as the probe, on its P99 (order statistics
-        of every request's latency, in completion order). In SLO mode the capacity is the
-        goodput, and no window (search windows too) ends while its attainment is unresolved.
+        probe, and a measure window that stands for it (no probe asked, or check mode), on
+        its P99 (order statistics of every request's latency, in completion order). In SLO
+        mode the capacity is the goodput, and no window (search windows too) ends while its
+        attainment is unresolved.
         """
         if self.slo and slo.attainment(w, self.settings).decision == "unresolved":
             return False  # an unresolved level is not a decision: measure on (up to max_s)
@@ -392,7 +394,7 @@ class CapacitySearch:
         if ok.size == 0:
             return True  # nothing met the SLOs: the attainment already says so
         want = max(self.settings.threshold / 4, MIN_PRECISION)
-        if phase == "probe" or self.probe_users in (None, self.users):
+        if phase == "probe" or self.probe_users is None or self.check:
             p99 = w.p99_ms()
             ci = quantile_ci(w.latency_ms, 0.99)
             if p99 is None or ci is None or p99 <= 0 or (ci[1] - ci[0]) / 2 / p99 > want:
@@ -792,10 +794,12 @@ class CapacitySearch:
         self.measurement = w
         if level.users >= s.max_users and self.knee_users is None:
             self._note_bound(level.p99_ms, over_text)
-        if self.probe_users is not None and self.probe_users != level.users:
+        if self.probe_users is not None:
+            # A window of its own even at the operating load: the measure window was kept
+            # *because* its P99 met the target, so at the highest load that does, its P99 is
+            # biased low (a check run's held window is not selected, and read +5 % above).
             self.phase, self.users = "probe", self.probe_users
             return f"measured; probe at {self.probe_users}"
-        self.probe = w if self.probe_users is not None else None
         self._finish("converged")
         return "measured" + (" (bound: max_users)" if self.bound else "")
 
