@@ -708,16 +708,52 @@ def trajectory(r: CapacityResult) -> str:
     )
 
 
-def part_real(cfg_name: str, runs: int, jitter: float, seed: int = 9) -> None:
+def real_baseline(
+    task: type, url: str, settings: RunSettings, jittered: Callable[[float], None], block: int
+) -> tuple[BaselineEntry, list[Outcome]]:
+    """A fresh baseline of ``HISTORY`` full-search runs (each draws its own service time)."""
+    entry: BaselineEntry | None = None
+    base: list[Outcome] = []
+    for i in range(HISTORY):
+        jittered(1.0)
+        r, wall, waited, err = real_run(task, url, settings, reference_load(entry))
+        if r is None:
+            raise BenchError(f"baseline run {i + 1} of block {block} failed: {err}")
+        entry = record(entry, r, settings)
+        o = Outcome({"baseline": "recorded"}, r, seconds=wall, lock_wait_s=waited)
+        base.append(o)
+        say(f"  block {block} baseline {i + 1}/{HISTORY}: {describe(o)}")
+    assert entry is not None
+    say(
+        f"  block {block} baseline: capacity {[x.capacity_rps for x in entry.runs]} req/s, "
+        f"users {[x.users for x in entry.runs]}, P99 {[x.p99_ms for x in entry.runs]} ms "
+        f"-> reference load {entry.users} users"
+    )
+    return entry, base
+
+
+def part_real(
+    cfg_name: str,
+    runs: int,
+    jitter: float,
+    *,
+    modes: Sequence[str] = ("full", "check"),
+    block_runs: int = 10,
+    seed: int = 9,
+) -> None:
+    """``runs`` A/A and slowed runs per mode; a fresh baseline every ``block_runs`` runs, so
+    the verdicts do not all share one baseline's luck."""
     skip_locust_patch()
     import seed_tasks  # noqa: PLC0415  (imports Locust, unpatched)
 
     cfg = REAL_CONFIGS[cfg_name]
     settings = RunSettings(target_p99_ms=cfg.target_p99_ms, max_users=cfg.max_users)
+    blocks = -(-runs // block_runs)
     header(
         f"bench_verdicts --real: demo {cfg_name} ms ({cfg.nominal_rps:.0f} req/s nominal), "
         f"target P99 {cfg.target_p99_ms:g} ms, service time x lognormal(0, {jitter:g}) drawn "
-        f"per run; {runs} x (A/A, slowdown {SLOWDOWN}) in full search and in check mode"
+        f"per run; {runs} x (A/A, slowdown {SLOWDOWN}) in {' and '.join(modes)} mode, "
+        f"{blocks} fresh baseline(s) of {HISTORY} runs ({block_runs} judged runs each)"
     )
     rng = np.random.default_rng(seed)
 
@@ -727,30 +763,19 @@ def part_real(cfg_name: str, runs: int, jitter: float, seed: int = 9) -> None:
         server.set_config(slowdown=factor * draw)
 
     t_all = time.monotonic()
+    outs: dict[tuple[str, str], list[Outcome]] = {
+        (m, k): [] for m in modes for k in ("A/A", "slow")
+    }
+    base: list[Outcome] = []
     with demo_server(slots=cfg.slots, service_ms=cfg.service_ms) as server:
         say(f"demo server pid {server.pid} at {server.url}")
-        entry: BaselineEntry | None = None
-        base: list[Outcome] = []
-        for i in range(HISTORY):
-            jittered(1.0)
-            r, wall, waited, err = real_run(
-                seed_tasks.GetWork, server.url, settings, reference_load(entry)
-            )
-            if r is None:
-                raise BenchError(f"baseline run {i + 1} failed: {err}")
-            entry = record(entry, r, settings)
-            o = Outcome({"baseline": "recorded"}, r, seconds=wall, lock_wait_s=waited)
-            base.append(o)
-            say(f"  baseline {i + 1}/{HISTORY}: {describe(o)}")
-        assert entry is not None
-        say(
-            f"  baseline: capacity {[x.capacity_rps for x in entry.runs]} req/s, users "
-            f"{[x.users for x in entry.runs]}, P99 {[x.p99_ms for x in entry.runs]} ms "
-            f"-> reference load {entry.users} users"
-        )
-        outs: dict[tuple[str, str], list[Outcome]] = {}
         for i in range(runs):
-            for mode in ("full", "check"):
+            if i % block_runs == 0:
+                entry, recorded = real_baseline(
+                    seed_tasks.GetWork, server.url, settings, jittered, i // block_runs + 1
+                )
+                base += recorded
+            for mode in modes:
                 hold = entry.users if mode == "check" else None
                 for kind, factor in (("A/A", 1.0), ("slow", SLOWDOWN)):
                     jittered(factor)
@@ -759,7 +784,7 @@ def part_real(cfg_name: str, runs: int, jitter: float, seed: int = 9) -> None:
                     )
                     o = real_outcome(r, err, entry, settings)
                     o.seconds, o.lock_wait_s = wall, waited
-                    outs.setdefault((mode, kind), []).append(o)
+                    outs[(mode, kind)].append(o)
                     say(f"  {mode} {kind} {i + 1}/{runs}: {describe(o, changed=kind == 'slow')}")
         server.set_config(slowdown=1.0)
     total = time.monotonic() - t_all
@@ -778,16 +803,16 @@ def part_real(cfg_name: str, runs: int, jitter: float, seed: int = 9) -> None:
         return f"{statistics.median(c):.0%} / {max(c):.0%}" if c else "-"
 
     rows = []
-    for mode in ("full", "check"):
+    for mode in modes:
         aa, slow = outs[(mode, "A/A")], outs[(mode, "slow")]
         rows.append(row(f"{mode}: A/A", "A/A", aa, secs(aa)) + [cpu(aa)])
         rows.append(row(f"{mode}: slowdown {SLOWDOWN}", "change", slow, secs(slow)) + [cpu(slow)])
     say(table(HEADERS + ["driver s median / max", "gen CPU median / max"], rows))
-    aa = outs[("full", "A/A")] + outs[("check", "A/A")]
-    slow = outs[("full", "slow")] + outs[("check", "slow")]
+    aa = [o for m in modes for o in outs[(m, "A/A")]]
+    slow = [o for m in modes for o in outs[(m, "slow")]]
     over = [
         o.result
-        for o in base + outs[("full", "A/A")] + outs[("full", "slow")]
+        for o in base + outs.get(("full", "A/A"), []) + outs.get(("full", "slow"), [])
         if o.result
         and o.result.converged
         and o.result.p99_ms is not None
@@ -834,6 +859,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--config", choices=sorted(REAL_CONFIGS), default="8x10", help="demo server for --real"
     )
     p.add_argument(
+        "--modes", default="full,check", help="--real: comma-separated modes (full, check)"
+    )
+    p.add_argument(
+        "--block-runs", type=int, default=10, help="--real: judged runs per fresh baseline"
+    )
+    p.add_argument(
         "--quick",
         action="store_true",
         help="smoke: 50 simulated runs per case, fixed baseline only",
@@ -855,7 +886,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         )
     if args.real:
-        parts.append(lambda: part_real(args.config, args.runs, args.jitter))
+        modes = tuple(m for m in args.modes.split(",") if m)
+        if not modes or set(modes) - {"full", "check"}:
+            p.error(f"--modes takes full and/or check, got {args.modes!r}")
+        parts.append(
+            lambda: part_real(
+                args.config, args.runs, args.jitter, modes=modes, block_runs=args.block_runs
+            )
+        )
     try:
         for part in parts:
             part()
