@@ -105,8 +105,15 @@ def _ms(text: str) -> float:
     return float(m.group(1)) * _UNITS[m.group(2)]
 
 
-def wrk(url: str, path: str, *, conns: int, duration_s: float = 4.0, post_json: Any = None,
-        threads: int = 1) -> WrkResult:
+def wrk(
+    url: str,
+    path: str,
+    *,
+    conns: int,
+    duration_s: float = 4.0,
+    post_json: Any = None,
+    threads: int = 1,
+) -> WrkResult:
     """Run ``wrk -t<threads> -c<conns> -d<duration_s> --latency`` against ``url + path``.
 
     ``post_json``: send POST with this JSON body (through a temporary Lua script).
@@ -117,16 +124,25 @@ def wrk(url: str, path: str, *, conns: int, duration_s: float = 4.0, post_json: 
         raise BenchError("wrk is not installed (apt-get install wrk)")
     if not url.startswith("http://127.0.0.1:"):
         raise BenchError(f"refusing to load a non-loopback URL: {url}")
-    cmd = [exe, f"-t{threads}", f"-c{max(conns, threads)}", f"-d{duration_s:g}s", "--latency",
-           "--timeout", "5s"]
+    cmd = [
+        exe,
+        f"-t{threads}",
+        f"-c{max(conns, threads)}",
+        f"-d{duration_s:g}s",
+        "--latency",
+        "--timeout",
+        "5s",
+    ]
     lua = None
     try:
         if post_json is not None:
             body = json.dumps(post_json)
             lua = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)  # noqa: SIM115
-            lua.write('wrk.method = "POST"\n'
-                      f"wrk.body = [==[{body}]==]\n"
-                      'wrk.headers["Content-Type"] = "application/json"\n')
+            lua.write(
+                'wrk.method = "POST"\n'
+                f"wrk.body = [==[{body}]==]\n"
+                'wrk.headers["Content-Type"] = "application/json"\n'
+            )
             lua.close()
             cmd += ["-s", lua.name]
         cmd.append(url + path)
@@ -147,9 +163,12 @@ def wrk(url: str, path: str, *, conns: int, duration_s: float = 4.0, post_json: 
     if not rps or not total:
         raise BenchError(f"cannot parse wrk output:\n{out}")
     return WrkResult(
-        rps=float(rps.group(1)), requests=int(total.group(1)),
-        p50_ms=_ms(p50.group(1)) if p50 else None, p99_ms=_ms(p99.group(1)) if p99 else None,
-        conns=conns, duration_s=duration_s,
+        rps=float(rps.group(1)),
+        requests=int(total.group(1)),
+        p50_ms=_ms(p50.group(1)) if p50 else None,
+        p99_ms=_ms(p99.group(1)) if p99 else None,
+        conns=conns,
+        duration_s=duration_s,
     )
 
 
@@ -242,7 +261,7 @@ def spread(values: Sequence[float]) -> str:
     """``min / median / max`` of ``values``."""
     if not values:
         return "-"
-    return (f"{min(values):.1f} / {statistics.median(values):.1f} / {max(values):.1f}")
+    return f"{min(values):.1f} / {statistics.median(values):.1f} / {max(values):.1f}"
 
 
 def fmt(value: float | None, spec: str = ".1f") -> str:
@@ -272,8 +291,10 @@ def header(title: str) -> None:
     """A dated header with the machine facts that matter for these numbers."""
     load = os.getloadavg()
     say(f"# {title}")
-    say(f"date {time.strftime('%Y-%m-%d %H:%M:%S %Z')}, {os.cpu_count()} cores, "
-        f"load avg {load[0]:.2f}, python {sys.version.split()[0]}")
+    say(
+        f"date {time.strftime('%Y-%m-%d %H:%M:%S %Z')}, {os.cpu_count()} cores, "
+        f"load avg {load[0]:.2f}, python {sys.version.split()[0]}"
+    )
 
 
 def cv(values: Sequence[float | None]) -> float | None:

@@ -73,8 +73,12 @@ class Server:
 @contextlib.contextmanager
 def trivial_server(timeout_s: float = 10.0) -> Iterator[Server]:
     """bench/trivial_server.py on a free loopback port; stopped by PID."""
-    proc = subprocess.Popen([sys.executable, os.path.join(BENCH_DIR, "trivial_server.py")],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, os.path.join(BENCH_DIR, "trivial_server.py")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         assert proc.stdout is not None
         import selectors
@@ -128,29 +132,45 @@ def rounds_of(args: argparse.Namespace, run: Any) -> tuple[list[list[Any]], dict
             cpu = "-" if r["cpu_ratio"] is None else f"{r['cpu_ratio'] * 100:.0f}"
             busy = f"{r['others']:.2f}" + (" (busy)" if r["busy"] else "")
             p99 = "-" if r["p99_ms"] is None else f"{r['p99_ms']:.1f}"
-            rows.append([rnd + 1, w, f"{r['rps']:.1f}", r["users"], p99, cpu, busy,
-                         f"{r['wall_s']:.1f}"])
+            rows.append(
+                [rnd + 1, w, f"{r['rps']:.1f}", r["users"], p99, cpu, busy, f"{r['wall_s']:.1f}"]
+            )
             say(f"    {r['rps']:.1f} req/s at {r['users']} users")
     return rows, got
 
 
-HEADERS = ["round", "workers", "req/s", "users", "P99 ms", "busiest generator CPU %",
-           "other jobs cores", "wall s"]
+HEADERS = [
+    "round",
+    "workers",
+    "req/s",
+    "users",
+    "P99 ms",
+    "busiest generator CPU %",
+    "other jobs cores",
+    "wall s",
+]
 
 
 def part1(args: argparse.Namespace) -> tuple[float, int]:
     """Generator throughput on GET /fast; the speed-up and the busy-run count."""
     which = "demo server" if args.demo_fast else "trivial_server.py"
-    say(f"\n## 1. Requests/s on GET /fast ({which}) at {args.users} users: one process vs "
-        f"{args.workers} workers")
-    with (demo_server() if args.demo_fast else trivial_server()) as server:
+    say(
+        f"\n## 1. Requests/s on GET /fast ({which}) at {args.users} users: one process vs "
+        f"{args.workers} workers"
+    )
+    with demo_server() if args.demo_fast else trivial_server() as server:
         limit = wrk(server.url, "/fast", conns=args.users, duration_s=4.0).rps
         say(f"server {server.url}; wrk -t1 -c{args.users} GET /fast: {limit:.0f} req/s")
 
         def run(w: int) -> dict[str, Any]:
-            settings = RunSettings(min_users=args.users, max_users=args.users,
-                                   target_p99_ms=10_000, measure_s=WINDOW_S,
-                                   max_duration_s=30, workers=w)
+            settings = RunSettings(
+                min_users=args.users,
+                max_users=args.users,
+                target_p99_ms=10_000,
+                measure_s=WINDOW_S,
+                max_duration_s=30,
+                workers=w,
+            )
             return measure(server.url, server.pid, seed_tasks.Fast, settings)
 
         rows, got = rounds_of(args, run)
@@ -160,23 +180,33 @@ def part1(args: argparse.Namespace) -> tuple[float, int]:
     busy = sum(r["busy"] for rs in got.values() for r in rs)
     single = statistics.fmean(r["rps"] for r in got[0])
     multi = statistics.fmean(r["rps"] for r in got[args.workers])
-    say(f"speed-up workers={args.workers} / single: {speedup:.2f}x (per round "
+    say(
+        f"speed-up workers={args.workers} / single: {speedup:.2f}x (per round "
         f"{' / '.join(f'{x:.2f}' for x in ratios)}; aim >= {AIM_SPEEDUP:g}x"
         f"{'' if speedup >= AIM_SPEEDUP else ' (!)'}); single {single:.0f} req/s, workers "
-        f"{multi:.0f} req/s, server limit (wrk) {limit:.0f} req/s; busy runs {busy}")
+        f"{multi:.0f} req/s, server limit (wrk) {limit:.0f} req/s; busy runs {busy}"
+    )
     return speedup, busy
 
 
 def part2(args: argparse.Namespace) -> tuple[float, int]:
     """Capacity search on /v1/classify; the relative difference and the busy-run count."""
     truth = capacity_rps(slots=SLOTS, service_ms=SERVICE_MS)
-    say(f"\n## 2. Capacity of POST /v1/classify ({SLOTS} slots x {SERVICE_MS:g} ms, truth "
-        f"{truth:.0f} req/s): one process vs {args.workers} workers")
+    say(
+        f"\n## 2. Capacity of POST /v1/classify ({SLOTS} slots x {SERVICE_MS:g} ms, truth "
+        f"{truth:.0f} req/s): one process vs {args.workers} workers"
+    )
     with demo_server(slots=SLOTS, classify_ms=SERVICE_MS, service_ms=SERVICE_MS) as server:
 
         def run(w: int) -> dict[str, Any]:
-            settings = RunSettings(target_p99_ms=120, max_users=48, measure_s=2.5,
-                                   min_samples=200, max_duration_s=40, workers=w)
+            settings = RunSettings(
+                target_p99_ms=120,
+                max_users=48,
+                measure_s=2.5,
+                min_samples=200,
+                max_duration_s=40,
+                workers=w,
+            )
             return measure(server.url, server.pid, seed_tasks.Classify, settings)
 
         rows, got = rounds_of(args, run)
@@ -185,10 +215,12 @@ def part2(args: argparse.Namespace) -> tuple[float, int]:
     multi = statistics.fmean(r["rps"] for r in got[args.workers])
     diff = multi / single - 1
     busy = sum(r["busy"] for rs in got.values() for r in rs)
-    say(f"capacity workers={args.workers} {multi:.1f} req/s vs single {single:.1f} req/s: "
+    say(
+        f"capacity workers={args.workers} {multi:.1f} req/s vs single {single:.1f} req/s: "
         f"{diff * 100:+.1f} % (aim within +-{AIM_AGREEMENT * 100:g} %"
         f"{'' if abs(diff) <= AIM_AGREEMENT else ' (!)'}); vs truth {multi / truth - 1:+.1%} / "
-        f"{single / truth - 1:+.1%}; busy runs {busy}")
+        f"{single / truth - 1:+.1%}; busy runs {busy}"
+    )
     return diff, busy
 
 
@@ -198,8 +230,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=2, help="rounds per part (default 2)")
     ap.add_argument("--users", type=int, default=64, help="users in part 1 (default 64)")
     ap.add_argument("--workers", type=int, default=2, help="local workers (default 2)")
-    ap.add_argument("--demo-fast", action="store_true",
-                    help="part 1 against the demo server's /fast instead of trivial_server.py")
+    ap.add_argument(
+        "--demo-fast",
+        action="store_true",
+        help="part 1 against the demo server's /fast instead of trivial_server.py",
+    )
     args = ap.parse_args(argv)
     if args.quick:
         args.rounds = 1
@@ -208,8 +243,10 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     speedup, busy1 = part1(args)
     diff, busy2 = part2(args)
-    say(f"\n## Summary\nspeed-up {speedup:.2f}x on GET /fast; capacity difference "
-        f"{diff * 100:+.1f} %; busy runs {busy1 + busy2}; {time.monotonic() - t0:.0f} s")
+    say(
+        f"\n## Summary\nspeed-up {speedup:.2f}x on GET /fast; capacity difference "
+        f"{diff * 100:+.1f} %; busy runs {busy1 + busy2}; {time.monotonic() - t0:.0f} s"
+    )
     return 0
 
 

@@ -67,9 +67,21 @@ def run_raw(url: str, server_pid: int, users: int, *, seed: bool = False) -> dic
         t0 = time.monotonic()
         meter = CpuMeter(server_pid)
         proc = subprocess.run(
-            [sys.executable, os.path.join(BENCH_DIR, "raw_locust.py"), "--host", url,
-             "--users", str(users), "--window-s", str(WINDOW_S), *(["--seed"] if seed else [])],
-            capture_output=True, text=True, timeout=WINDOW_S + 30, env=env,
+            [
+                sys.executable,
+                os.path.join(BENCH_DIR, "raw_locust.py"),
+                "--host",
+                url,
+                "--users",
+                str(users),
+                "--window-s",
+                str(WINDOW_S),
+                *(["--seed"] if seed else []),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=WINDOW_S + 30,
+            env=env,
         )
         out_cpu = meter.stop()
     if proc.returncode != 0:
@@ -84,8 +96,13 @@ def run_raw(url: str, server_pid: int, users: int, *, seed: bool = False) -> dic
 
 def run_ours(url: str, server_pid: int, users: int, target: type) -> dict[str, Any]:
     """run_capacity at a fixed user count; the measure window is the figure."""
-    settings = RunSettings(min_users=users, max_users=users, target_p99_ms=10_000,
-                           measure_s=WINDOW_S, max_duration_s=30)
+    settings = RunSettings(
+        min_users=users,
+        max_users=users,
+        target_p99_ms=10_000,
+        measure_s=WINDOW_S,
+        max_duration_s=30,
+    )
     meters: dict[str, Any] = {}
 
     def on_event(event: dict[str, Any]) -> None:
@@ -105,12 +122,21 @@ def run_ours(url: str, server_pid: int, users: int, target: type) -> dict[str, A
     # a run inconclusive but still reports the measure window, which is what is compared.
     saturated = "generator was saturated" in res.reason
     if (not res.converged and not saturated) or res.failures or not res.requests:
-        raise BenchError(f"run_capacity at {users} users: {res.status} {res.reason} "
-                         f"{res.error_samples}")
+        raise BenchError(
+            f"run_capacity at {users} users: {res.status} {res.reason} {res.error_samples}"
+        )
     phases = [w.phase for w in res.trajectory]
-    return {"rps": res.capacity_rps, "requests": res.requests, "window_s": res.measure_s,
-            "cpu_ratio": res.generator_cpu_ratio, "p50_ms": res.p50_ms, "wall_s": wall,
-            "driver_s": res.elapsed_s, "phases": "/".join(phases), "cpu": meters.get("cpu")}
+    return {
+        "rps": res.capacity_rps,
+        "requests": res.requests,
+        "window_s": res.measure_s,
+        "cpu_ratio": res.generator_cpu_ratio,
+        "p50_ms": res.p50_ms,
+        "wall_s": wall,
+        "driver_s": res.elapsed_s,
+        "phases": "/".join(phases),
+        "cpu": meters.get("cpu"),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -123,8 +149,10 @@ def main(argv: list[str] | None = None) -> int:
     rounds = 1 if args.quick else max(1, args.rounds)
 
     header("bench_generator: requests/s on GET /fast, mlload driver vs raw Locust")
-    say(f"rounds {rounds}, users {args.users}, window {WINDOW_S:g} s after settle; order "
-        f"alternates {'/'.join(VARIANTS)} then reversed")
+    say(
+        f"rounds {rounds}, users {args.users}, window {WINDOW_S:g} s after settle; order "
+        f"alternates {'/'.join(VARIANTS)} then reversed"
+    )
     t_start = time.monotonic()
     rows: list[list[Any]] = []
     got: dict[tuple[int, str], list[tuple[float, bool]]] = {}
@@ -151,25 +179,54 @@ def main(argv: list[str] | None = None) -> int:
                     say(f"    {r['rps']:.0f} req/s, generator CPU {gen_cpu}")
                     busy = cpu is not None and cpu.others > BUSY_CORES
                     got.setdefault((users, variant), []).append((r["rps"], busy))
-                    rows.append([users, rnd + 1, variant, f"{r['rps']:.0f}", r["requests"],
-                                 f"{r['window_s']:.1f}",
-                                 "-" if r["cpu_ratio"] is None else f"{r['cpu_ratio'] * 100:.0f}",
-                                 "-" if r["p50_ms"] is None else f"{r['p50_ms']:.1f}",
-                                 "-" if cpu is None else f"{cpu.server:.2f}",
-                                 "-" if cpu is None
-                                 else f"{cpu.others:.2f}" + (" (busy)" if busy else ""),
-                                 f"{r['wall_s']:.1f}"])
+                    rows.append(
+                        [
+                            users,
+                            rnd + 1,
+                            variant,
+                            f"{r['rps']:.0f}",
+                            r["requests"],
+                            f"{r['window_s']:.1f}",
+                            "-" if r["cpu_ratio"] is None else f"{r['cpu_ratio'] * 100:.0f}",
+                            "-" if r["p50_ms"] is None else f"{r['p50_ms']:.1f}",
+                            "-" if cpu is None else f"{cpu.server:.2f}",
+                            "-"
+                            if cpu is None
+                            else f"{cpu.others:.2f}" + (" (busy)" if busy else ""),
+                            f"{r['wall_s']:.1f}",
+                        ]
+                    )
     say()
     say("## Every run")
-    say(table(["users", "round", "variant", "req/s", "requests", "window s",
-               "generator CPU %", "p50 ms", "server cores", "other jobs cores", "wall s"], rows))
-    say("(server / other-jobs cores: CPU seconds per wall second; raw: over the whole "
+    say(
+        table(
+            [
+                "users",
+                "round",
+                "variant",
+                "req/s",
+                "requests",
+                "window s",
+                "generator CPU %",
+                "p50 ms",
+                "server cores",
+                "other jobs cores",
+                "wall s",
+            ],
+            rows,
+        )
+    )
+    say(
+        "(server / other-jobs cores: CPU seconds per wall second; raw: over the whole "
         "subprocess incl. ~1.5 s start-up; mlload: over settle + measure. 'other jobs' = machine "
         "busy minus this benchmark, its children and its server. wall s of mlload includes "
-        "its post-measure open-loop phase and any wait for the engine's machine-wide lock)")
+        "its post-measure open-loop phase and any wait for the engine's machine-wide lock)"
+    )
     say()
-    say("## Summary (req/s: mean over rounds; ratios: mean of the per-round paired ratios, "
-        "which the alternating order makes drift-free)")
+    say(
+        "## Summary (req/s: mean over rounds; ratios: mean of the per-round paired ratios, "
+        "which the alternating order makes drift-free)"
+    )
     summary = []
     for users in args.users:
         rps = {v: [r for r, _ in got[(users, v)]] for v in VARIANTS}
@@ -180,23 +237,43 @@ def main(argv: list[str] | None = None) -> int:
         seed_raw = ratio("seed", "raw")
         head = statistics.fmean(seed_raw)
         busy = sum(b for v in VARIANTS for _, b in got[(users, v)])
-        summary.append([
-            users, f"{limits[users]:.0f}",
-            *(f"{statistics.fmean(rps[v]):.0f}" for v in VARIANTS),
-            f"{head * 100:.1f} %" + ("" if head >= AIM else " (!)"),
-            " / ".join(f"{x * 100:.1f}" for x in seed_raw),
-            f"{statistics.fmean(ratio('user', 'raw')) * 100:.1f} %",
-            f"{statistics.fmean(ratio('seed', 'raw-seed')) * 100:.1f} %",
-            f"{statistics.fmean(ratio('raw-seed', 'raw')) * 100:.1f} %", busy,
-        ])
-    say(table(["users", "wrk req/s (server limit)", "raw req/s", "raw-seed req/s",
-               "mlload seed req/s", "mlload user req/s", "seed / raw", "seed / raw per round %",
-               "user / raw (driver)", "seed / raw-seed (driver)", "raw-seed / raw (TaskSet)",
-               f"busy runs (other jobs > {BUSY_CORES:g} cores)"],
-              summary))
-    say("seed / raw is the headline (issue 2 aims at >= 90 %); user / raw and seed / raw-seed "
+        summary.append(
+            [
+                users,
+                f"{limits[users]:.0f}",
+                *(f"{statistics.fmean(rps[v]):.0f}" for v in VARIANTS),
+                f"{head * 100:.1f} %" + ("" if head >= AIM else " (!)"),
+                " / ".join(f"{x * 100:.1f}" for x in seed_raw),
+                f"{statistics.fmean(ratio('user', 'raw')) * 100:.1f} %",
+                f"{statistics.fmean(ratio('seed', 'raw-seed')) * 100:.1f} %",
+                f"{statistics.fmean(ratio('raw-seed', 'raw')) * 100:.1f} %",
+                busy,
+            ]
+        )
+    say(
+        table(
+            [
+                "users",
+                "wrk req/s (server limit)",
+                "raw req/s",
+                "raw-seed req/s",
+                "mlload seed req/s",
+                "mlload user req/s",
+                "seed / raw",
+                "seed / raw per round %",
+                "user / raw (driver)",
+                "seed / raw-seed (driver)",
+                "raw-seed / raw (TaskSet)",
+                f"busy runs (other jobs > {BUSY_CORES:g} cores)",
+            ],
+            summary,
+        )
+    )
+    say(
+        "seed / raw is the headline (issue 2 aims at >= 90 %); user / raw and seed / raw-seed "
         "isolate the driver's own overhead; raw-seed / raw is what the seed TaskSet's "
-        "catch_response wrapper costs in plain Locust too.")
+        "catch_response wrapper costs in plain Locust too."
+    )
     say()
     say(f"total bench time {time.monotonic() - t_start:.0f} s")
     return 0

@@ -72,8 +72,11 @@ def main() -> int:
     n1, f1, t1, c1 = total.num_requests, total.num_failures, time.monotonic(), time.process_time()
     runner.quit()
     out = {
-        "rps": (n1 - n0 - (f1 - f0)) / (t1 - t0), "requests": n1 - n0, "failures": f1 - f0,
-        "window_s": t1 - t0, "cpu_ratio": (c1 - c0) / (t1 - t0),
+        "rps": (n1 - n0 - (f1 - f0)) / (t1 - t0),
+        "requests": n1 - n0,
+        "failures": f1 - f0,
+        "window_s": t1 - t0,
+        "cpu_ratio": (c1 - c0) / (t1 - t0),
         "p50_ms": total.get_response_time_percentile(0.5),
         "startup_s": t0 - t_start,
     }
