@@ -318,12 +318,6 @@ def test_locust_conf_layer_and_its_warning(pytester: pytest.Pytester, suite: Pat
 
 # --------------------------------------------------------------------------- summary rows
 
-# B's CapacityResult fields (controller branch): tests that build results with them wait for it
-NEEDS_CONTROLLER_FIELDS = pytest.mark.skipif(
-    not {"bound", "knee_users", "check"} <= set(CapacityResult.__dataclass_fields__),
-    reason="needs CapacityResult.bound/knee_users/check (helper B's controller branch)",
-)
-
 
 def spike_result(p99: float, max_p99: float) -> CapacityResult:
     """A spike part as the driver builds it: the spike's figures, the test's P99 target."""
@@ -355,7 +349,16 @@ def test_spike_row_shows_its_own_bound_not_the_p99_target(max_p99: float, shown:
     assert f"| 1996.7/{shown} |" in report.markdown_table([rec])
 
 
-@NEEDS_CONTROLLER_FIELDS
+def test_slo_mode_row_shows_no_p99_target() -> None:
+    # in SLO mode the operating point is the attainment's: P99 was not held to the target
+    slo = RunSettings(target_p99_ms=120, ttft_p99_ms=500).to_dict()
+    rec = report.TestRecord(
+        nodeid="t.py::t", key="t.py::t", results=[replace(fake(p99=812.3), settings=slo)]
+    )
+    [_, row] = report.summary_rows([rec])
+    assert row[2] == "812.3/— (SLO)"
+
+
 def test_bound_knee_and_check_show_in_the_summary_and_markdown() -> None:
     bounded = replace(fake(p99=40.0, users=32), name="individual /a", bound="max_users")
     kneed = replace(fake(users=9), name="individual /b", knee_users=9)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_mlload._io import atomic_write
+from pytest_mlload.config import RunSettings
 from pytest_mlload.gates.judgement import worst
 from pytest_mlload.gates.metrics import Verdict
 from pytest_mlload.results import RESULT_SCHEMA, CapacityResult, StreamResult, part_name
@@ -127,10 +128,13 @@ def summary_rows(records: list[TestRecord]) -> list[list[str]]:
 
 
 def _p99_bound(r: CapacityResult) -> str:
-    """What P99 is held against: the target, or for a spike its own bound (— when none)."""
+    """What P99 is held against: the target; for a spike its own bound; in SLO mode nothing
+    (the operating point is the SLO attainment's, named in the notes). — when none."""
     if r.spike is not None:
         bound = r.settings.get("spike_max_p99_ms") or 0
         return f"{bound:g}" if bound else "—"
+    if any((r.settings.get(name) or 0) > 0 for name in RunSettings.SLO_LIMITS):
+        return "— (SLO)"
     return f"{r.target_p99_ms:g}"
 
 
