@@ -224,22 +224,22 @@ def events_until(
     raise AssertionError(f"no {want!r} event within {timeout_s:g} s")
 
 
-def child_of(parent: subprocess.Popen[str]) -> int:
-    """The one child process of ``parent`` (the driver), from /proc, not from its events.
+def driver_of(parent: subprocess.Popen[str], events: list[dict[str, Any]]) -> int:
+    """The driver's PID from the ``started`` event, checked against /proc: it must be a
+    running child of ``parent`` (its ``stat`` names the parent's PID).
 
-    Every process's ``stat`` is read for its parent PID: ``/proc/PID/task/TID/children``
-    lists only the children of one thread, and is documented as unreliable while it runs.
+    One ``stat`` read, not a scan of /proc: a directory listing of /proc taken while other
+    processes start and exit is not guaranteed to hold every process.
     """
-    children = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (FileNotFoundError, ProcessLookupError, IndexError):
-            continue  # gone meanwhile
-        if int(fields[1]) == parent.pid and fields[0] not in ("Z", "X"):
-            children.append(int(stat.parent.name))
-    assert len(children) == 1, children
-    return children[0]
+    pid = next(e["pid"] for e in events if e["event"] == "started")
+    try:
+        state, ppid = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[:2]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        state, ppid = "gone", "?"
+    seen = [e.get("phase", e["event"]) for e in events]
+    assert state not in ("gone", "Z", "X"), f"driver {pid} is {state} after events {seen}"
+    assert int(ppid) == parent.pid, f"driver {pid} has parent {ppid}, not {parent.pid}"
+    return pid
 
 
 def alive(pid: int) -> bool:
@@ -277,9 +277,7 @@ def test_driver_stops_within_a_second_of_its_parent_sigkill(
     settings = {**QUICK, "max_duration_s": 40, **extra}
     with parent_process(demo, "NestedUser", settings, kind=kind, rate=100.0) as parent:
         events = list(events_until(parent, phase, timeout_s=LOCK_PATIENT_S))
-        pid = child_of(parent)
-        assert pid == next(e["pid"] for e in events if e["event"] == "started")
-        assert alive(pid)
+        pid = driver_of(parent, events)
         killed = time.monotonic()
         parent.send_signal(signal.SIGKILL)
         parent.wait(5)
@@ -350,8 +348,8 @@ def test_driver_raises_its_soft_open_file_limit_like_locust(demo: DemoServerProc
     if want <= 256:
         pytest.skip(f"the hard open-file limit {hard} leaves nothing to raise")
     with parent_process(demo, "NestedUser", QUICK, nofile=(256, hard)) as parent:
-        list(events_until(parent, "window", timeout_s=LOCK_PATIENT_S))
-        limit = soft_open_files(child_of(parent))
+        events = list(events_until(parent, "window", timeout_s=LOCK_PATIENT_S))
+        limit = soft_open_files(driver_of(parent, events))
     print(f"\nMEASURED driver soft RLIMIT_NOFILE: {limit} (parent soft 256, hard {hard})")
     assert limit == want, (limit, want)
 
