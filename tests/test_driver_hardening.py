@@ -232,23 +232,26 @@ def driver_of(parent: subprocess.Popen[str], events: list[dict[str, Any]]) -> in
     processes start and exit is not guaranteed to hold every process.
     """
     pid = next(e["pid"] for e in events if e["event"] == "started")
-    try:
-        state, ppid = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[:2]
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        state, ppid = "gone", "?"
+    state, ppid = (proc_stat(pid) or ["gone", "?"])[:2]
     seen = [e.get("phase", e["event"]) for e in events]
     assert state not in ("gone", "Z", "X"), f"driver {pid} is {state} after events {seen}"
     assert int(ppid) == parent.pid, f"driver {pid} has parent {ppid}, not {parent.pid}"
     return pid
 
 
+def proc_stat(pid: int) -> list[str] | None:
+    """The fields of ``/proc/PID/stat`` after the command name (state, parent PID, ...), or
+    None once the process is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return None
+
+
 def alive(pid: int) -> bool:
     """True while ``pid`` runs (a zombie nobody reaped counts as gone)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return False
-    return state not in ("Z", "X")
+    fields = proc_stat(pid)
+    return fields is not None and fields[0] not in ("Z", "X")
 
 
 def seconds_until_gone(pid: int, bound_s: float) -> float:
