@@ -7,7 +7,9 @@ pytester directory from the sources here:
   (importing it imports Locust: at collection time, in the inner pytest process);
 * :func:`helper_source`: the inner ``mlhelp`` module, holding :func:`assert_process_clean`
   and :func:`converged_result` (a synthetic converged result, so gate and baseline-lookup
-  tests need no load run).
+  tests need no load run);
+* :func:`proc_stat` and :func:`alive`: a process's state read from ``/proc/PID/stat``, for the
+  tests that check what a run started has stopped.
 
 Nothing here imports Locust; the outer pytest process must stay unpatched too.
 """
@@ -139,3 +141,18 @@ def processes_tagged(tag: str) -> list[tuple[int, str]]:
             continue
         found.append((int(entry.name), cmdline.strip()))
     return found
+
+
+def proc_stat(pid: int) -> list[str] | None:
+    """The fields of ``/proc/PID/stat`` after the command name (state, parent PID, ...), or
+    None once the process is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return None
+
+
+def alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie nobody reaped counts as gone)."""
+    fields = proc_stat(pid)
+    return fields is not None and fields[0] not in ("Z", "X")

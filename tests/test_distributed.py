@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from plugin_support import alive
 
 from pytest_mlload._io import stop_process
 from pytest_mlload.config import RunSettings
@@ -186,17 +187,6 @@ def can_listen(port: int) -> bool:
         except OSError:
             return False
         return True
-
-
-def alive(pid: int) -> bool:
-    return Path(f"/proc/{pid}").exists() and "Z" not in _proc_state(pid)
-
-
-def _proc_state(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][:1]
-    except (OSError, IndexError):
-        return "Z"
 
 
 @pytest.mark.engine

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from plugin_support import alive, proc_stat
 
 from pytest_mlload.config import RunSettings
 from pytest_mlload.errors import UserCodeError
@@ -237,21 +238,6 @@ def driver_of(parent: subprocess.Popen[str], events: list[dict[str, Any]]) -> in
     assert state not in ("gone", "Z", "X"), f"driver {pid} is {state} after events {seen}"
     assert int(ppid) == parent.pid, f"driver {pid} has parent {ppid}, not {parent.pid}"
     return pid
-
-
-def proc_stat(pid: int) -> list[str] | None:
-    """The fields of ``/proc/PID/stat`` after the command name (state, parent PID, ...), or
-    None once the process is gone."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return None
-
-
-def alive(pid: int) -> bool:
-    """True while ``pid`` runs (a zombie nobody reaped counts as gone)."""
-    fields = proc_stat(pid)
-    return fields is not None and fields[0] not in ("Z", "X")
 
 
 def seconds_until_gone(pid: int, bound_s: float) -> float:
