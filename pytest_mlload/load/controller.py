@@ -9,7 +9,9 @@ The search, for a P99 target ``T``. A level is *good* when its window's P99 (all
 failures with the time they took) is at or under ``T`` and its errors are under the cap.
 
 1. **Ramp.** Start at ``min_users`` and multiply the user count by 2 to 4 (by the headroom
-   ``T / P99``) while levels stay good, up to ``max_users``.
+   ``T / P99``) while levels stay good, up to ``max_users``. A first window over the target
+   at ``min_users`` is measured once more before the target is called unreachable (a cold
+   server's one-off stall lands in that window).
 2. **Refine.** Interpolate (safeguarded like bisection) on the user count between the highest
    good level ``lo`` and the lowest bad level ``hi`` until they are adjacent, or ``lo``'s
    P99 is within ``tolerance`` under ``T`` (close enough: throughput barely moves there).
@@ -120,6 +122,9 @@ CHECK_TOTAL_S = 10.0  # check mode: warm-up + settle + the one window stay withi
 SLO_WINDOW_MARGIN = 1.5
 SLO_MAX_SHARE = 0.25
 SLO_RETRIES = 2
+# A first window over the target at min_users is measured once more before the search calls
+# the target unreachable there: a cold server's one-off stall lands in that window.
+COLD_RETRIES = 1
 
 
 class Clock(Protocol):
@@ -291,6 +296,7 @@ class CapacitySearch:
     confirms: int = 0
     resume: tuple[str, int] | None = None
     slo_retries: int = 0  # SLO mode: longer re-measurements of an unresolved first level
+    cold_retries: int = 0  # re-measurements of min_users after its window missed the target
     last_rate: float = 0.0  # requests/s of the last window (sizes SLO search windows)
     levels: list[_Level] = field(default_factory=list)
     trajectory: list[WindowRecord] = field(default_factory=list)
@@ -538,6 +544,14 @@ class CapacitySearch:
                 self.measurement = w  # keep the failures: they must show in the result
                 self._finish("inconclusive", self._error_reason(w, level.users))
                 return "too many errors at min_users"
+            if self.cold_retries < COLD_RETRIES:
+                # A server's first second can hold one-off stalls (lazy imports, thread pools:
+                # MLServer's forest stalls ~90 ms per worker ~1 s after its first request).
+                # One window must not call the target unreachable: measure min_users again.
+                self.cold_retries += 1
+                self.levels.pop()
+                self.hi = None
+                return "over target at min_users: measure again (a cold start must not decide)"
             self._finish("inconclusive", self._over_reason(w, level.users, "at min_users"))
             return "over target at min_users"
         return self._check_knee(self._ramp_or_refine(level, phase))

@@ -35,8 +35,8 @@ class SimulatedService:
     ``service_ms`` is the mean time a request holds a worker; ``jitter`` the sigma of a
     lognormal multiplier on it; ``overhead_ms`` client/network time added to every latency
     without holding a worker; ``error_ratio`` the share of requests that fail;
-    ``stall_every_s``/``stall_s`` freeze the workers periodically. ``seed`` makes runs
-    reproducible.
+    ``stall_every_s``/``stall_s`` freeze the workers periodically (``stall_once``: only the
+    first time, a cold start's one-off stall). ``seed`` makes runs reproducible.
 
     ``knee`` > 0: a request's service time is multiplied by
     ``1 + knee_penalty * max(0, busy - knee)``, ``busy`` being the requests in service when it
@@ -58,6 +58,7 @@ class SimulatedService:
     error_ratio: float = 0.0
     stall_every_s: float = 0.0
     stall_s: float = 0.0
+    stall_once: bool = False
     seed: int = 0
     names: tuple[str, ...] = ("/work",)
     weights: tuple[float, ...] = (1.0,)
@@ -101,6 +102,8 @@ class SimulatedService:
 
     def _stall_delay(self, t: float) -> float:
         if self.stall_every_s <= 0 or self.stall_s <= 0:
+            return 0.0
+        if self.stall_once and t >= self.stall_every_s:
             return 0.0
         phase = t % self.stall_every_s
         start = self.stall_every_s - self.stall_s
