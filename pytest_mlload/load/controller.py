@@ -545,9 +545,7 @@ class CapacitySearch:
                 self._finish("inconclusive", self._error_reason(w, level.users))
                 return "too many errors at min_users"
             if self.cold_retries < COLD_RETRIES:
-                # A server's first second can hold one-off stalls (lazy imports, thread pools:
-                # MLServer's forest stalls ~90 ms per worker ~1 s after its first request).
-                # One window must not call the target unreachable: measure min_users again.
+                # e.g. MLServer's forest: ~90 ms per worker ~1 s after its first request
                 self.cold_retries += 1
                 self.levels.pop()
                 self.hi = None
