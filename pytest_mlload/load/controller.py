@@ -517,6 +517,18 @@ class CapacitySearch:
         self.levels.pop()  # the level is measured again: do not pool the short window
         return True
 
+    def _cold_retry(self, level: _Level, w: Samples) -> bool:
+        """A first level over the target (errors under the cap) is measured once more before
+        it ends the search: a cold server's one-off stall lands in that window (MLServer's
+        forest: ~90 ms per worker ~1 s after its first request)."""
+        if self.lo is not None or level.good or self.cold_retries >= COLD_RETRIES:
+            return False
+        if self._too_many_errors(w):
+            return False
+        self.cold_retries += 1
+        self.levels.pop()  # the level is measured again: do not pool the stalled window
+        return True
+
     def _unstreamed(self, w: Samples) -> bool:
         """End the search when TTFT/TPOT SLOs are set but nothing streamed (no figures)."""
         s = self.settings
@@ -535,6 +547,8 @@ class CapacitySearch:
             return self._check_knee("")
         if self._slo_retry(w):
             return "attainment unresolved with no good level yet: measure again, longer"
+        if self._cold_retry(level, w):
+            return "over target at min_users: measure again (a cold start must not decide)"
         if level.good:
             self.lo = level
         else:
@@ -544,12 +558,6 @@ class CapacitySearch:
                 self.measurement = w  # keep the failures: they must show in the result
                 self._finish("inconclusive", self._error_reason(w, level.users))
                 return "too many errors at min_users"
-            if self.cold_retries < COLD_RETRIES:
-                # e.g. MLServer's forest: ~90 ms per worker ~1 s after its first request
-                self.cold_retries += 1
-                self.levels.pop()
-                self.hi = None
-                return "over target at min_users: measure again (a cold start must not decide)"
             self._finish("inconclusive", self._over_reason(w, level.users, "at min_users"))
             return "over target at min_users"
         return self._check_knee(self._ramp_or_refine(level, phase))
