@@ -517,13 +517,13 @@ class CapacitySearch:
         self.levels.pop()  # the level is measured again: do not pool the short window
         return True
 
-    def _cold_retry(self, level: _Level, w: Samples) -> bool:
+    def _cold_retry(self, level: _Level) -> bool:
         """A first level over the target (errors under the cap) is measured once more before
         it ends the search: a cold server's one-off stall lands in that window (MLServer's
         forest: ~90 ms per worker ~1 s after its first request)."""
-        if self.lo is not None or level.good or self.cold_retries >= COLD_RETRIES:
+        if self.lo is not None or level.good or not level.clean:
             return False
-        if self._too_many_errors(w):
+        if self.cold_retries >= COLD_RETRIES:
             return False
         self.cold_retries += 1
         self.levels.pop()  # the level is measured again: do not pool the stalled window
@@ -547,14 +547,14 @@ class CapacitySearch:
             return self._check_knee("")
         if self._slo_retry(w):
             return "attainment unresolved with no good level yet: measure again, longer"
-        if self._cold_retry(level, w):
+        if self._cold_retry(level):
             return "over target at min_users: measure again (a cold start must not decide)"
         if level.good:
             self.lo = level
         else:
             self.hi = level if self.hi is None or level.users <= self.hi.users else self.hi
         if self.lo is None:  # bad at min_users
-            if self._too_many_errors(w):
+            if not level.clean:
                 self.measurement = w  # keep the failures: they must show in the result
                 self._finish("inconclusive", self._error_reason(w, level.users))
                 return "too many errors at min_users"
