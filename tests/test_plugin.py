@@ -41,8 +41,6 @@ from plugin_support import (
 
 from pytest_mlload.baseline import BaselineEntry, BaselineStore
 from pytest_mlload.config import RunSettings
-from pytest_mlload.load.controller import CapacitySearch
-from pytest_mlload.results import CapacityResult
 from pytest_mlload.testing.demo import DemoServerProcess, capacity_rps
 
 DEMO_RPS = capacity_rps(slots=4, service_ms=20)  # 200 req/s on /v1/classify
@@ -686,19 +684,10 @@ def test_host_answering_errors_fails_with_ratio_and_samples(
 
 # --------------------------------------------------------------------------- check mode
 
-# Helper B's controller (branch ctrl) adds CapacitySearch(hold_users=...) and the result
-# fields bound/knee_users/check: the tests that need them run once it is merged.
-NEEDS_HOLD = pytest.mark.skipif(
-    "hold_users" not in CapacitySearch.__dataclass_fields__,
-    reason="needs CapacitySearch(hold_users=...) from helper B's controller branch",
-)
-NEEDS_BOUND = pytest.mark.skipif(
-    "bound" not in CapacityResult.__dataclass_fields__,
-    reason="needs CapacityResult.bound from helper B's controller branch",
-)
-
 # The machine-wide load lock may queue a run behind other sessions' load for minutes.
 LOCK_PATIENT_S = 400.0
+# Checks of an unchanged server a test allows before the first pass (see its comment).
+CHECK_ATTEMPTS = 3
 
 TIMED_TESTS = f"""
 import time
@@ -753,7 +742,6 @@ def test_check_without_baseline_searches_and_a_second_recording_probes_the_entry
     assert low <= probe["p99_ms"] <= high
 
 
-@NEEDS_HOLD
 def test_check_mode_holds_the_baseline_load_passes_and_catches_a_slower_server(
     pytester: pytest.Pytester, demo: DemoServerProcess
 ) -> None:
@@ -792,9 +780,20 @@ def test_check_mode_holds_the_baseline_load_passes_and_catches_a_slower_server(
         assert f"{KEY}: check mode, held the baseline's {run['users']} users" in out
         return result, rec, row
 
-    result, rec, row = check("pass.json")
-    result.assert_outcomes(passed=1)
-    assert rec["outcome"] == "pass" and row.endswith(" pass")
+    # The unchanged server is never a regression. A stall of a shared 2-core runner inside
+    # the ~10 s window can widen the window's own P99 interval past what a one-run baseline
+    # decides (CI saw 119.8 -> 170.4 ms, 95 % CI +5.2 %..+92.3 %): that check is an
+    # inconclusive naming the smallest decidable threshold, and the next check must pass.
+    for attempt in range(CHECK_ATTEMPTS):
+        result, rec, row = check(f"pass{attempt}.json")
+        if rec["outcome"] == "pass":
+            result.assert_outcomes(passed=1)
+            assert row.endswith(" pass"), row
+            break
+        assert rec["outcome"] == "inconclusive", text(result)
+        assert "cannot decide" in text(result) and "the smallest it can decide is" in text(result)
+    else:
+        pytest.fail(f"no pass in {CHECK_ATTEMPTS} checks of the unchanged server")
     demo.set_config(slowdown=1.3)
     result, rec, row = check("slow.json")
     result.assert_outcomes(failed=1)
@@ -802,7 +801,6 @@ def test_check_mode_holds_the_baseline_load_passes_and_catches_a_slower_server(
     assert f"capacity of {KEY} fell " in text(result)
 
 
-@NEEDS_BOUND
 def test_search_ending_at_max_users_warns_naming_it(
     pytester: pytest.Pytester, demo: DemoServerProcess
 ) -> None:
