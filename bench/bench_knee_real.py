@@ -13,8 +13,12 @@ Two demo servers (loopback, own process, 64 slots so the slots never limit):
   connections (225 req/s).
 
 TRUTH comes from an independent generator: a wrk sweep over connection counts, each point
-``SWEEP_S`` long; the best rate is the highest successful-request rate whose wrk P99 meets
-the target with an error ratio at or under ``max_error_ratio`` (1 %). Then ``run_capacity``
+``SWEEP_S`` long; the truth is the highest successful-request rate whose wrk P99 meets the
+target with **no** errors (issue 9: "converges at the highest clean load"). The best rate
+with errors at or under ``max_error_ratio`` (1 %) is printed beside it: wrk's fast 503s
+undercount a closed-loop client's errors there (at 10 connections on the errors server wrk
+saw 0.54 %, the Locust users of a search 2.4 %: a shed user re-sends at once), so it is
+context, not the truth. Then ``run_capacity``
 runs ``--repeat`` times with the seed-style GET TaskSet; printed: capacity, ratio to the
 truth, users, P99, error ratio and the knee the result reports (``knee_users``, from the
 controller of issue 9; ``-`` when the controller does not report one).
@@ -129,20 +133,27 @@ def drained(server: DemoServerProcess, timeout_s: float = 5.0) -> None:
         time.sleep(0.02)
 
 
-def truth(server: DemoServerProcess) -> tuple[Point, list[Point]]:
-    """The sweep and its best point (highest good rate meeting the target and error cap)."""
+def truth(server: DemoServerProcess) -> tuple[Point, Point, list[Point]]:
+    """The sweep, its best clean point (highest good rate meeting the target with no error)
+    and its best point within the error cap."""
     sweep = []
     for conns in CONNS:
         drained(server)
         sweep.append(wrk_point(server.url, "/work", conns))
-    ok = [
-        p
-        for p in sweep
-        if p.p99_ms is not None and p.p99_ms <= TARGET_P99_MS and p.error_ratio <= MAX_ERROR_RATIO
-    ]
-    if not ok:
-        raise BenchError(f"no wrk point meets P99 <= {TARGET_P99_MS:g} ms: {sweep}")
-    return max(ok, key=lambda p: p.good_rps), sweep
+
+    def best(max_error_ratio: float) -> Point:
+        ok = [
+            p
+            for p in sweep
+            if p.p99_ms is not None
+            and p.p99_ms <= TARGET_P99_MS
+            and p.error_ratio <= max_error_ratio
+        ]
+        if not ok:
+            raise BenchError(f"no wrk point meets P99 <= {TARGET_P99_MS:g} ms: {sweep}")
+        return max(ok, key=lambda p: p.good_rps)
+
+    return best(0.0), best(MAX_ERROR_RATIO), sweep
 
 
 def main() -> int:
@@ -158,7 +169,7 @@ def main() -> int:
     rows: list[list[Any]] = []
     for name in args.config or sorted(CONFIGS):
         with demo_server(**CONFIGS[name]) as server:
-            best, sweep = truth(server)
+            best, capped, sweep = truth(server)
             say(f"\n## {name}: {CONFIGS[name]}, wrk sweep ({SWEEP_S:g} s per point)\n")
             say(
                 table(
@@ -169,7 +180,11 @@ def main() -> int:
                     ],
                 )
             )
-            say(f"\ntruth: {best.good_rps:.1f} req/s at {best.conns} connections\n")
+            say(
+                f"\ntruth (highest clean load): {best.good_rps:.1f} req/s at {best.conns} "
+                f"connections; best with errors <= {MAX_ERROR_RATIO:.0%}: "
+                f"{capped.good_rps:.1f} req/s at {capped.conns} ({capped.error_ratio:.2%} errors)\n"
+            )
             for i in range(args.repeat):
                 r = run_capacity(seed_tasks.GetWork, host=server.url, settings=settings)
                 ratio = r.capacity_rps / best.good_rps
@@ -183,6 +198,7 @@ def main() -> int:
                         f"{r.capacity_rps:.1f}",
                         f"{best.good_rps:.1f}",
                         f"{ratio:.3f}",
+                        f"{r.capacity_rps / capped.good_rps:.3f}",
                         r.users,
                         fmt(r.p99_ms),
                         f"{r.error_ratio:.2%}",
@@ -204,6 +220,7 @@ def main() -> int:
                 "capacity",
                 "truth",
                 "ratio",
+                "ratio to best <= 1 % errors",
                 "users",
                 "P99 ms",
                 "errors",

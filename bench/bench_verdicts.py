@@ -541,6 +541,29 @@ def verdict_counts(outs: Sequence[Outcome]) -> str:
     return f"{reg} / {inc} / {len(outs) - reg - inc}"
 
 
+def best_possible(noise: float, history: int, n_draws: int = 200_000) -> tuple[float, float]:
+    """False regressions and misses per 50 of the best rule there is, for run-to-run noise alone.
+
+    An oracle that knows the noise and sees no within-run noise at all compares a new run with
+    the median of ``history`` baseline runs on the log scale and cuts at the point that
+    minimises the worse of its two error rates (A/A called a regression, a x``SLOWDOWN`` run
+    not called one). No gate can beat it, so where it misses the 1/50 and 49/50 targets those
+    targets cannot be met from one run against that many baseline runs.
+    """
+    from scipy.stats import norm
+
+    if noise == 0:
+        return 0.0, 0.0
+    rng = np.random.default_rng([history, round(noise * 1e4)])
+    base = np.median(rng.normal(0.0, noise, (n_draws, history)), axis=1)
+    sd = float(np.std(rng.normal(0.0, noise, n_draws) - base))
+    shift = -math.log(SLOWDOWN)
+    cuts = np.linspace(shift, 0.0, 2001)
+    false, missed = norm.cdf(cuts / sd), norm.sf((cuts - shift) / sd)
+    i = int(np.argmin(np.maximum(false, missed)))
+    return 50 * float(false[i]), 50 * float(missed[i])
+
+
 def part_noise(n: int, threshold: float) -> None:
     header(
         f"bench_verdicts --sim, issue 9: run-to-run noise and check mode, {n} runs per case, "
@@ -599,6 +622,26 @@ def part_noise(n: int, threshold: float) -> None:
     )
     say()
     say(table(["case", "converged full searches", "with P99 over target"], p99_rows))
+    say()
+    bound_rows = []
+    for case in NOISE_CASES:
+        runs = (HISTORY, 2 * HISTORY)
+        cells = [f"{f:.2f} / {m:.2f}" for f, m in (best_possible(case.noise, k) for k in runs)]
+        bound_rows.append([case.name, *cells])
+    say(
+        "The best any rule can do against run-to-run noise alone (an oracle cut on the log "
+        "change; no within-run noise): expected false regressions / missed slowdowns per 50."
+    )
+    say(
+        table(
+            [
+                "case",
+                f"{HISTORY} baseline runs",
+                f"{2 * HISTORY} baseline runs",
+            ],
+            bound_rows,
+        )
+    )
     for line in notes:
         say(f"- {line}")
     say(f"({time.perf_counter() - t0:.1f} s of CPU time for these tables)")
