@@ -269,6 +269,9 @@ class StoredP99:
     users: int | None = None
     rate_rps: float | None = None
     p50_ms: float | None = None
+    rps: float | None = None
+    """Successful requests/s of the probe window: the baseline's throughput at ``users``,
+    which check mode (holding that load) is compared with. None in older baselines."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -357,11 +360,15 @@ class RunExtras:
     def from_result(cls, r: CapacityResult) -> RunExtras:
         """What recording ``r`` keeps: probe, bound, knee, open loop, spike, rate limit, HPA."""
         probe = open_loop = spike = None
-        if r.probe is not None and r.probe.p99_ms is not None:
+        pr = r.probe
+        if pr is not None and pr.p99_ms is not None:
             # P99 at the previous baseline's user count: every recorded run has P99 at one
             # common load, which the P99 gate compares against
             probe = StoredP99(
-                users=r.probe.users, p99_ms=_sig4(r.probe.p99_ms), p99_ci=_sig_pair(r.probe.p99_ci)
+                users=pr.users,
+                p99_ms=_sig4(pr.p99_ms),
+                p99_ci=_sig_pair(pr.p99_ci),
+                rps=_sig4((pr.requests - pr.failures) / pr.duration_s) if pr.duration_s else None,
             )
         w = r.open_loop.window if r.open_loop else None
         if r.open_loop is not None and w is not None and w.p99_ms is not None:
@@ -400,6 +407,8 @@ class RunExtras:
             d["probe"] = {"users": self.probe.users, "p99_ms": self.probe.p99_ms}
             if self.probe.p99_ci:
                 d["probe"]["p99_ci"] = list(self.probe.p99_ci)
+            if self.probe.rps is not None:
+                d["probe"]["rps"] = self.probe.rps
         if self.open_loop is not None:
             ol = self.open_loop
             d["open_loop"] = {"rate_rps": ol.rate_rps, "p50_ms": ol.p50_ms, "p99_ms": ol.p99_ms}
@@ -436,7 +445,7 @@ class RunExtras:
             raise _Invalid(_join(where, "hpa"), f"expected a mapping, got {_describe(hpa)}")
         return cls(
             rate_limit_rps=_positive(d, "rate_limit_rps", where) if "rate_limit_rps" in d else None,
-            probe=_stored_p99(d, "probe", where, ("users", "p99_ms", "p99_ci")),
+            probe=_stored_p99(d, "probe", where, ("users", "p99_ms", "p99_ci", "rps")),
             open_loop=_stored_p99(
                 d, "open_loop", where, ("rate_rps", "p50_ms", "p99_ms", "p99_ci")
             ),
@@ -526,6 +535,7 @@ def _stored_p99(
         users=_integer(raw, "users", here, minimum=1) if "users" in allowed else None,
         rate_rps=_positive(raw, "rate_rps", here) if "rate_rps" in allowed else None,
         p50_ms=_number(raw, "p50_ms", here, optional=True) if "p50_ms" in raw else None,
+        rps=_number(raw, "rps", here, optional=True) if "rps" in raw else None,
     )
 
 

@@ -175,6 +175,42 @@ def test_a_run_that_probed_its_own_load_counts_once() -> None:
     assert "over 3 baseline runs" in judge(result(probe_p99=101.0), entry)["p99"].message
 
 
+def test_check_mode_compares_throughput_at_the_held_load() -> None:
+    """Run 1 operated at 16 users (150 req/s); runs 2-5 at 20 users (200 req/s), each probing
+    16 users, where the server serves 150 req/s. Check mode holds 16 users: an unchanged
+    server reads 150 there, which is no regression against the baseline's 150 at 16 users
+    (against the capacities at 20 it would read -25 %). A full search still compares
+    capacities."""
+
+    def probing_16(cap: float) -> CapacityResult:
+        r = result(cap=cap, users=20, probe_users=16, probe_p99=80.0)
+        assert r.probe is not None
+        return dataclasses.replace(r, probe=dataclasses.replace(r.probe, requests=1500))
+
+    runs = [result(cap=150.0, users=16)] + [probing_16(c) for c in (198.0, 200.0, 202.0, 200.0)]
+    entry = history(runs, probes=[False, True, True, True, True])
+    assert entry.users == 16
+    assert [r.extra.probe.rps for r in entry.runs[1:]] == [150.0] * 4  # type: ignore[union-attr]
+    values, _ = gates._rate_at(entry, 16, goodput=False)
+    assert values == [150.0] * 5
+
+    held = dataclasses.replace(
+        result(cap=150.0, users=16, probe_p99=80.0, probe_users=16), check=True
+    )
+    v = judge(held, entry)["capacity"]
+    assert v.verdict == "pass" and v.baseline == pytest.approx(150.0), v.message
+    slowed = dataclasses.replace(held, capacity_rps=120.0, capacity_ci=(117.0, 123.0))
+    assert judge(slowed, entry)["capacity"].verdict == "regression"
+    # the full search compares the operating point with the runs' capacities, as before
+    full = judge(result(cap=200.0, users=20, probe_p99=80.0, probe_users=16), entry)
+    assert full["capacity"].baseline == pytest.approx(200.0)
+    # no throughput at the held load (probes recorded before they kept their rate): check
+    # mode compares with the capacities, as before
+    assert gates._rate_at(entry, 18, goodput=False) == ([], [])
+    other = dataclasses.replace(held, users=18)
+    assert judge(other, entry)["capacity"].baseline == pytest.approx(200.0)
+
+
 # --------------------------------------------------------------------------- error ratio
 
 

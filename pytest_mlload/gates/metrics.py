@@ -425,6 +425,12 @@ def evaluate(
     stream.check_resolved(result, key)
     t = settings.threshold
     metric, label, extra = stream.capacity_names(result, settings, key)
+    base = [r.capacity_rps for r in entry.runs]
+    base_cis = [r.capacity_ci_rps for r in entry.runs]
+    if result.check:  # the held load: compare with the baseline's throughput at that load
+        at_load = _rate_at(entry, result.users, goodput=settings.slo_mode)
+        if at_load[0]:  # else a baseline from before probes kept their rate: capacities
+            base, base_cis = at_load
     verdicts = [
         _compare(
             metric,
@@ -432,11 +438,11 @@ def evaluate(
             "req/s",
             result.capacity_rps,
             result.capacity_ci,
-            [r.capacity_rps for r in entry.runs],
+            base,
             t,
             higher_is_better=True,
             extra=extra,
-            base_cis=[r.capacity_ci_rps for r in entry.runs],
+            base_cis=base_cis,
             prior=settings.run_spread_prior,
         )
     ]
@@ -467,6 +473,29 @@ def _p99_at(entry: BaselineEntry, users: int) -> tuple[list[float], list[Any]]:
         elif r.users == users and r.p99_ms is not None:
             values.append(float(r.p99_ms))
             cis.append(r.p99_ci_ms)
+    return values, cis
+
+
+def _rate_at(entry: BaselineEntry, users: int, *, goodput: bool) -> tuple[list[float], list[Any]]:
+    """Baseline throughput (successful requests/s; goodput in SLO mode) at ``users``, one
+    figure per run by the rule of :func:`_p99_at`: the run's probe window there, else its
+    operating point when that was there. Probes keep no goodput, so in SLO mode only
+    operating points count.
+
+    Check mode holds the reference load, which need not be a run's operating point: on a
+    server that is not saturated there, comparing with capacities measured at higher loads
+    would call an unchanged build slower.
+    """
+    values: list[float] = []
+    cis: list[Any] = []
+    for r in entry.runs:
+        pr = r.extra.probe
+        if pr is not None and pr.users == users and pr.rps is not None and not goodput:
+            values.append(pr.rps)
+            cis.append(None)  # a probe keeps no throughput interval
+        elif r.users == users:
+            values.append(r.capacity_rps)
+            cis.append(r.capacity_ci_rps)
     return values, cis
 
 
