@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -62,6 +63,15 @@ def test_settle_windows_are_excluded_and_windows_sized_by_samples():
     assert all(w.requests >= 200 for w in windows if w.phase == "refine")
     gated = [w for w in windows if w.phase in ("measure", "probe")]
     assert gated and all(w.requests >= 300 for w in gated)  # enough for a P99 interval
+
+
+def test_a_settle_s_above_the_automatic_cap_is_kept():
+    # settle_s is a minimum: the 2 s cap bounds only the automatic settle (2 x the last P99)
+    r, _ = search(
+        SimulatedService(slots=4, service_ms=20.0, seed=1), target_p99_ms=120.0, settle_s=3.0
+    )
+    gaps = [cur.start_s - prev.end_s for prev, cur in itertools.pairwise(r.trajectory)]
+    assert gaps and min(gaps) >= 3.0 - 1e-9, gaps
 
 
 def test_probe_measures_p99_at_the_requested_users():
