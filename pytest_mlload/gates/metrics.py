@@ -478,9 +478,9 @@ def _p99_at(entry: BaselineEntry, users: int) -> tuple[list[float], list[Any]]:
 
 def _rate_at(entry: BaselineEntry, users: int, *, goodput: bool) -> tuple[list[float], list[Any]]:
     """Baseline throughput (successful requests/s; goodput in SLO mode) at ``users``, one
-    figure per run by the rule of :func:`_p99_at`: the run's probe window there, else its
-    operating point when that was there. Probes keep no goodput, so in SLO mode only
-    operating points count.
+    figure per run: its operating point when that was there (the longer window, with an
+    interval; unlike its P99, its throughput was not what kept it), else its probe window
+    there. Probes keep no goodput, so in SLO mode only operating points count.
 
     Check mode holds the reference load, which need not be a run's operating point: on a
     server that is not saturated there, comparing with capacities measured at higher loads
@@ -490,12 +490,12 @@ def _rate_at(entry: BaselineEntry, users: int, *, goodput: bool) -> tuple[list[f
     cis: list[Any] = []
     for r in entry.runs:
         pr = r.extra.probe
-        if pr is not None and pr.users == users and pr.rps is not None and not goodput:
-            values.append(pr.rps)
-            cis.append(None)  # a probe keeps no throughput interval
-        elif r.users == users:
+        if r.users == users:
             values.append(r.capacity_rps)
             cis.append(r.capacity_ci_rps)
+        elif pr is not None and pr.users == users and pr.rps is not None and not goodput:
+            values.append(pr.rps)
+            cis.append(None)  # a probe keeps no throughput interval
     return values, cis
 
 
