@@ -62,9 +62,11 @@ def test_classify_spike(mlload):
 
 # TTFT P99 at 8 users is prefill plus the loopback HTTP time of two messages, which moves a
 # few % with the machine's load: with three baseline runs the gate said a 10 % threshold is
-# just undecidable ("the smallest it can decide is 10.4 %"), so this test takes 15 %.
+# just undecidable ("the smallest it can decide is 10.4 %"), and on 2026-12-06 a run whose
+# own TTFT window was noisier made 15 % undecidable too ("... is 17.0 %"), so this test takes
+# 20 %. Record more runs (--mlload-update-baseline) to go lower.
 @pytest.mark.capacity(
-    ttft_p99_ms=35, tpot_p99_ms=9, slo_attainment=0.95, min_users=4, threshold=0.15
+    ttft_p99_ms=35, tpot_p99_ms=9, slo_attainment=0.95, min_users=4, threshold=0.20
 )
 def test_chat_capacity(mlload):
     """Streaming chat (512-word prompts, 8 tokens): the capacity is the goodput, requests/s
