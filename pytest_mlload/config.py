@@ -90,7 +90,10 @@ class RunSettings:
         4.0, "length of the window that measures the operating point, in seconds"
     )
     probe_s: float = _opt(
-        2.5, "length of the window measuring P99 at the baseline's user count, in seconds"
+        2.5,
+        "the window at the baseline's user count (P99 probe, check mode) lasts measure_s and "
+        "may grow to 3 x this or 10 s in all, whichever is longer; also the shortest "
+        "open-loop confirmation, in seconds",
     )
 
     weights_module: str = _opt(

@@ -83,20 +83,26 @@ def test_probe_measures_p99_at_the_requested_users():
     assert r.probe.p99_ci is not None and r.probe.p99_ci[0] <= r.probe.p99_ms <= r.probe.p99_ci[1]
 
 
-def test_a_probe_at_the_operating_load_is_a_window_of_its_own():
-    # The measure window is kept because its P99 met the target; reused as the P99 figure
-    # at the highest load that does, it would be biased low against a check run's window.
+def test_the_probe_comes_first_and_is_the_window_a_check_run_holds():
+    # Both sides of the P99 gate must be one procedure: a check run holds the reference load
+    # from a fresh start, so a recording run probes it first, with the same warm-up, length
+    # and growth rule, before the search (after it, a warmed server read P99 lower).
     first, _ = search(SimulatedService(seed=4), target_p99_ms=120.0)
-    r, _ = search(SimulatedService(seed=4), probe_users=first.users, target_p99_ms=120.0)
-    assert r.converged and r.users == first.users  # the probe does not change the search
-    measure, probe = r.trajectory[-2:]
-    assert (measure.phase, probe.phase) == ("measure", "probe")
-    assert measure.users == probe.users == r.users
-    assert probe.start_s > measure.end_s
-    assert r.probe is not None and r.probe.users == r.users
-    assert r.probe.requests == probe.requests and r.requests == measure.requests
+    n = first.users
+    r, s = search(SimulatedService(seed=4), probe_users=n, target_p99_ms=120.0)
+    check, c = search(SimulatedService(seed=4), probe_users=n, hold_users=n, target_p99_ms=120.0)
+    probe, held = r.trajectory[0], check.trajectory[0]
+    assert (probe.phase, probe.users) == ("probe", n) and (held.phase, held.users) == ("measure", n)
+    assert (probe.start_s, probe.end_s, probe.requests) == (held.start_s, held.end_s, held.requests)
+    assert r.probe is not None and check.probe is not None
+    assert (r.probe.p99_ms, r.probe.requests) == (check.probe.p99_ms, check.probe.requests)
+    # ...then the search runs from min_users to a measure window of its own, at the same load
+    assert r.converged and r.trajectory[1].users == 1 and r.trajectory[1].phase == "ramp"
+    measure = r.trajectory[-1]
+    assert measure.phase == "measure" and r.requests == measure.requests != probe.requests
+    assert abs(r.users - n) <= 2, (r.users, n)
     # no probe asked: the measure window is the run's P99 figure, nothing more is measured
-    assert first.trajectory[-1].phase == "measure" and first.probe is None
+    assert first.trajectory[0].phase == "ramp" and first.probe is None
 
 
 def test_slower_service_lowers_capacity_and_raises_probe_p99():

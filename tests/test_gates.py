@@ -175,6 +175,23 @@ def test_a_run_that_probed_its_own_load_counts_once() -> None:
     assert "over 3 baseline runs" in judge(result(probe_p99=101.0), entry)["p99"].message
 
 
+def test_once_two_runs_probed_the_load_probes_alone_are_the_p99_reference() -> None:
+    # Run 1 operated at 20 users (no probe: no entry yet) in a window kept because its P99 met
+    # the target, after a search: 80 ms. Runs 2-3 probed 20 users first, as a check run holds
+    # it: 100 and 102 ms. A check reading 108 ms is +6 % on the probes; with the selected 80 ms
+    # in the reference it would read +8 % on a centre pulled low and a spread three times wider.
+    first = result(p99=80.0, users=20)
+    probed = [result(p99=90.0, users=24, probe_users=20, probe_p99=p) for p in (100.0, 102.0)]
+    entry = history([first, *probed], probes=[False, True, True])
+    values, _ = gates._p99_at(entry, 20)
+    assert values == [100.0, 102.0]
+    v = judge(result(probe_p99=108.0), entry)["p99"]
+    assert v.baseline == pytest.approx(101.0) and "over 2 baseline runs" in v.message
+    # one probe is not yet a reference of its own: the operating point still counts
+    values, _ = gates._p99_at(history([first, probed[0]], probes=[False, True]), 20)
+    assert values == [80.0, 100.0]
+
+
 def test_check_mode_compares_throughput_at_the_held_load() -> None:
     """Run 1 operated at 16 users (150 req/s); runs 2-5 at 20 users (200 req/s), each probing
     16 users, where the server serves 150 req/s. Check mode holds 16 users: an unchanged

@@ -57,6 +57,7 @@ from pytest_mlload.stats import (
 
 __all__ = ["Verdict", "check_no_regression", "error_verdict", "evaluate", "rate_limit_verdicts"]
 
+MIN_PROBES = 2  # probes at the reference load that make the P99 reference on their own
 UPDATE_HINT = "rerun with --mlload-update-baseline if this change is intended"
 RECOVERY_STEP_S = 0.25  # the recovery scan's resolution (openloop.recovery_time_s)
 # A rise in error ratio smaller than this fraction of the error cap is not worth failing a
@@ -459,8 +460,18 @@ def evaluate(
 
 
 def _p99_at(entry: BaselineEntry, users: int) -> tuple[list[float], list[Any]]:
-    """Baseline P99 values (and their intervals) at ``users``: runs whose operating point was
-    there, and runs that probed there while recording."""
+    """Baseline P99 values (and their intervals) at ``users``, one figure per run: the probes
+    of runs that probed there while recording, and, while fewer than ``MIN_PROBES`` did, the
+    operating points of runs that operated there.
+
+    A probe is measured the way a run under judgement measures it (first, from a fresh start,
+    as a check window); an operating point after a search, on a warmed server, in a window
+    kept because its P99 met the target. Mixing the two widens the spread and biases the
+    centre low, so once a baseline has enough probes they alone are the reference.
+    """
+    probes = [pr for r in entry.runs if (pr := r.extra.probe) is not None and pr.users == users]
+    if len(probes) >= MIN_PROBES:
+        return [pr.p99_ms for pr in probes], [pr.p99_ci for pr in probes]
     values: list[float] = []
     cis: list[Any] = []
     for r in entry.runs:

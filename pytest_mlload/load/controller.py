@@ -26,9 +26,13 @@ failures with the time they took) is at or under ``T`` and its errors are under 
    throughput is the capacity. When its P99 is over ``T`` or its errors over the cap, the
    search steps down (about 10 % fewer users) and measures again, at most
    ``MAX_STEP_DOWNS`` times: a converged result's P99 is never above its target.
-5. **Probe** (optional). Hold the baseline's user count for ``probe_s`` and measure P99 there,
-   so a P99 regression is judged at the same load as the baseline, not at the controlled
-   P99 (which would only measure controller noise).
+0. **Probe** (optional, first). Before the search, hold the baseline's user count and measure
+   P99 there, so a P99 regression is judged at the same load as the baseline, not at the
+   controlled P99 (which would only measure controller noise). The probe is the check
+   window: the same warm-up, the same length and growth rule, from the same fresh start, so
+   a check run (below) and the baseline's probes are one procedure. Measured after a search,
+   on a warmed server, probes read P99 a few per cent lower and steadier than a check window
+   does, and the P99 gate then called unchanged builds slower (8 of 50 on the real demo).
 
 **Check mode** (``hold_users=N``): no search. After the warm-up, one measure window at ``N``
 users (the baseline's reference load, where its runs measured P99), kept so the whole run
@@ -43,8 +47,8 @@ The gated windows (measure, probe) grow, up to three times their length and neve
 last quarter of the time cap, while the 95 % interval of a figure they are judged on is wider
 than +-threshold/4: capacity for the measure window; P99 for the probe, and for a measure
 window that is recorded as the run's P99 (no probe asked) or is the probe (check mode).
-A probe asked at the operating load is a window of its own after the measure window: the
-measure window is kept because its P99 met the target, so its P99 is biased low.
+A probe asked at the operating load is a window of its own: the measure window is kept
+because its P99 met the target, so its P99 is biased low.
 
 Every level change is followed by a settle period (``settle_s`` or twice the last P99,
 whichever is longer) whose samples are discarded, so the transient is never measured.
@@ -311,6 +315,8 @@ class CapacitySearch:
             self.hold_users = max(1, int(self.hold_users))
             self.probe_users = self.hold_users  # the held window is the probe
             self.phase, self.users = "measure", self.hold_users
+        elif self.probe_users is not None:
+            self.phase, self.users = "probe", self.probe_users  # first, as a check window
 
     # -- decisions -----------------------------------------------------------------------
     @property
@@ -369,15 +375,14 @@ class CapacitySearch:
             return Step("confirm", self.users, settle, CONFIRM_MIN_SAMPLES, 1.0, 3.0)
         # Gated windows need enough samples for a P99 confidence interval.
         gated = max(s.min_samples, P99_CI_SAMPLES)
-        if self.phase == "measure" and self.check:
+        if self.phase == "probe" or (self.phase == "measure" and self.check):
             # A verdict in about CHECK_TOTAL_S: the window may grow for precision only as far
-            # as that (and the time cap, which run_search enforces) allows.
-            longest = max(s.measure_s, CHECK_TOTAL_S - settle)
-            return Step("measure", self.users, settle, gated, min(s.measure_s, longest), longest)
+            # as that (or 3 x probe_s, for slow endpoints) and the time cap allow. A recording
+            # run's probe is this same window, so both sides of the P99 gate are one procedure.
+            longest = max(s.measure_s, CHECK_TOTAL_S - settle, 3 * s.probe_s)
+            return Step(self.phase, self.users, settle, gated, s.measure_s, longest)
         if self.phase == "measure":
             return Step("measure", self.users, settle, gated, s.measure_s, 3 * s.measure_s)
-        if self.phase == "probe":
-            return Step("probe", self.users, settle, gated, s.probe_s, 3 * s.probe_s)
         raise AssertionError(f"unknown phase {self.phase}")
 
     def precise_enough(self, w: Samples, phase: str = "measure") -> bool:
@@ -408,8 +413,6 @@ class CapacitySearch:
             ci = quantile_ci(w.latency_ms, 0.99)
             if p99 is None or ci is None or p99 <= 0 or (ci[1] - ci[0]) / 2 / p99 > want:
                 return False
-            if phase == "probe":
-                return True
         rate, lo, hi = rate_ci(ok, w.start_s, w.stop_s, n_boot=PRECISION_BOOT)
         if not (math.isfinite(lo) and math.isfinite(hi)) or rate <= 0:
             return False
@@ -475,8 +478,8 @@ class CapacitySearch:
             decision = self._after_measure(w, level)
         elif step.phase == "probe":
             self.probe = w
-            decision = "probe measured"
-            self._finish("converged")
+            self.phase, self.users = "ramp", self.settings.min_users
+            decision = f"probe measured; search from {self.users}"
         if self.slo and w.requests:
             decision = f"{slo.attainment(w, self.settings).describe()}: {decision}"
         self.trajectory.append(
@@ -817,12 +820,6 @@ class CapacitySearch:
         self.measurement = w
         if level.users >= s.max_users and self.knee_users is None:
             self._note_bound(level.p99_ms, over_text)
-        if self.probe_users is not None:
-            # A window of its own even at the operating load: the measure window was kept
-            # *because* its P99 met the target, so at the highest load that does, its P99 is
-            # biased low (a check run's held window is not selected, and read +5 % above).
-            self.phase, self.users = "probe", self.probe_users
-            return f"measured; probe at {self.probe_users}"
         self._finish("converged")
         return "measured" + (" (bound: max_users)" if self.bound else "")
 
