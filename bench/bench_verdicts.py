@@ -10,9 +10,10 @@ or a 25 % P99 rise is caught in at least 49 of 50 runs (>= 98 %); each run withi
 gate's 30 s budget.
 
 Method, both parts. A baseline history of ``HISTORY`` runs is recorded the way
-``--mlload-update-baseline`` records it (no probe; :meth:`BaselineEntry.with_run`). Every later
-run probes P99 at the baseline's user count (``probe_users = entry.users``, as the plugin does)
-and is judged by :func:`pytest_mlload.gates.evaluate` with the default 10 % threshold.
+``--mlload-update-baseline`` records it (:meth:`BaselineEntry.with_run`). Every run after the
+first probes P99 at the baseline's user count first (``probe_users = entry.users``, as the
+plugin does), and so does every judged run; each is judged by
+:func:`pytest_mlload.gates.evaluate` with the default 10 % threshold.
 
 * An A/A run *fails* when any verdict is ``regression`` or ``inconclusive``, or when evaluate
   raises (e.g. :class:`~pytest_mlload.errors.Inconclusive` for a run that did not converge).
@@ -257,8 +258,9 @@ def same_load_line(outs: Sequence[Outcome]) -> str:
 
 
 def reasons(outs: Sequence[Outcome], limit: int = 3) -> list[str]:
-    """The first few messages of failing runs, for the diagnosis."""
-    return [o.reason for o in outs if o.failed and o.reason][:limit]
+    """The first few messages of failing runs, for the diagnosis: regressions first."""
+    failing = sorted((o for o in outs if o.failed and o.reason), key=lambda o: not o.caught)
+    return [o.reason for o in failing][:limit]
 
 
 # --------------------------------------------------------------------------- part 1: simulated
