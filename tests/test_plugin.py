@@ -196,7 +196,9 @@ def test_round_trip_missing_record_pass_then_regression(
     assert ep["capacity_rps"] == pytest.approx(res["capacity_rps"]) and ep["failures"] == 0
     assert ep["p99_ms"] == pytest.approx(res["p99_ms"])
     phases = [w["phase"] for w in res["trajectory"]]
-    assert phases[0] == "ramp" and "measure" in phases, phases
+    # with a baseline entry the run probes its reference load first (as a check run holds it)
+    assert phases[:2] == ["probe", "ramp"] and phases[-1] == "measure", phases
+    assert res["probe"]["users"] == run["users"]
     verdicts = {v["metric"]: v for v in rec["verdicts"]}
     assert {m: v["verdict"] for m, v in verdicts.items()} == {
         "capacity": "pass",
