@@ -95,6 +95,7 @@ def sim_case(case: KneeCase, seeds: int) -> list[Any]:
         f"{min(ratios):.3f}..{max(ratios):.3f}" + ("" if worst <= ACCURACY else " (!)")
         if ratios
         else "- (!)",
+        f"{sum(abs(x - 1) <= ACCURACY for x in ratios)}/{seeds}",
         " ".join(str(u) for u in sorted(set(users))) or "-",
         " ".join(sorted({str(k) for k in knees})) or "-",
         f"{over}" + ("" if over == 0 else " (!)"),
@@ -120,6 +121,7 @@ def part_sim(seeds: int) -> None:
                 "best rate meeting target (req/s at users)",
                 "capacity / best, median",
                 "min..max (target +-5 %)",
+                "within +-5 %",
                 "users chosen",
                 "knee reported",
                 "converged P99 > target",

@@ -405,7 +405,8 @@ def ratio_change(baseline: float, observed: float) -> float:
 
 # Between-run variance: the prior. CI runners differ by ~3 % (sd of log capacity / P99) from
 # one job to the next even for an unchanged build; a history of one or two runs cannot show
-# that, so it is assumed, weighing as much as the scatter of two runs.
+# that, so it is assumed, weighing as much as the scatter of three runs (two degrees of
+# freedom).
 SIGMA0 = 0.03
 NU0 = 2.0
 # Two-sided normal quantiles: the 95 % change interval and the 99 % "decidable" half-width.
@@ -470,8 +471,8 @@ def run_spread(
       zero it unless every run is equal ([200, 200, 200, 150, 250] gives 0.125, the MAD 0);
     * pooled with the prior: ``s**2 = (NU0 * SIGMA0**2 + (k - 1) * s_hat**2) / (NU0 + k - 1)``,
       ``SIGMA0 = 0.03`` (the 3 % sd CI runners show between jobs), ``NU0 = 2`` (the prior
-      weighs as much as two runs' scatter). One run gives ``s = 3 %``, and a long history
-      speaks for itself;
+      weighs as much as three runs' scatter: two degrees of freedom). One run gives
+      ``s = 3 %``, and a long history speaks for itself;
     * ``s`` is never below the runs' own within-window sd (``within_sds``, log scale, their
       median): a run cannot repeat more tightly than it measures.
     """

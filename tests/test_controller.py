@@ -280,6 +280,21 @@ def test_past_a_knee_the_capacity_is_the_best_rate_meeting_the_target(target, se
     assert highest > r.users  # the old answer (highest load under the target) was elsewhere
 
 
+@pytest.mark.parametrize("seed", [1, 10, 15])
+def test_a_ramp_step_over_a_heavy_tailed_peak_is_looked_inside(seed):
+    # Heavy tails (jitter 0.5): these seeds ramped 4 -> 16 or so, straight over the peak at 8,
+    # saw throughput grow a little and never fall clearly, and reported 0.65-0.68 of the best
+    # rate at 19-22 users. A step whose throughput grew less than the square root of its
+    # users' ratio bent in between: its geometric middle is measured, and shows the peak.
+    truth = best_rate(sweep(lambda: KNEE(seed=10_000, jitter=0.5), range(1, 41)), 300.0)
+    r, _ = search(KNEE(seed=seed, jitter=0.5), target_p99_ms=300.0, max_users=128)
+    assert r.status == "converged", r.reason
+    assert r.capacity_rps / truth.rps == pytest.approx(1.0, abs=0.05), (r.users, truth.users)
+    assert r.knee_users is not None and abs(r.knee_users - truth.users) <= 1
+    bent = [w for w in r.trajectory if "it bent in between" in w.decision]
+    assert len(bent) == 1 and "measure" in bent[0].decision
+
+
 @pytest.mark.parametrize("jitter", [0.1, 0.5])
 @pytest.mark.parametrize("seed", range(6))
 def test_without_a_knee_no_knee_is_reported_and_capacity_is_unchanged(jitter, seed):

@@ -20,7 +20,10 @@ failures with the time they took) is at or under ``T`` and its errors are under 
    level's (by more than 5 % and more than both windows' noise), the search stops climbing and
    bisects between the best level's measured neighbours for the peak (a few bounded steps):
    the operating point is the best throughput that meets the target, not the highest load
-   that does. ``knee_users`` and a note say where throughput falls.
+   that does. ``knee_users`` and a note say where throughput falls. A ramp step can jump over
+   the peak (x4 users, throughput up only x1.2): once per search, a step whose throughput
+   grew less than the square root of its users' ratio has its geometric middle measured.
+   Two long windows whose difference stays within noise are a plateau, not a fall.
 4. **Measure.** Hold the chosen level for a longer window (``measure_s``, extended until
    ``min_samples`` requests): that window *is* the operating point. Its successful-request
    throughput is the capacity. When its P99 is over ``T`` or its errors over the cap, the
@@ -300,6 +303,7 @@ class CapacitySearch:
     step_downs: int = 0
     knee_steps: int = 0
     confirms: int = 0
+    bend_checked: bool = False  # a bent ramp step's midpoint was measured (once per search)
     resume: tuple[str, int] | None = None
     slo_retries: int = 0  # SLO mode: longer re-measurements of an unresolved first level
     cold_retries: int = 0  # re-measurements of min_users after its window missed the target
@@ -620,8 +624,36 @@ class CapacitySearch:
                 f"({best.rps:.1f} -> {fell.rps:.1f} req/s at {fell.users}, within noise): "
                 f"measure {again.users} again"
             )
+        if evidence == "" and self.phase == "ramp" and (bend := self._bend()) is not None:
+            mid, text = bend
+            self.bend_checked = True
+            self.resume = (self.phase, self.users)
+            self.phase, self.users = "confirm", mid
+            return f"{decision}{sep}{text}: measure {mid} first"
         self.resume = None
         return decision
+
+    def _bend(self) -> tuple[int, str] | None:
+        """The midpoint of the last ramp step when throughput grew far less than the users.
+
+        A ramp step of x4 users that brings x1.2 throughput bent somewhere in between: the
+        server saturated there, or peaked and fell (a knee the two windows cannot show). One
+        window at the step's geometric middle tells them apart; once per search.
+        """
+        good = [x for x in self._pooled() if x.good]
+        if self.bend_checked or len(good) < 2:
+            return None
+        prev, top = good[-2], good[-1]
+        if top.users - prev.users < 3 or prev.rps <= 0 or top.rps <= 0:
+            return None
+        grew, more = top.rps / prev.rps, top.users / prev.users
+        if grew >= math.sqrt(more):
+            return None
+        mid = min(max(round(math.sqrt(top.users * prev.users)), prev.users + 1), top.users - 1)
+        return mid, (
+            f"throughput grew x{grew:.2f} for x{more:.1f} users ({prev.users} -> {top.users}): "
+            f"it bent in between"
+        )
 
     def _pooled(self) -> list[_Level]:
         """The search windows pooled per user count (repeat measurements of one load)."""
@@ -686,9 +718,12 @@ class CapacitySearch:
             return "", best, fell
         noise = KNEE_NOISE_Z * math.sqrt(best.rps_se**2 + fell.rps_se**2)
         # The best of several noisy levels reads high and the worst low: only levels measured
-        # again at length (fresh, unbiased windows) make the evidence clear.
-        measured = min(best.requests, fell.requests) >= CONFIRM_MIN_SAMPLES
-        return ("clear" if gap > noise and measured else "maybe"), best, fell
+        # again at length (fresh, unbiased windows) make the evidence clear. Two such levels
+        # still within noise are a plateau: re-measuring them would spend the confirmations
+        # a clearer fall further up needs.
+        if min(best.requests, fell.requests) < CONFIRM_MIN_SAMPLES:
+            return "maybe", best, fell
+        return ("clear" if gap > noise else ""), best, fell
 
     def _knee_next(self) -> str:
         """Golden-section step on the larger side between the best level and its neighbours.
