@@ -8,6 +8,13 @@ process passes real ones, the unit tests and benchmarks pass the simulated servi
 The search, for a P99 target ``T``. A level is *good* when its window's P99 (all requests,
 failures with the time they took) is at or under ``T`` and its errors are under the cap.
 
+0. **Probe** (optional, first). Before the search, hold the baseline's user count and measure
+   P99 there, so a P99 regression is judged at the same load as the baseline, not at the
+   controlled P99 (which would only measure controller noise). The probe is the check
+   window: the same warm-up, the same length and growth rule, from the same fresh start, so
+   a check run (below) and the baseline's probes are one procedure. Measured after a search,
+   on a warmed server, probes read P99 a few per cent lower and steadier than a check window
+   does, and the P99 gate then called unchanged builds slower (8 of 50 on the real demo).
 1. **Ramp.** Start at ``min_users`` and multiply the user count by 2 to 4 (by the headroom
    ``T / P99``) while levels stay good, up to ``max_users``. A first window over the target
    at ``min_users`` is measured once more before the target is called unreachable (a cold
@@ -29,13 +36,6 @@ failures with the time they took) is at or under ``T`` and its errors are under 
    throughput is the capacity. When its P99 is over ``T`` or its errors over the cap, the
    search steps down (about 10 % fewer users) and measures again, at most
    ``MAX_STEP_DOWNS`` times: a converged result's P99 is never above its target.
-0. **Probe** (optional, first). Before the search, hold the baseline's user count and measure
-   P99 there, so a P99 regression is judged at the same load as the baseline, not at the
-   controlled P99 (which would only measure controller noise). The probe is the check
-   window: the same warm-up, the same length and growth rule, from the same fresh start, so
-   a check run (below) and the baseline's probes are one procedure. Measured after a search,
-   on a warmed server, probes read P99 a few per cent lower and steadier than a check window
-   does, and the P99 gate then called unchanged builds slower (8 of 50 on the real demo).
 
 **Check mode** (``hold_users=N``): no search. After the warm-up, one measure window at ``N``
 users (the baseline's reference load, where its runs measured P99), kept so the whole run
@@ -46,10 +46,11 @@ that is the P99 gate's to judge, not a step down's.
 A search that ends at ``max_users`` still under the target reports ``bound="max_users"``: its
 capacity is only a lower bound.
 
-The gated windows (measure, probe) grow, up to three times their length and never into the
-last quarter of the time cap, while the 95 % interval of a figure they are judged on is wider
-than +-threshold/4: capacity for the measure window; P99 for the probe, and for a measure
-window that is recorded as the run's P99 (no probe asked) or is the probe (check mode).
+The gated windows grow, never into the last quarter of the time cap, while the 95 % interval
+of a figure they are judged on is wider than +-threshold/4: the measure window up to three
+times ``measure_s``, on its capacity (and its P99 when it is the run's P99 figure: no probe
+asked); the probe and the check window up to ``CHECK_TOTAL_S`` (or 3 x ``probe_s``), on
+their P99 and throughput.
 A probe asked at the operating load is a window of its own: the measure window is kept
 because its P99 met the target, so its P99 is biased low.
 
