@@ -209,7 +209,7 @@ def test_check_mode_compares_throughput_at_the_held_load() -> None:
     assert entry.users == 16
     assert [r.extra.probe.rps for r in entry.runs[1:]] == [150.0] * 4  # type: ignore[union-attr]
     values, _ = gates._rate_at(entry, 16, goodput=False)
-    assert values == [150.0] * 5
+    assert values == [150.0] * 4  # four runs probed 16 users: their probes alone
 
     held = dataclasses.replace(
         result(cap=150.0, users=16, probe_p99=80.0, probe_users=16), check=True
@@ -226,6 +226,30 @@ def test_check_mode_compares_throughput_at_the_held_load() -> None:
     assert gates._rate_at(entry, 18, goodput=False) == ([], [])
     other = dataclasses.replace(held, users=18)
     assert judge(other, entry)["capacity"].baseline == pytest.approx(200.0)
+
+
+def test_once_two_runs_probed_the_load_probes_alone_are_the_throughput_reference() -> None:
+    """Three runs operated at 20 users after a search, on a warmed server, at 200 req/s; each
+    first probed 20 users from a fresh start, as a check run holds it, at 184-186 req/s. An
+    unchanged check run reading 172 req/s is -7 % on the probes, a pass at 10 %; against the
+    warmed operating windows it would read -14 %, a false regression (MLServer did this)."""
+
+    def probed(cap: float, rps: float) -> CapacityResult:
+        r = result(cap=cap, users=20)
+        assert r.probe is not None
+        return dataclasses.replace(r, probe=dataclasses.replace(r.probe, requests=round(rps * 10)))
+
+    entry = history([probed(200.0, rps) for rps in (184.0, 186.0, 185.0)], probes=[True] * 3)
+    values, cis = gates._rate_at(entry, 20, goodput=False)
+    assert values == [184.0, 186.0, 185.0] and cis == [None] * 3
+    held = dataclasses.replace(result(cap=172.0, users=20), check=True)
+    v = judge(held, entry)["capacity"]
+    assert v.baseline == pytest.approx(185.0) and v.verdict == "pass", v.message
+    # probes keep no goodput: in SLO mode the operating points stay the reference
+    assert gates._rate_at(entry, 20, goodput=True)[0] == [200.0] * 3
+    # one probe is not yet a reference of its own
+    one = history([result(cap=200.0, users=20), probed(200.0, 185.0)], probes=[False, True])
+    assert gates._rate_at(one, 20, goodput=False)[0] == [200.0, 200.0]
 
 
 # --------------------------------------------------------------------------- error ratio

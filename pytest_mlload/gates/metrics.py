@@ -459,6 +459,11 @@ def evaluate(
     return _noted(verdicts, note, part)
 
 
+def _probes_at(entry: BaselineEntry, users: int) -> list[Any]:
+    """The probe windows of the baseline's runs that probed ``users`` while recording."""
+    return [pr for r in entry.runs if (pr := r.extra.probe) is not None and pr.users == users]
+
+
 def _p99_at(entry: BaselineEntry, users: int) -> tuple[list[float], list[Any]]:
     """Baseline P99 values (and their intervals) at ``users``, one figure per run: the probes
     of runs that probed there while recording, and, while fewer than ``MIN_PROBES`` did, the
@@ -469,7 +474,7 @@ def _p99_at(entry: BaselineEntry, users: int) -> tuple[list[float], list[Any]]:
     kept because its P99 met the target. Mixing the two widens the spread and biases the
     centre low, so once a baseline has enough probes they alone are the reference.
     """
-    probes = [pr for r in entry.runs if (pr := r.extra.probe) is not None and pr.users == users]
+    probes = _probes_at(entry, users)
     if len(probes) >= MIN_PROBES:
         return [pr.p99_ms for pr in probes], [pr.p99_ci for pr in probes]
     values: list[float] = []
@@ -489,14 +494,19 @@ def _p99_at(entry: BaselineEntry, users: int) -> tuple[list[float], list[Any]]:
 
 def _rate_at(entry: BaselineEntry, users: int, *, goodput: bool) -> tuple[list[float], list[Any]]:
     """Baseline throughput (successful requests/s; goodput in SLO mode) at ``users``, one
-    figure per run: its operating point when that was there (the longer window, with an
-    interval; unlike its P99, its throughput was not what kept it), else its probe window
-    there. Probes keep no goodput, so in SLO mode only operating points count.
+    figure per run, chosen as :func:`_p99_at` chooses: the probes' rates once ``MIN_PROBES``
+    runs probed there (a probe is the window a check run holds; an operating point after a
+    search reads a warmed server), else each run's operating point when that was there (the
+    longer window, with an interval), or its probe window there. Probes keep no goodput, so in
+    SLO mode only operating points count.
 
     Check mode holds the reference load, which need not be a run's operating point: on a
     server that is not saturated there, comparing with capacities measured at higher loads
     would call an unchanged build slower.
     """
+    rates = [pr.rps for pr in _probes_at(entry, users) if pr.rps is not None]
+    if not goodput and len(rates) >= MIN_PROBES:
+        return rates, [None] * len(rates)  # a probe keeps no throughput interval
     values: list[float] = []
     cis: list[Any] = []
     for r in entry.runs:
