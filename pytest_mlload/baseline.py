@@ -272,6 +272,8 @@ class StoredP99:
     rps: float | None = None
     """Successful requests/s of the probe window: the baseline's throughput at ``users``,
     which check mode (holding that load) is compared with. None in older baselines."""
+    rps_ci: tuple[float, float] | None = None
+    """Its 95 % interval (None in older baselines)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -369,6 +371,7 @@ class RunExtras:
                 p99_ms=_sig4(pr.p99_ms),
                 p99_ci=_sig_pair(pr.p99_ci),
                 rps=_sig4((pr.requests - pr.failures) / pr.duration_s) if pr.duration_s else None,
+                rps_ci=rounded_interval("capacity_ci_rps", pr.rps_ci),
             )
         w = r.open_loop.window if r.open_loop else None
         if r.open_loop is not None and w is not None and w.p99_ms is not None:
@@ -409,6 +412,8 @@ class RunExtras:
                 d["probe"]["p99_ci"] = list(self.probe.p99_ci)
             if self.probe.rps is not None:
                 d["probe"]["rps"] = self.probe.rps
+            if self.probe.rps_ci:
+                d["probe"]["rps_ci"] = list(self.probe.rps_ci)
         if self.open_loop is not None:
             ol = self.open_loop
             d["open_loop"] = {"rate_rps": ol.rate_rps, "p50_ms": ol.p50_ms, "p99_ms": ol.p99_ms}
@@ -445,7 +450,7 @@ class RunExtras:
             raise _Invalid(_join(where, "hpa"), f"expected a mapping, got {_describe(hpa)}")
         return cls(
             rate_limit_rps=_positive(d, "rate_limit_rps", where) if "rate_limit_rps" in d else None,
-            probe=_stored_p99(d, "probe", where, ("users", "p99_ms", "p99_ci", "rps")),
+            probe=_stored_p99(d, "probe", where, ("users", "p99_ms", "p99_ci", "rps", "rps_ci")),
             open_loop=_stored_p99(
                 d, "open_loop", where, ("rate_rps", "p50_ms", "p99_ms", "p99_ci")
             ),
@@ -536,6 +541,7 @@ def _stored_p99(
         rate_rps=_positive(raw, "rate_rps", here) if "rate_rps" in allowed else None,
         p50_ms=_number(raw, "p50_ms", here, optional=True) if "p50_ms" in raw else None,
         rps=_number(raw, "rps", here, optional=True) if "rps" in raw else None,
+        rps_ci=_interval(raw, "rps_ci", here),
     )
 
 

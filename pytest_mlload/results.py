@@ -258,6 +258,8 @@ class ProbeResult:
     failures: int
     duration_s: float
     p99_ci: tuple[float, float] | None = None
+    rps_ci: tuple[float, float] | None = None
+    """95 % interval of the window's successful requests/s (as the capacity's interval)."""
     stream: StreamResult | None = None
     """TTFT, TPOT and SLO attainment at this load, for a streaming target."""
 
@@ -266,6 +268,7 @@ class ProbeResult:
         """Rebuild from :meth:`to_dict` output."""
         kw = {k: d.get(k) for k in cls.__dataclass_fields__}
         kw["p99_ci"] = _pair(d.get("p99_ci"))
+        kw["rps_ci"] = _pair(d.get("rps_ci"))
         kw["stream"] = _stream_from(d.get("stream"))
         return cls(**kw)  # type: ignore[arg-type]
 

@@ -134,6 +134,7 @@ def with_extras(result: CapacityResult) -> CapacityResult:
             failures=0,
             duration_s=3.0,
             p99_ci=(80.0, 95.55555),
+            rps_ci=(128.2222, 138.7777),
         ),
         open_loop=OpenLoopResult(
             rate_rps=155.9, window=window(155.9, 71.23456, p99_ci=(65.0, 80.0)), peak_workers=9
@@ -170,7 +171,9 @@ def test_round_trip_keeps_every_field(tmp_path: Path) -> None:
     # the typed extras, rounded to 4 significant digits (intervals like their figure)
     assert run.extra == RunExtras(
         rate_limit_rps=146.7,
-        probe=StoredP99(users=10, p99_ms=88.12, p99_ci=(80.0, 95.56), rps=133.3),
+        probe=StoredP99(
+            users=10, p99_ms=88.12, p99_ci=(80.0, 95.56), rps=133.3, rps_ci=(128.22, 138.78)
+        ),
         open_loop=StoredP99(rate_rps=155.9, p50_ms=35.62, p99_ms=71.23, p99_ci=(65.0, 80.0)),
         spike=StoredSpike(
             target_rps=400.0, p99_ms=97.3, p99_ci=None, error_ratio=0.0012, recovery_s=1.235
@@ -180,8 +183,15 @@ def test_round_trip_keeps_every_field(tmp_path: Path) -> None:
     )
     assert loaded[KEY].latest.extra == run.extra
     stored = yaml.safe_load(store.path.read_text())["tests"][KEY]["runs"][0]["extra"]
-    # the probe's throughput (400 successes in 3 s): check mode compares at that load
-    assert stored["probe"] == {"users": 10, "p99_ms": 88.12, "p99_ci": [80.0, 95.56], "rps": 133.3}
+    # the probe's throughput (400 successes in 3 s), with its interval: check mode compares
+    # at that load
+    assert stored["probe"] == {
+        "users": 10,
+        "p99_ms": 88.12,
+        "p99_ci": [80.0, 95.56],
+        "rps": 133.3,
+        "rps_ci": [128.22, 138.78],
+    }
     assert stored["rate_limit_rps"] == 146.7
     assert entry.settings == SETTINGS.comparable()
     assert entry.fingerprint == FP

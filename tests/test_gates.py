@@ -237,11 +237,17 @@ def test_once_two_runs_probed_the_load_probes_alone_are_the_throughput_reference
     def probed(cap: float, rps: float) -> CapacityResult:
         r = result(cap=cap, users=20)
         assert r.probe is not None
-        return dataclasses.replace(r, probe=dataclasses.replace(r.probe, requests=round(rps * 10)))
+        probe = dataclasses.replace(r.probe, requests=round(rps * 10), rps_ci=(rps - 4, rps + 4))
+        return dataclasses.replace(r, probe=probe)
 
     entry = history([probed(200.0, rps) for rps in (184.0, 186.0, 185.0)], probes=[True] * 3)
     values, cis = gates._rate_at(entry, 20, goodput=False)
-    assert values == [184.0, 186.0, 185.0] and cis == [None] * 3
+    # with their own intervals: the check window's noise is then not counted twice
+    assert values == [184.0, 186.0, 185.0] and cis == [
+        (180.0, 188.0),
+        (182.0, 190.0),
+        (181.0, 189.0),
+    ]
     held = dataclasses.replace(result(cap=172.0, users=20), check=True)
     v = judge(held, entry)["capacity"]
     assert v.baseline == pytest.approx(185.0) and v.verdict == "pass", v.message

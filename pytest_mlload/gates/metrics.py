@@ -504,9 +504,9 @@ def _rate_at(entry: BaselineEntry, users: int, *, goodput: bool) -> tuple[list[f
     server that is not saturated there, comparing with capacities measured at higher loads
     would call an unchanged build slower.
     """
-    rates = [pr.rps for pr in _probes_at(entry, users) if pr.rps is not None]
-    if not goodput and len(rates) >= MIN_PROBES:
-        return rates, [None] * len(rates)  # a probe keeps no throughput interval
+    rated = [pr for pr in _probes_at(entry, users) if pr.rps is not None]
+    if not goodput and len(rated) >= MIN_PROBES:
+        return [pr.rps for pr in rated], [pr.rps_ci for pr in rated]
     values: list[float] = []
     cis: list[Any] = []
     for r in entry.runs:
@@ -516,7 +516,7 @@ def _rate_at(entry: BaselineEntry, users: int, *, goodput: bool) -> tuple[list[f
             cis.append(r.capacity_ci_rps)
         elif pr is not None and pr.users == users and pr.rps is not None and not goodput:
             values.append(pr.rps)
-            cis.append(None)  # a probe keeps no throughput interval
+            cis.append(pr.rps_ci)  # None in baselines older than its interval
     return values, cis
 
 

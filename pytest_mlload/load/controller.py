@@ -1179,6 +1179,7 @@ def _probe_result(search: CapacitySearch) -> ProbeResult | None:
         failures=pw.failures,
         duration_s=pw.duration_s,
         p99_ci=_ci(quantile_ci(pw.latency_ms, 0.99)) if pw.requests else None,
+        rps_ci=_ci(rate_ci(pw.end_s[pw.ok], pw.start_s, pw.stop_s)[1:]) if pw.successes else None,
         stream=slo.stream_result(pw, search.settings),
     )
 
