@@ -689,6 +689,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="A/A and slowed runs in check mode (hold the baseline's users)",
     )
     p.add_argument("--targets", default="", help="MODEL=MS,... instead of the first sweep")
+    p.add_argument(
+        "--threshold", type=float, default=0.10, help="the gates' threshold (0.10, the default)"
+    )
     p.add_argument("--venv", default=DEFAULT_VENV, help=f"MLServer's venv ({DEFAULT_VENV})")
     p.add_argument(
         "--max-duration",
@@ -699,14 +702,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.quick:
         args.runs, args.slow_runs = min(args.runs, 2), min(args.slow_runs, 1)
-    if args.history < 1 or args.runs < 0 or args.slow_runs < 0:
-        raise BenchError("--history must be >= 1, --runs and --slow-runs >= 0")
+    if args.history < 1 or args.runs < 0 or args.slow_runs < 0 or not 0 < args.threshold < 1:
+        raise BenchError(
+            "--history must be >= 1, --runs and --slow-runs >= 0, --threshold in (0, 1)"
+        )
     stop_on_sigterm()
     t0 = time.monotonic()
     header(
         f"bench_mlserver: MLServer + scikit-learn, {args.history} baseline + {args.runs} "
         f"A/A (parallel_workers {args.workers}) + {args.slow_runs} slowed ({slow_label(args)}) "
-        f"runs, each on a fresh server start" + (", check mode" if args.check else "")
+        f"runs, each on a fresh server start"
+        + (", check mode" if args.check else "")
+        + f", threshold {args.threshold:g}"
     )
     versions = ensure_venv(args.venv)
     say(f"venv {args.venv}: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
@@ -751,7 +758,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     + " to reuse)"
                 )
             settings = {
-                m: RunSettings(target_p99_ms=t, max_duration_s=args.max_duration)
+                m: RunSettings(
+                    target_p99_ms=t, max_duration_s=args.max_duration, threshold=args.threshold
+                )
                 for m, t in targets.items()
             }
             entries: dict[str, BaselineEntry] = {}

@@ -96,6 +96,9 @@ def test_the_probe_comes_first_and_is_the_window_a_check_run_holds():
     assert (probe.start_s, probe.end_s, probe.requests) == (held.start_s, held.end_s, held.requests)
     assert r.probe is not None and check.probe is not None
     assert (r.probe.p99_ms, r.probe.requests) == (check.probe.p99_ms, check.probe.requests)
+    # its throughput interval is the check window's capacity interval: check mode compares
+    # like with like, each side's window noise known
+    assert r.probe.rps_ci is not None and r.probe.rps_ci == check.capacity_ci
     # ...then the search runs from min_users to a measure window of its own, at the same load
     assert r.converged and r.trajectory[1].users == 1 and r.trajectory[1].phase == "ramp"
     measure = r.trajectory[-1]
