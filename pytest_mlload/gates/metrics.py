@@ -57,7 +57,8 @@ from pytest_mlload.stats import (
 
 __all__ = ["Verdict", "check_no_regression", "error_verdict", "evaluate", "rate_limit_verdicts"]
 
-MIN_PROBES = 2  # probes at the reference load that make the P99 reference on their own
+# probes at the reference load that make the P99 and held-load throughput references alone
+MIN_PROBES = 2
 UPDATE_HINT = "rerun with --mlload-update-baseline if this change is intended"
 RECOVERY_STEP_S = 0.25  # the recovery scan's resolution (openloop.recovery_time_s)
 # A rise in error ratio smaller than this fraction of the error cap is not worth failing a
