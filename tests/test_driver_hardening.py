@@ -198,7 +198,7 @@ def start_parent(
     return subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(code)],
         stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,  # unmarked lines: events_until skips them, driver_of shows them
         text=True,
     )
 
@@ -235,9 +235,23 @@ def driver_of(parent: subprocess.Popen[str], events: list[dict[str, Any]]) -> in
     pid = next(e["pid"] for e in events if e["event"] == "started")
     state, ppid = (proc_stat(pid) or ["gone", "?"])[:2]
     seen = [e.get("phase", e["event"]) for e in events]
-    assert state not in ("gone", "Z", "X"), f"driver {pid} is {state} after events {seen}"
+    if state in ("gone", "Z", "X"):
+        raise AssertionError(
+            f"driver {pid} is {state} after events {seen}; the parent's output after them "
+            f"(its engine's error carries the driver's stderr tail):\n{rest_of(parent)}"
+        )
     assert int(ppid) == parent.pid, f"driver {pid} has parent {ppid}, not {parent.pid}"
     return pid
+
+
+def rest_of(parent: subprocess.Popen[str], wait_s: float = 30.0) -> str:
+    """What ``parent`` prints until it exits (killed after ``wait_s``): its last 4000 chars."""
+    try:
+        parent.wait(wait_s)
+    except subprocess.TimeoutExpired:
+        parent.kill()
+        parent.wait(5)
+    return parent.stdout.read()[-4000:] if parent.stdout else ""
 
 
 def seconds_until_gone(pid: int, bound_s: float) -> float:
