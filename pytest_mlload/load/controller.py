@@ -1159,9 +1159,7 @@ def _measurement_figures(search: CapacitySearch) -> _Measured:
         stop_s=w.stop_s,
         # every request's latency, in completion order (the interval accounts for dependence)
         p99_ci=_ci(quantile_ci(w.latency_ms, 0.99)) if w.requests else None,
-        capacity_ci=(
-            _ci(rate_ci(good.end_s[good.ok], w.start_s, w.stop_s)[1:]) if good.successes else None
-        ),
+        capacity_ci=_rate_interval(good, w),
     )
 
 
@@ -1179,9 +1177,17 @@ def _probe_result(search: CapacitySearch) -> ProbeResult | None:
         failures=pw.failures,
         duration_s=pw.duration_s,
         p99_ci=_ci(quantile_ci(pw.latency_ms, 0.99)) if pw.requests else None,
-        rps_ci=_ci(rate_ci(pw.end_s[pw.ok], pw.start_s, pw.stop_s)[1:]) if pw.successes else None,
+        rps_ci=_rate_interval(pw, pw),
         stream=slo.stream_result(pw, search.settings),
     )
+
+
+def _rate_interval(counted: Samples, w: Samples) -> tuple[float, float] | None:
+    """95 % interval of the successful requests/s of ``counted`` over window ``w``'s span
+    (``counted`` is ``w`` itself, or its SLO-conforming view)."""
+    if not counted.successes:
+        return None
+    return _ci(rate_ci(counted.end_s[counted.ok], w.start_s, w.stop_s)[1:])
 
 
 def _ci(pair: tuple[float, float] | None) -> tuple[float, float] | None:
