@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 from plugin_support import alive, proc_stat
 
+from pytest_mlload._io import stop_process
 from pytest_mlload.config import RunSettings
 from pytest_mlload.errors import UserCodeError
 from pytest_mlload.load.engine import exclusive_load, run_capacity
@@ -168,9 +169,7 @@ def parent_process(
     try:
         yield proc
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(5)
+        stop_process(proc)
         if proc.stdout:
             proc.stdout.close()
 
@@ -245,12 +244,10 @@ def driver_of(parent: subprocess.Popen[str], events: list[dict[str, Any]]) -> in
 
 
 def rest_of(parent: subprocess.Popen[str], wait_s: float = 30.0) -> str:
-    """What ``parent`` prints until it exits (killed after ``wait_s``): its last 4000 chars."""
-    try:
+    """What ``parent`` prints until it exits (stopped after ``wait_s``): its last 4000 chars."""
+    with contextlib.suppress(subprocess.TimeoutExpired):
         parent.wait(wait_s)
-    except subprocess.TimeoutExpired:
-        parent.kill()
-        parent.wait(5)
+    stop_process(parent)
     return parent.stdout.read()[-4000:] if parent.stdout else ""
 
 
@@ -326,9 +323,7 @@ def test_driver_exits_within_a_second_when_its_stdin_closes(demo: DemoServerProc
             code = proc.wait(10)
             gone_s = time.monotonic() - t0
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(5)
+            stop_process(proc)
             proc.stdout.close()  # type: ignore[union-attr]
     print(f"\nMEASURED stdin closed: driver exited {code} after {gone_s:.3f} s")
     assert gone_s < 1.0 and code == 3, (gone_s, code)
