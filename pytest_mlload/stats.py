@@ -597,7 +597,10 @@ def undecidable_reason(
     more = (
         "record at least one more baseline run (--mlload-update-baseline appends)"
         if runs == 1
-        else "record more baseline runs (--mlload-update-baseline appends)"
+        else (
+            "record more baseline runs (--mlload-update-baseline appends, keeping the newest "
+            "--mlload-history runs: 5 unless raised)"
+        )
     )
     return (
         f"{who} cannot decide a {t} threshold; the smallest it can decide is {d}: "
