@@ -43,7 +43,8 @@ inflates latency).
 noise of 0 %, 3 % and 5 % on the service time (every run, baseline runs too, draws its own
 multiplier, as CI runners differ from one job to the next) and a heavy-tailed service (jitter
 sigma 0.5), each judged after a full search and in check mode. Run ``i`` gets a fresh baseline
-of ``HISTORY`` full searches (seeds ``20_000 + 10 i ...``); the A/A run and the slowed run
+of ``--history`` full searches (default 5, the plugin's ``--mlload-history``; seeds
+``20_000 + s i ...``, ``s = max(10, 2 x history)``); the A/A run and the slowed run
 (service time x 1.25) of that index are judged against it, by a full search and by a check run
 (``hold_users = probe_users = entry.users``). Every converged full search (baseline runs
 included) is also checked for a measured P99 above its target.
@@ -136,7 +137,10 @@ def judge(result: CapacityResult, entry: BaselineEntry, settings: RunSettings) -
 
 
 def record(
-    entry: BaselineEntry | None, result: CapacityResult, settings: RunSettings
+    entry: BaselineEntry | None,
+    result: CapacityResult,
+    settings: RunSettings,
+    history: int = HISTORY,
 ) -> BaselineEntry:
     """Append ``result`` to the history as ``--mlload-update-baseline`` does.
 
@@ -149,7 +153,7 @@ def record(
         raise BenchError(f"baseline run did not converge: {result.reason}")
     if entry is None:
         return BaselineEntry.from_result(KEY, result, settings, FINGERPRINT)
-    return entry.with_run(BaselineRun.from_result(result), settings, FINGERPRINT, HISTORY)
+    return entry.with_run(BaselineRun.from_result(result), settings, FINGERPRINT, history)
 
 
 def reference_load(entry: BaselineEntry | None) -> int | None:
@@ -369,6 +373,7 @@ def part_sim(
     noise_n: int = 0,
     noise_only: bool = False,
     threshold: float = 0.10,
+    history: int = HISTORY,
 ) -> None:
     """The simulated part, holding the machine-wide load lock.
 
@@ -388,7 +393,7 @@ def part_sim(
             _part_sim(n, fresh_too=fresh_too)
             say()
         if noise_n:
-            part_noise(noise_n, threshold)
+            part_noise(noise_n, threshold, history)
     say(f"({note})")
 
 
@@ -508,22 +513,30 @@ class NoiseTally:
                 self.over_target.append(f"{label}: P99 {r.p99_ms:.1f} > {r.target_p99_ms:g} ms")
 
 
-def noise_case(case: NoiseCase, n: int, threshold: float) -> NoiseTally:
+def noise_case(case: NoiseCase, n: int, threshold: float, history: int) -> NoiseTally:
+    """``n`` (A/A, slowed) pairs, each judged against a fresh baseline of ``history`` runs.
+
+    Baseline ``i`` tries seeds ``20_000 + stride i ...`` (``stride`` = ``max(10, 2 history)``
+    seeds, so the default 5 runs keep the seeds they always had).
+    """
     settings = RunSettings(target_p99_ms=case.target_p99_ms, max_users=128, threshold=threshold)
     tally = NoiseTally()
+    stride = max(10, 2 * history)
     for i in range(n):
         entry: BaselineEntry | None = None
         kept = 0
-        for seed in range(20_000 + 10 * i, 20_000 + 10 * i + 10):
+        for seed in range(20_000 + stride * i, 20_000 + stride * (i + 1)):
             r = noise_run(case, seed, settings, probe=reference_load(entry))
             tally.check_p99(r, f"baseline seed {seed}")
             if r.converged:
-                entry = record(entry, r, settings)
+                entry = record(entry, r, settings, history)
                 kept += 1
-                if kept == HISTORY:
+                if kept == history:
                     break
-        if entry is None or kept < HISTORY:
-            raise BenchError(f"{case.name}: fewer than {HISTORY} of 10 baseline runs converged")
+        if entry is None or kept < history:
+            raise BenchError(
+                f"{case.name}: fewer than {history} of {stride} baseline runs converged"
+            )
         u = entry.users
         for kind, slowdown, seed in (("A/A", 1.0, 1_000 + i), ("x1.25", SLOWDOWN, 5_000 + i)):
             full = noise_run(case, seed, settings, slowdown=slowdown, probe=u)
@@ -566,10 +579,10 @@ def best_possible(noise: float, history: int, n_draws: int = 200_000) -> tuple[f
     return 50 * float(false[i]), 50 * float(missed[i])
 
 
-def part_noise(n: int, threshold: float) -> None:
+def part_noise(n: int, threshold: float, history: int = HISTORY) -> None:
     header(
         f"bench_verdicts --sim, issue 9: run-to-run noise and check mode, {n} runs per case, "
-        f"fresh baseline of {HISTORY} per run, threshold {threshold:.0%}"
+        f"fresh baseline of {history} per run, threshold {threshold:.0%}"
     )
     say(
         "Targets: A/A false regressions <= 1/50 (and no failure: inconclusive counted apart), "
@@ -579,7 +592,7 @@ def part_noise(n: int, threshold: float) -> None:
     rows, p99_rows, notes = [], [], []
     t0 = time.perf_counter()
     for case in NOISE_CASES:
-        tally = noise_case(case, n, threshold)
+        tally = noise_case(case, n, threshold, history)
         for mode in ("full", "check"):
             aa = tally.outs[(mode, "A/A")]
             slow = tally.outs[(mode, "x1.25")]
@@ -627,7 +640,7 @@ def part_noise(n: int, threshold: float) -> None:
     say()
     bound_rows = []
     for case in NOISE_CASES:
-        runs = (HISTORY, 2 * HISTORY)
+        runs = (history, 2 * history)
         cells = [f"{f:.2f} / {m:.2f}" for f, m in (best_possible(case.noise, k) for k in runs)]
         bound_rows.append([case.name, *cells])
     say(
@@ -638,8 +651,8 @@ def part_noise(n: int, threshold: float) -> None:
         table(
             [
                 "case",
-                f"{HISTORY} baseline runs",
-                f"{2 * HISTORY} baseline runs",
+                f"{history} baseline runs",
+                f"{2 * history} baseline runs",
             ],
             bound_rows,
         )
@@ -754,20 +767,25 @@ def trajectory(r: CapacityResult) -> str:
 
 
 def real_baseline(
-    task: type, url: str, settings: RunSettings, jittered: Callable[[float], None], block: int
+    task: type,
+    url: str,
+    settings: RunSettings,
+    jittered: Callable[[float], None],
+    block: int,
+    history: int,
 ) -> tuple[BaselineEntry, list[Outcome]]:
-    """A fresh baseline of ``HISTORY`` full-search runs (each draws its own service time)."""
+    """A fresh baseline of ``history`` full-search runs (each draws its own service time)."""
     entry: BaselineEntry | None = None
     base: list[Outcome] = []
-    for i in range(HISTORY):
+    for i in range(history):
         jittered(1.0)
         r, wall, waited, err = real_run(task, url, settings, reference_load(entry))
         if r is None:
             raise BenchError(f"baseline run {i + 1} of block {block} failed: {err}")
-        entry = record(entry, r, settings)
+        entry = record(entry, r, settings, history)
         o = Outcome({"baseline": "recorded"}, r, seconds=wall, lock_wait_s=waited)
         base.append(o)
-        say(f"  block {block} baseline {i + 1}/{HISTORY}: {describe(o)}")
+        say(f"  block {block} baseline {i + 1}/{history}: {describe(o)}")
     assert entry is not None
     say(
         f"  block {block} baseline: capacity {[x.capacity_rps for x in entry.runs]} req/s, "
@@ -784,6 +802,7 @@ def part_real(
     *,
     modes: Sequence[str] = ("full", "check"),
     block_runs: int = 10,
+    history: int = HISTORY,
     seed: int = 9,
 ) -> None:
     """``runs`` A/A and slowed runs per mode; a fresh baseline every ``block_runs`` runs, so
@@ -798,7 +817,7 @@ def part_real(
         f"bench_verdicts --real: demo {cfg_name} ms ({cfg.nominal_rps:.0f} req/s nominal), "
         f"target P99 {cfg.target_p99_ms:g} ms, service time x lognormal(0, {jitter:g}) drawn "
         f"per run; {runs} x (A/A, slowdown {SLOWDOWN}) in {' and '.join(modes)} mode, "
-        f"{blocks} fresh baseline(s) of {HISTORY} runs ({block_runs} judged runs each)"
+        f"{blocks} fresh baseline(s) of {history} runs ({block_runs} judged runs each)"
     )
     rng = np.random.default_rng(seed)
 
@@ -817,7 +836,7 @@ def part_real(
         for i in range(runs):
             if i % block_runs == 0:
                 entry, recorded = real_baseline(
-                    seed_tasks.GetWork, server.url, settings, jittered, i // block_runs + 1
+                    seed_tasks.GetWork, server.url, settings, jittered, i // block_runs + 1, history
                 )
                 base += recorded
             for mode in modes:
@@ -910,11 +929,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--block-runs", type=int, default=10, help="--real: judged runs per fresh baseline"
     )
     p.add_argument(
+        "--history",
+        type=int,
+        default=HISTORY,
+        help=f"baseline runs per fresh baseline (--sim noise tables, --real; {HISTORY}, as "
+        "--mlload-history's default)",
+    )
+    p.add_argument(
         "--quick",
         action="store_true",
         help="smoke: 50 simulated runs per case, fixed baseline only",
     )
     args = p.parse_args(argv)
+    if args.history < 1:
+        p.error(f"--history takes an integer >= 1, got {args.history}")
     if not (args.sim or args.real):
         args.sim = True
     parts: list[Callable[[], None]] = []
@@ -928,6 +956,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 noise_n=noise_n,
                 noise_only=args.noise_only,
                 threshold=args.threshold,
+                history=args.history,
             )
         )
     if args.real:
@@ -936,7 +965,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             p.error(f"--modes takes full and/or check, got {args.modes!r}")
         parts.append(
             lambda: part_real(
-                args.config, args.runs, args.jitter, modes=modes, block_runs=args.block_runs
+                args.config,
+                args.runs,
+                args.jitter,
+                modes=modes,
+                block_runs=args.block_runs,
+                history=args.history,
             )
         )
     try:
