@@ -44,7 +44,7 @@ from typing import Any
 import yaml
 
 from pytest_mlload._io import atomic_write, timed_lock
-from pytest_mlload.config import RunSettings
+from pytest_mlload.config import DEFAULT_HISTORY, RunSettings
 from pytest_mlload.errors import BaselineError
 from pytest_mlload.results import CapacityResult, StreamResult
 
@@ -1160,7 +1160,9 @@ class BaselineStore:
     with their process, so a leftover lock file never blocks anyone.
     """
 
-    def __init__(self, path: Path, *, history: int = 5, lock_timeout_s: float = 30.0) -> None:
+    def __init__(
+        self, path: Path, *, history: int = DEFAULT_HISTORY, lock_timeout_s: float = 30.0
+    ) -> None:
         if not isinstance(history, int) or isinstance(history, bool) or history < 1:
             raise ValueError(f"history must be an integer >= 1, got {history!r}")
         if not (_is_number(lock_timeout_s) and lock_timeout_s >= 0):

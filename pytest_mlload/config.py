@@ -36,6 +36,13 @@ MAX_USERS_LIMIT = 10_000
 MAX_SPIKE_RPS = 100_000.0
 MAX_SPIKE_ARRIVALS = 1_000_000  # spike_target_rps x spike_duration_s (arrival schedule size)
 MAX_WORKERS = 256
+# Recorded runs kept per baseline entry unless --mlload-history says otherwise. Ten, not five:
+# a setup's run-to-run spread is estimated from these runs, and on noisy servers five decide
+# too little (bench/README.md: on a heavy-tailed simulated service 49 of 50 slowdowns caught
+# in both modes from 10 runs, 48 and 47 from 5; on MLServer, 5-run histories made false
+# regressions in three of four series where 10-run histories made none). A baseline with
+# fewer runs works as before: this only caps how many are kept.
+DEFAULT_HISTORY = 10
 
 
 def parse_bool(value: Any) -> bool:

@@ -599,7 +599,7 @@ def undecidable_reason(
         if runs == 1
         else (
             "record more baseline runs (--mlload-update-baseline appends, keeping the newest "
-            "--mlload-history runs: 5 unless raised)"
+            "--mlload-history runs)"
         )
     )
     return (

@@ -334,6 +334,18 @@ def test_history_keeps_last_n_and_aggregates_are_medians(tmp_path: Path) -> None
     assert store.load()[KEY] == entry
 
 
+def test_by_default_the_newest_ten_runs_are_kept(tmp_path: Path) -> None:
+    """Ten, so that a nightly --mlload-update-baseline builds the history the gate's
+    "record more baseline runs" asks for without a --mlload-history of its own."""
+    store = store_at(tmp_path)
+    for i in range(12):
+        entry = store.record(
+            KEY, make_result(100.0 + i), SETTINGS, fingerprint=FP, now=NOW + timedelta(hours=i)
+        )
+    assert [r.capacity_rps for r in entry.runs] == [100.0 + i for i in range(2, 12)]
+    assert store.load()[KEY].runs == entry.runs
+
+
 def test_aggregates_of_a_single_run_and_of_no_p99() -> None:
     entry = BaselineEntry.from_result(KEY, make_result(250.0, p99_ms=None), SETTINGS, FP, now=NOW)
     assert entry.capacity_rps == 250.0

@@ -406,7 +406,7 @@ def test_decide_point_rule_gated_by_the_decidable_threshold(
         assert f"the smallest it can decide is {decidable * 100:.1f} %" in d.reason
         # appending past the kept history replaces the oldest run: the way out names both
         assert "record more baseline runs (--mlload-update-baseline appends" in d.reason
-        assert "--mlload-history runs: 5 unless raised" in d.reason
+        assert "keeping the newest --mlload-history runs)" in d.reason
 
 
 def test_decide_reasons_read_as_sentences() -> None:

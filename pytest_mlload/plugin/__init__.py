@@ -28,7 +28,12 @@ from typing import (
 
 import pytest  # noqa: E402
 
-from pytest_mlload.config import RunSettings, resolve_settings, setting_fields  # noqa: E402
+from pytest_mlload.config import (  # noqa: E402
+    DEFAULT_HISTORY,
+    RunSettings,
+    resolve_settings,
+    setting_fields,
+)
 from pytest_mlload.errors import ConfigError, MlloadWarning  # noqa: E402
 from pytest_mlload.plugin.fixture import MlloadFixture  # noqa: E402
 from pytest_mlload.results import CapacityResult  # noqa: E402
@@ -60,7 +65,7 @@ _PLAIN = [
         "write KEDA trigger YAML per test into DIR (default <rootdir>/.mlload/keda)",
         "DIR",
     ),
-    ("history", "recorded runs kept per test in the baseline (default 5)", "N"),
+    ("history", f"recorded runs kept per test in the baseline (default {DEFAULT_HISTORY})", "N"),
     ("config", "an ml-loadtest / Locust locust.conf to take settings from", "PATH"),
 ]
 _FLAGS = [
@@ -181,7 +186,7 @@ class MlloadState:
             self.resolve({}, where="options")  # fail fast on a bad option or ini value
             self.hpa({}, where="options")
             history = _option(config, "history")
-            self.history = int(history) if history is not None else 5
+            self.history = int(history) if history is not None else DEFAULT_HISTORY
             if self.history < 1:
                 raise ValueError
         except ConfigError as exc:
