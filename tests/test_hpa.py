@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 from typing import Any
 
 import pytest
@@ -430,27 +431,57 @@ def api_report(api_m: float | None, **kw: Any) -> HpaReport:
     return run({"api.cpuUtilization": api_m}, bottleneck_tier="api", **kw)[0]
 
 
-def test_drift_within_threshold_passes_and_skips_are_visible() -> None:
-    baseline = api_report(900.0).to_dict()  # recommended 720
-    findings = assert_hpa_stable(baseline, api_report(937.5), 0.10)  # 750: +4.2 %
+def history(*api_m: float, **kw: Any) -> list[dict[str, Any]]:
+    """Baseline runs' HPA reports, oldest first (recommended = observed x 0.8)."""
+    return [api_report(m, **kw).to_dict() for m in api_m]
+
+
+# three runs 2-3 % apart (recommended 700, 720, 740 m): their spread decides 8.3 %
+STEADY = (875.0, 900.0, 925.0)
+
+
+def test_a_small_move_passes_and_skips_are_visible() -> None:
+    findings = assert_hpa_stable(history(*STEADY), api_report(937.5), 0.10)  # 750: +4.2 %
     f = {x.key: x for x in findings}
-    assert f["api.cpuUtilization"].status == "ok"
-    assert f["api.cpuUtilization"].change_ratio == pytest.approx(750 / 720 - 1)
+    api = f["api.cpuUtilization"]
+    assert (api.status, api.baseline, api.runs) == ("ok", 720.0, 3)
+    assert api.change_ratio == pytest.approx(750 / 720 - 1)
+    # the interval holds the run-to-run spread: it reaches past the threshold, and the
+    # point decides because this history can decide 10 %
+    assert api.low is not None and api.high is not None and api.decidable is not None
+    assert api.low < 0 < api.change_ratio < 0.10 < api.high
+    assert api.decidable == pytest.approx(0.083, abs=0.001)
+    assert "within the 10 % drift threshold" in api.describe()
     skipped = [x for x in findings if x.status == "skipped"]
     assert len(skipped) == 3
     assert all("no recommendation in the baseline" in x.reason for x in skipped)
     assert all("no recommendation now" in x.reason for x in skipped)
 
 
+def test_one_run_cannot_decide_ten_percent_and_says_so() -> None:
+    """A one-run baseline carries the 3 % prior: the smallest threshold it decides is 11.5 %,
+    so a move whose interval straddles 10 % is inconclusive, with the way out."""
+    with pytest.raises(Inconclusive) as info:
+        assert_hpa_stable(api_report(900.0).to_dict(), api_report(937.5), 0.10)
+    message = str(info.value)
+    assert message.startswith(
+        "HPA drift gate inconclusive: HPA trigger API cpuUtilization moved +4.2 % (baseline "
+        "720m -> now 750m, 95 % CI -4.1 %..+13.2 %): the run-to-run spread of this setup "
+        "(3.0 % over 1 baseline run) cannot decide a 10 % threshold; the smallest it can "
+        "decide is 11.5 %"
+    ), message
+    assert "record at least one more baseline run" in message
+    assert info.value.reason == "api.cpuUtilization"
+
+
 def test_drift_past_threshold_fails_with_the_numbers() -> None:
-    baseline = api_report(900.0).to_dict()  # 720
     with pytest.raises(PerformanceRegression) as info:
-        assert_hpa_stable(baseline, api_report(1000.0), 0.10)  # 800: +11.1 %
+        assert_hpa_stable(history(*STEADY), api_report(1000.0), 0.10)  # 800: +11.1 %
     e = info.value
     assert str(e) == (
-        "HPA trigger API cpuUtilization moved +11.1 % (baseline 720m -> now 800m), past the "
-        "10 % drift threshold; rerun with --mlload-update-baseline if the new threshold is "
-        "intended"
+        "HPA trigger API cpuUtilization moved +11.1 % (baseline 720m -> now 800m, 95 % CI "
+        "+4.6 %..+18.1 %), past the 10 % drift threshold; rerun with --mlload-update-baseline "
+        "if the new threshold is intended"
     )
     assert (e.metric, e.baseline, e.observed, e.threshold_ratio) == (
         "hpa.api.cpuUtilization",
@@ -462,14 +493,55 @@ def test_drift_past_threshold_fails_with_the_numbers() -> None:
     assert isinstance(e, AssertionError)
 
 
-def test_drift_downwards_counts_too() -> None:
-    with pytest.raises(PerformanceRegression, match=r"moved -16.7 % \(baseline 720m -> now 600m\)"):
-        assert_hpa_stable(api_report(900.0).to_dict(), api_report(750.0))
+def test_a_large_drift_fails_even_against_one_run() -> None:
+    with pytest.raises(PerformanceRegression, match=r"moved -25.0 % \(baseline 720m -> now 540m"):
+        assert_hpa_stable(api_report(900.0).to_dict(), api_report(675.0))
 
 
 def test_exactly_at_the_threshold_is_not_drift() -> None:
-    findings = check_drift(api_report(900.0).to_dict(), api_report(990.0), 0.10)  # 792: +10 %
+    findings = check_drift(history(*STEADY), api_report(990.0), 0.10)  # 792: +10 %
     assert findings[0].status == "ok"
+
+
+def test_a_noisy_history_is_inconclusive_naming_its_spread() -> None:
+    """Runs 600-860 m apart (10.8 % spread, pooled with the prior): a 19 % move is neither
+    inside 10 % nor decidably past it."""
+    with pytest.raises(Inconclusive) as info:
+        assert_hpa_stable(history(750.0, 900.0, 1075.0), api_report(1071.0), 0.10)
+    message = str(info.value)
+    assert "moved +19.0 % (baseline 720m -> now 856.8m" in message
+    assert "(10.8 % over 3 baseline runs) cannot decide a 10 % threshold" in message
+    assert "the smallest it can decide is 38.1 %" in message
+
+
+def test_runs_measured_with_other_settings_are_left_out() -> None:
+    """The newest run sets the reference set-up; an older run with 6 API replicas (and a far
+    other recommendation) is not part of the history."""
+    runs = history(2000.0, api_replicas=6) + history(*STEADY)
+    [api, *_] = check_drift(runs, api_report(937.5), 0.10)  # takes every run it is given:
+    assert (api.status, api.runs) == ("inconclusive", 4)  # the 1600m run widens the spread
+    [api, *_] = assert_hpa_stable(runs, api_report(937.5), 0.10)
+    assert (api.status, api.runs, api.baseline) == ("ok", 3, 720.0)
+
+
+def test_unchanged_recommendations_rarely_drift_and_a_real_move_is_caught() -> None:
+    """Simulated A/A: recommendations with 3 % lognormal run-to-run noise, a 5-run history,
+    2,000 trials: drift (either way) in <= 1 %; a 25 % move is caught in >= 98 %."""
+    rng = random.Random(7)
+    trials, false, caught = 2000, 0, 0
+    for _ in range(trials):
+        runs = [{"triggers": [trigger(720 * rng.lognormvariate(0, 0.03))]} for _ in range(5)]
+        same = api_report(900 * rng.lognormvariate(0, 0.03))
+        moved = api_report(900 * 1.25 * rng.lognormvariate(0, 0.03))
+        false += check_drift(runs, same)[0].status == "drift"
+        caught += check_drift(runs, moved)[0].status == "drift"
+    print(f"A/A drift {false}/{trials}, +25 % caught {caught}/{trials}")
+    assert false <= trials * 0.01
+    assert caught >= trials * 0.98
+
+
+def trigger(recommended: float) -> dict[str, Any]:
+    return {"component": "api", "name": "cpuUtilization", "unit": "m", "recommended": recommended}
 
 
 def test_several_triggers_drifting_are_all_named() -> None:
@@ -480,9 +552,14 @@ def test_several_triggers_drifting_are_all_named() -> None:
     with pytest.raises(PerformanceRegression) as info:
         assert_hpa_stable(baseline, now)
     message = str(info.value)
-    assert "Triton gpuUtilization moved -21.1 % (baseline 60.8 % -> now 48 %)" in message
+    # one run: the interval is the point -+ 1.96 x 3 % x sqrt(2) on the log scale
     assert (
-        "Triton inferenceRequestDuration moved +33.3 % (baseline 360 ms -> now 480 ms)" in message
+        "Triton gpuUtilization moved -21.1 % (baseline 60.8 % -> now 48 %, 95 % CI "
+        "-27.4 %..-14.2 %)" in message
+    )
+    assert (
+        "Triton inferenceRequestDuration moved +33.3 % (baseline 360 ms -> now 480 ms, 95 % CI "
+        "+22.7 %..+44.9 %)" in message
     )
     assert info.value.metric == "hpa.triton.inferenceRequestDuration"  # the worst one
 

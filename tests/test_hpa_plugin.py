@@ -70,7 +70,13 @@ CAPACITY_THEN_HPA_TEST = CAPACITY_TEST + "    mlload.assert_hpa_stable(result)\n
 # the API real work, as an API pod has: without it the demo spends ~30 millicpu, and its
 # run-to-run jitter (~20 %, measured) is larger than the 10 % drift threshold.
 BASE_CPU_MS = 1.0
-HEAVIER_CPU_MS = 1.5
+HEAVIER_CPU_MS = 2.0
+# Even with that work the API's CPU per request moves ~10 % between runs of the same build on
+# this 2-core machine (measured: 298, 271 and 274 millicpu, Prometheus agreeing with the
+# demo's own counters within 1 %), which a one-run baseline cannot decide against 10 %: the
+# smallest threshold it decides is 11.5 % (the 3 % prior). The gate runs here at 20 %, which
+# it decides, so the same server must pass and a +67 % heavier one must fail.
+DRIFT = ["--mlload-drift-threshold", "0.2"]
 # Prometheus vs the demo's own counters: measured within 1 % on every trigger (2 CPUs,
 # busy machine); 10 % leaves room for scrape jitter on a 3 s range.
 AGREEMENT_REL = 0.10
@@ -235,8 +241,9 @@ def test_hpa_report_keda_file_baseline_and_drift_gate(
 ) -> None:
     """Record (with the JSON report): four triggers with their queries and observations, the
     API recommendation = observed x 0.8, agreeing with the demo's own CPU; a KEDA file; the
-    baseline holds the HPA report. The same server passes --mlload-hpa-gate; a CPU-heavier
-    server of the same capacity fails it on API cpuUtilization, with the numbers."""
+    baseline holds the HPA report. The same server passes --mlload-hpa-gate (at a threshold
+    this setup decides, see DRIFT); a CPU-heavier server of the same capacity fails it on API
+    cpuUtilization, with the numbers and the interval."""
     make_suite(pytester)
     prom_url = prom_stack.prometheus.url
     common = ["--mlload-host", demo.url, *hpa_args(prom_url)]
@@ -318,13 +325,17 @@ def test_hpa_report_keda_file_baseline_and_drift_gate(
 
     # 2. The same server under the HPA gate: passes (capacity and HPA).
     with StatsSampler(demo) as sampler:
-        result, out = run_inner(pytester, *common, "--mlload-hpa-gate", "--mlload-report", "r.json")
+        result, out = run_inner(
+            pytester, *common, *DRIFT, "--mlload-hpa-gate", "--mlload-report", "r.json"
+        )
     rec, res = read_report(pytester.path / "r.json")
     api_now = by_key(res["hpa"])["api.cpuUtilization"]
     change = api_now["recommended"] / base_api["recommended"] - 1
     print(f"same server: API cpu recommendation {api_now['recommended']}m, {change:+.1%}")
     result.assert_outcomes(passed=1)
     assert rec["outcome"] == "pass" and baseline_path.read_bytes() == recorded
+    hpa_pass = gate_verdicts(rec)["hpa.api.cpuUtilization"]
+    assert hpa_pass == "pass", rec["verdicts"]
     ratios = agreement(res, sampler, "same server")
     assert ratios["api.cpuUtilization"] == pytest.approx(1.0, abs=AGREEMENT_REL)
 
@@ -332,7 +343,7 @@ def test_hpa_report_keda_file_baseline_and_drift_gate(
     demo.set_config(cpu_ms=HEAVIER_CPU_MS)
     with StatsSampler(demo) as sampler:
         result, out = run_inner(
-            pytester, *common, "--mlload-hpa-gate", "--mlload-report", "heavy.json"
+            pytester, *common, *DRIFT, "--mlload-hpa-gate", "--mlload-report", "heavy.json"
         )
     demo.set_config(cpu_ms=BASE_CPU_MS)
     rec, res = read_report(pytester.path / "heavy.json")
@@ -346,13 +357,16 @@ def test_hpa_report_keda_file_baseline_and_drift_gate(
     assert rec["outcome"] == "regression"
     b, n = base_api["recommended"], by_key(res["hpa"])["api.cpuUtilization"]["recommended"]
     change = n / b - 1
-    assert change > 0.2, (b, n)  # +100 millicpu on ~230-400: well past the 10 %
-    message = (
+    assert change > 0.4, (b, n)  # +200 millicpu on ~270-300: well past the 20 %
+    head = (
         f"HPA trigger API cpuUtilization moved {change * 100:+.1f} % (baseline {b:g}m -> now "
-        f"{n:g}m), past the 10 % drift threshold; rerun with --mlload-update-baseline if the "
-        "new threshold is intended"
+        f"{n:g}m, 95 % CI +"
     )
-    assert message in out, out
+    tail = (
+        "), past the 20 % drift threshold; rerun with --mlload-update-baseline if the new "
+        "threshold is intended"
+    )
+    assert head in out and tail in out, out
     assert rec["message"].startswith("HPA trigger API cpuUtilization moved")
     assert baseline_path.read_bytes() == recorded
     # The summary table must not call a test that failed its HPA gate a pass.

@@ -168,7 +168,8 @@ def judge(
         threshold = _hpa_threshold(hpa_threshold)
         for part, r in parts:
             if r.spike is None:
-                verdicts.append(_hpa_verdict(r, store.get(part_key(key, part)), part, threshold))
+                entry = store.get(part_key(key, part))
+                verdicts.append(_hpa_verdict(r, entry, part, threshold, settings.run_spread_prior))
     return Judgement(key=key, verdicts=tuple(verdicts))
 
 
@@ -225,10 +226,11 @@ def _hpa_threshold(threshold: float | None) -> float:
 
 
 def _hpa_verdict(
-    r: CapacityResult, entry: BaselineEntry | None, part: str, threshold: float
+    r: CapacityResult, entry: BaselineEntry | None, part: str, threshold: float, prior: float
 ) -> Verdict:
-    """The HPA drift gate of one part against the newest baseline run with recommendations
-    (a run recorded while Prometheus was away keeps none, and must not erase the reference)."""
+    """The HPA drift gate of one part against the kept baseline runs with recommendations
+    (a run recorded while Prometheus was away keeps none, and must not erase the reference);
+    ``prior`` is the assumed run-to-run spread (``RunSettings.run_spread_prior``)."""
     from pytest_mlload.hpa.recommend import assert_hpa_stable
 
     name = part or "this test"
@@ -244,21 +246,24 @@ def _hpa_verdict(
                 f"{name}: HPA gate skipped: this run has no recommendation ({why})",
                 reason="no hpa data",
             )
-        runs = reversed(entry.runs) if entry else ()
-        reference = next((run.extra.hpa for run in runs if run.extra.hpa), None)
-        assert_hpa_stable(reference, r.hpa, threshold)
+        references = [run.extra.hpa for run in entry.runs if run.extra.hpa] if entry else []
+        findings = assert_hpa_stable(references, r.hpa, threshold, prior_sd=prior)
     except GateFailure as exc:
         return verdict_of(exc, part=part, threshold=threshold, metric="hpa")
+    compared = [f for f in findings if f.status == "ok"]
+    worst = max(compared, key=lambda f: abs(f.change_ratio or 0.0))
     return Verdict(
-        metric="hpa",
+        metric=f"hpa.{worst.key}",
         verdict="pass",
-        baseline=None,
-        observed=None,
-        change=None,
-        low=None,
-        high=None,
+        baseline=worst.baseline,
+        observed=worst.now,
+        change=worst.change_ratio,
+        low=worst.low,
+        high=worst.high,
         threshold=threshold,
-        unit="",
-        message=f"{name}: HPA thresholds within {threshold:.0%}",
+        unit=worst.unit,
+        message=f"{name}: HPA thresholds within {threshold:.0%}; largest move: {worst.describe()}",
         part=part,
+        decidable=worst.decidable,
+        spread=worst.spread,
     )

@@ -26,8 +26,9 @@ inference duration are per-pod averages / latencies, which do not add up over re
 they are ``Value`` (HPA: desired = ceil(replicas x value / threshold)).
 
 The drift gate (:func:`check_drift`, :func:`assert_hpa_stable`) compares recommended
-thresholds with a baseline report; the default 10 % is the HPA controller's own tolerance,
-under which no scaling decision changes.
+thresholds with the baseline runs' reports through the prediction model capacity and P99 use
+(an interval that holds the run-to-run spread, read two-sided); the default 10 % is the HPA
+controller's own tolerance, under which no scaling decision changes.
 """
 
 from __future__ import annotations
@@ -55,6 +56,14 @@ from pytest_mlload.hpa.prometheus import (
     NO_SERIES,
     InstantQuerier,
     QueryOutcome,
+)
+from pytest_mlload.stats import (
+    SIGMA0,
+    change_interval,
+    decide,
+    run_spread,
+    signed_pct,
+    undecidable_reason,
 )
 
 __all__ = [
@@ -755,7 +764,14 @@ def _is_no_series(outcome: QueryOutcome) -> bool:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DriftFinding:
-    """One trigger compared with its baseline: ``ok``, ``drift`` or ``skipped`` (with a reason)."""
+    """One trigger compared with its baseline runs: ``ok``, ``drift``, ``inconclusive`` or
+    ``skipped`` (with a reason).
+
+    ``baseline`` is the median recommendation of the baseline runs that have one (``runs`` of
+    them), ``[low, high]`` the 95 % interval of the relative change, ``decidable`` the
+    smallest threshold this setup can decide and ``spread`` the run-to-run sd (log scale)
+    behind it (see :func:`check_drift`); all None where nothing was compared.
+    """
 
     component: str
     name: str
@@ -766,6 +782,11 @@ class DriftFinding:
     change_ratio: float | None
     threshold_ratio: float
     reason: str = ""
+    low: float | None = None
+    high: float | None = None
+    decidable: float | None = None
+    spread: float | None = None
+    runs: int = 0
 
     @property
     def key(self) -> str:
@@ -773,26 +794,46 @@ class DriftFinding:
         return f"{self.component}.{self.name}"
 
     def describe(self) -> str:
-        """One line for people: the measurement, the threshold, the verdict."""
+        """One line for people: the measurement, its interval, the threshold, the verdict."""
         label = f"HPA trigger {_LABEL.get(self.component, self.component)} {self.name}"
         if self.status == "skipped":
             return f"{label} skipped: {self.reason}"
         change = (
             "from 0"
             if self.change_ratio is None or math.isinf(self.change_ratio)
-            else f"{self.change_ratio * 100:+.1f} %"
+            else signed_pct(self.change_ratio)
         )
-        verb = "moved" if self.status == "drift" else "within the drift threshold:"
-        past = "past" if self.status == "drift" else "under"
-        return (
-            f"{label} {verb} {change} (baseline {_fmt(self.baseline, self.unit)} -> now "
-            f"{_fmt(self.now, self.unit)}), {past} the {self.threshold_ratio * 100:g} % "
-            "drift threshold"
+        interval = (
+            f", 95 % CI {signed_pct(self.low)}..{signed_pct(self.high)}"
+            if self.low is not None and self.high is not None
+            else ""
         )
+        head = (
+            f"{label} moved {change} (baseline {_fmt(self.baseline, self.unit)} -> now "
+            f"{_fmt(self.now, self.unit)}{interval})"
+        )
+        t = f"{self.threshold_ratio * 100:g} %"
+        if self.status == "drift":
+            return f"{head}, past the {t} drift threshold"
+        if self.status == "inconclusive":
+            return f"{head}: {self.reason}"
+        return f"{head}, within the {t} drift threshold"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON values."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+def _baseline_runs(
+    baseline: Mapping[str, Any] | Sequence[Mapping[str, Any]],
+) -> list[Mapping[str, Any]]:
+    """The baseline's HPA reports, oldest first (one report is a history of one run)."""
+    runs = [baseline] if isinstance(baseline, Mapping) else list(baseline)
+    if not runs:
+        raise BaselineError("HPA baseline has no runs (rerun with --mlload-update-baseline)")
+    for run in runs:
+        _baseline_triggers(run)
+    return runs
 
 
 def _baseline_triggers(baseline: Mapping[str, Any]) -> list[Mapping[str, Any]]:
@@ -816,38 +857,57 @@ def _number(v: Any) -> float | None:
 
 
 def check_drift(
-    baseline: Mapping[str, Any],
+    baseline: Mapping[str, Any] | Sequence[Mapping[str, Any]],
     current: HpaReport,
     threshold: float = DEFAULT_DRIFT_THRESHOLD,
+    *,
+    prior_sd: float = SIGMA0,
 ) -> list[DriftFinding]:
-    """Compare each trigger's recommended threshold with the baseline's.
+    """Compare each trigger's recommended threshold with the baseline runs' (one HPA report,
+    or the reports of the kept baseline runs, oldest first).
 
-    A trigger without a recommendation on either side is ``skipped`` with the reason (never a
-    silent pass). ``drift`` when ``|now / baseline - 1| > threshold``, in either direction.
+    Method: the same prediction model as capacity and P99 (:mod:`pytest_mlload.stats`): the
+    baseline runs' recommendations give a centre (median) and a run-to-run spread on the log
+    scale, pooled with the prior ``prior_sd`` (one run is not taken as exact), and the change
+    interval holds that spread. A recommendation is ``observed x margin``, and the observed
+    CPU of a server moves from run to run even when nothing changed (measured: -11.5 % on the
+    demo between two runs of the same build), so a point comparison would fail unchanged
+    builds. The reading is two-sided (a threshold that would scale earlier or later both
+    count): ``drift`` when the interval lies wholly past +-``threshold``, ``ok`` inside it;
+    when it straddles, the point decides if the setup can decide the threshold (its smallest
+    decidable threshold is at or under it), else ``inconclusive``, naming the spread and the
+    threshold it can decide. A trigger without a recommendation on either side is
+    ``skipped`` with the reason (never a silent pass). A baseline of 0 has no relative
+    change: any move from it is drift.
     """
     if not (_number(threshold) is not None and 0 < threshold < 1):
         raise ConfigError(
             f"HPA drift threshold={threshold!r} is invalid: expected a ratio in (0, 1)"
         )
-    base_by_key = {f"{t['component']}.{t['name']}": t for t in _baseline_triggers(baseline)}
+    runs = _baseline_runs(baseline)
+    history: dict[str, list[Mapping[str, Any]]] = {}
+    for run in runs:
+        for t in _baseline_triggers(run):
+            history.setdefault(f"{t['component']}.{t['name']}", []).append(t)
     now_by_key = {t.key: t for t in current.triggers}
-    keys = list(now_by_key) + [k for k in base_by_key if k not in now_by_key]
+    keys = list(now_by_key) + [k for k in history if k not in now_by_key]
     findings: list[DriftFinding] = []
     for key in keys:
-        b, n = base_by_key.get(key), now_by_key.get(key)
+        seen, n = history.get(key, []), now_by_key.get(key)
+        b = seen[-1] if seen else None  # the newest run's reading of this trigger
         component, name = key.split(".", 1)
         unit = n.unit if n is not None else str((b or {}).get("unit") or "")
-        b_val = _number(b.get("recommended")) if b is not None else None
+        values = [v for v in (_number(t.get("recommended")) for t in seen) if v is not None]
         n_val = n.recommended if n is not None else None
         common: dict[str, Any] = {
             "component": component,
             "name": name,
             "unit": unit,
-            "baseline": b_val,
             "now": n_val,
             "threshold_ratio": float(threshold),
+            "runs": len(values),
         }
-        if b_val is None or n_val is None:
+        if not values or n_val is None:
             if b is None:
                 why_b = "trigger absent from the baseline"
             else:
@@ -857,42 +917,87 @@ def check_drift(
                 why_n = "trigger absent now"
             else:
                 why_n = f"no recommendation now ({n.warning or n.note})"
-            reasons = [
-                r for r, missing in ((why_b, b_val is None), (why_n, n_val is None)) if missing
-            ]
+            reasons = [r for r, missing in ((why_b, not values), (why_n, n_val is None)) if missing]
             findings.append(
                 DriftFinding(
-                    **common, status="skipped", change_ratio=None, reason="; ".join(reasons)
+                    **common,
+                    baseline=values[-1] if values else None,
+                    status="skipped",
+                    change_ratio=None,
+                    reason="; ".join(reasons),
                 )
             )
             continue
-        # a 0 baseline has no relative change; any move from it counts as drift
-        change = (0.0 if n_val == 0 else math.inf) if b_val == 0 else n_val / b_val - 1.0
-        status = "drift" if abs(change) > threshold + 1e-12 else "ok"
-        findings.append(DriftFinding(**common, status=status, change_ratio=change))
+        findings.append(_drift(values, n_val, float(threshold), prior_sd, common))
     return findings
 
 
+def _drift(
+    values: list[float], now: float, threshold: float, prior_sd: float, common: dict[str, Any]
+) -> DriftFinding:
+    """One trigger's two-sided reading (see :func:`check_drift`)."""
+    if min(values) <= 0 or now <= 0:  # no log scale: a point comparison with the newest
+        b = values[-1]
+        change = (0.0 if now == 0 else math.inf) if b == 0 else now / b - 1.0
+        status = "drift" if abs(change) > threshold + 1e-12 else "ok"
+        return DriftFinding(**common, baseline=b, status=status, change_ratio=change)
+    base = run_spread(values, prior_sd=prior_sd)
+    ci = change_interval(now, (now, now), base)
+    d = decide(
+        ci.change,
+        ci.low,
+        ci.high,
+        threshold,
+        higher_is_better=ci.change < 0,  # the side it moved to is the side judged
+        decidable=ci.decidable,
+        spread=base.spread,
+        runs=base.runs,
+    )
+    status = {"regression": "drift", "inconclusive": "inconclusive"}.get(d.verdict, "ok")
+    reason = (
+        undecidable_reason(threshold, ci.decidable, base.spread, base.runs)
+        if status == "inconclusive"
+        else ""
+    )
+    return DriftFinding(
+        **common,
+        baseline=base.center,
+        status=status,
+        change_ratio=ci.change,
+        reason=reason,
+        low=ci.low,
+        high=ci.high,
+        decidable=ci.decidable,
+        spread=base.spread,
+    )
+
+
 def assert_hpa_stable(
-    baseline: Mapping[str, Any] | None,
+    baseline: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None,
     current: HpaReport,
     threshold: float | None = None,
+    *,
+    prior_sd: float = SIGMA0,
 ) -> list[DriftFinding]:
     """Fail when a recommended HPA threshold drifted from the baseline by more than ``threshold``.
 
-    Raises :class:`PerformanceRegression` (one clause per drifting trigger, with the numbers
-    and the way out), :class:`Inconclusive` when every trigger was skipped,
-    :class:`MissingBaseline` without a baseline and :class:`SettingsMismatch` when the baseline
-    was measured with other API replicas or another margin. Returns the findings otherwise.
+    ``baseline`` is one HPA report or the kept baseline runs' reports, oldest first (see
+    :func:`check_drift`). Raises :class:`PerformanceRegression` (one clause per drifting
+    trigger, with the numbers and the way out); :class:`Inconclusive` when a trigger's
+    interval straddles the threshold and this setup cannot decide it, or every trigger was
+    skipped; :class:`MissingBaseline` without a baseline and :class:`SettingsMismatch` when
+    the newest baseline run was measured with other API replicas or another margin (older
+    runs measured so are left out). Returns the findings otherwise.
     """
     threshold = DEFAULT_DRIFT_THRESHOLD if threshold is None else threshold
-    if baseline is None:
+    if not baseline:
         raise MissingBaseline(
             "no HPA baseline for this test; record one with --mlload-update-baseline"
         )
+    runs = _baseline_runs(baseline)
     mismatched = []
     for name in ("api_replicas", "hpa_margin"):
-        was = baseline.get(name)
+        was = runs[-1].get(name)
         now = getattr(current, name)
         if was is not None and _number(was) is not None and float(was) != float(now):
             mismatched.append(f"{name} {was} in the baseline, {now} now")
@@ -902,7 +1007,8 @@ def assert_hpa_stable(
             + "; ".join(mismatched)
             + "): not compared; rerun with --mlload-update-baseline if the new set-up is intended"
         )
-    findings = check_drift(baseline, current, threshold)
+    same = [r for r in runs if _same_setup(r, current)]
+    findings = check_drift(same, current, threshold, prior_sd=prior_sd)
     drifted = [f for f in findings if f.status == "drift"]
     if drifted:
         worst = max(drifted, key=lambda f: abs(f.change_ratio or 0.0))
@@ -914,6 +1020,12 @@ def assert_hpa_stable(
             observed=worst.now,
             change_ratio=worst.change_ratio,
             threshold_ratio=threshold,
+        )
+    undecided = [f for f in findings if f.status == "inconclusive"]
+    if undecided:
+        raise Inconclusive(
+            "HPA drift gate inconclusive: " + "; ".join(f.describe() for f in undecided),
+            reason="; ".join(f.key for f in undecided),
         )
     if findings and all(f.status == "skipped" for f in findings):
         reasons = "; ".join(f"{f.key}: {f.reason}" for f in findings)
@@ -927,3 +1039,12 @@ def assert_hpa_stable(
             "HPA drift gate inconclusive: no triggers to compare", reason="no triggers"
         )
     return findings
+
+
+def _same_setup(run: Mapping[str, Any], current: HpaReport) -> bool:
+    """True when a baseline run was measured with the current API replicas and margin."""
+    for name in ("api_replicas", "hpa_margin"):
+        was = _number(run.get(name))
+        if was is not None and was != float(getattr(current, name)):
+            return False
+    return True
