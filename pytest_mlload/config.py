@@ -120,8 +120,9 @@ class RunSettings:
     safety_factor: float = _opt(0.7, "recommended rate limit = capacity x safety_factor")
     run_spread_prior: float = _opt(
         0.03,
-        "assumed run-to-run sd of capacity and P99 as a ratio, pooled with the baseline's own "
-        "scatter (weighs as two runs); lower it only for a runner whose spread you measured",
+        "assumed run-to-run sd of capacity, P99 and HPA recommendations as a ratio, pooled "
+        "with the baseline's own scatter (weighs as two runs); set it to the spread you "
+        "measured on your runner",
     )
     check: bool = field(
         default=False,
