@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 from typing import Any
 
@@ -501,6 +502,23 @@ def test_a_large_drift_fails_even_against_one_run() -> None:
 def test_exactly_at_the_threshold_is_not_drift() -> None:
     findings = check_drift(history(*STEADY), api_report(990.0), 0.10)  # 792: +10 %
     assert findings[0].status == "ok"
+
+
+def test_a_zero_has_no_log_scale_and_compares_points() -> None:
+    """A recommendation of 0 (e.g. 0 % GPU) has no relative spread: the newest run's value is
+    compared as a point; a move from 0 is drift, 0 -> 0 is not, a fall to 0 is -100 %."""
+
+    def now(v: float) -> HpaReport:
+        return HpaReport.from_dict({"triggers": [trigger(v)]})
+
+    zeros = [{"triggers": [trigger(0.0)]}] * 2
+    [same] = check_drift(zeros, now(0.0))
+    assert (same.status, same.change_ratio) == ("ok", 0.0)
+    [moved] = check_drift(zeros, now(8.0))
+    assert (moved.status, moved.change_ratio, moved.baseline) == ("drift", math.inf, 0.0)
+    assert "moved from 0 (baseline 0m -> now 8m)" in moved.describe()
+    [fell] = check_drift([{"triggers": [trigger(v)]} for v in (700.0, 720.0)], now(0.0))
+    assert (fell.status, fell.change_ratio, fell.low) == ("drift", -1.0, None)
 
 
 def test_a_noisy_history_is_inconclusive_naming_its_spread() -> None:
