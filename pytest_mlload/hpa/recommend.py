@@ -995,19 +995,14 @@ def assert_hpa_stable(
             "no HPA baseline for this test; record one with --mlload-update-baseline"
         )
     runs = _baseline_runs(baseline)
-    mismatched = []
-    for name in ("api_replicas", "hpa_margin"):
-        was = runs[-1].get(name)
-        now = getattr(current, name)
-        if was is not None and _number(was) is not None and float(was) != float(now):
-            mismatched.append(f"{name} {was} in the baseline, {now} now")
+    mismatched = _setup_differences(runs[-1], current)
     if mismatched:
         raise SettingsMismatch(
             "HPA baseline was measured with other settings ("
             + "; ".join(mismatched)
             + "): not compared; rerun with --mlload-update-baseline if the new set-up is intended"
         )
-    same = [r for r in runs if _same_setup(r, current)]
+    same = [r for r in runs if not _setup_differences(r, current)]
     findings = check_drift(same, current, threshold, prior_sd=prior_sd)
     drifted = [f for f in findings if f.status == "drift"]
     if drifted:
@@ -1041,10 +1036,12 @@ def assert_hpa_stable(
     return findings
 
 
-def _same_setup(run: Mapping[str, Any], current: HpaReport) -> bool:
-    """True when a baseline run was measured with the current API replicas and margin."""
+def _setup_differences(run: Mapping[str, Any], current: HpaReport) -> list[str]:
+    """How a baseline run's API replicas and margin differ from the current ones (none: the
+    same set-up, or the run did not record them)."""
+    differences = []
     for name in ("api_replicas", "hpa_margin"):
-        was = _number(run.get(name))
-        if was is not None and was != float(getattr(current, name)):
-            return False
-    return True
+        was, now = _number(run.get(name)), getattr(current, name)
+        if was is not None and was != float(now):
+            differences.append(f"{name} {run[name]} in the baseline, {now} now")
+    return differences
