@@ -73,7 +73,11 @@ skip_locust_patch()
 from pytest_mlload.baseline import BaselineEntry, BaselineRun  # noqa: E402
 from pytest_mlload.config import RunSettings  # noqa: E402
 from pytest_mlload.errors import GateFailure, LoadError  # noqa: E402
-from pytest_mlload.gates.metrics import evaluate  # noqa: E402
+from pytest_mlload.gates.metrics import (  # noqa: E402
+    evaluate,
+    history_readiness,
+    readiness_line,
+)
 from pytest_mlload.load.controller import CapacitySearch, build_result, run_search  # noqa: E402
 from pytest_mlload.results import CapacityResult  # noqa: E402
 from pytest_mlload.testing.simulate import FakeClock, SimulatedService  # noqa: E402
@@ -154,6 +158,21 @@ def record(
     if entry is None:
         return BaselineEntry.from_result(KEY, result, settings, FINGERPRINT)
     return entry.with_run(BaselineRun.from_result(result), settings, FINGERPRINT, history)
+
+
+def ready(entry: BaselineEntry, settings: RunSettings) -> bool:
+    """Whether the record-time line of ``entry`` says it decides the threshold (every figure)."""
+    return all(i.ready for i in history_readiness(entry, settings))
+
+
+def by_readiness(flags: Sequence[bool], outs: Sequence[Outcome], what: str) -> str:
+    """How many of ``outs`` were ``what`` (inconclusive, caught), split by the record-time line
+    of the baseline each was judged against: ``flagged / ready``."""
+    cells = []
+    for flag in (False, True):
+        runs = [o for f, o in zip(flags, outs, strict=True) if f is flag]
+        cells.append(f"{sum(getattr(o, what) for o in runs)}/{len(runs)}")
+    return " / ".join(cells)
 
 
 def reference_load(entry: BaselineEntry | None) -> int | None:
@@ -500,6 +519,7 @@ class NoiseTally:
     """Judged runs of one case, per mode and kind, and the P99-over-target count."""
 
     outs: dict[tuple[str, str], list[Outcome]] = field(default_factory=dict)
+    ready: list[bool] = field(default_factory=list)  # per baseline: its record-time line
     converged: int = 0
     over_target: list[str] = field(default_factory=list)
 
@@ -538,6 +558,7 @@ def noise_case(case: NoiseCase, n: int, threshold: float, history: int) -> Noise
                 f"{case.name}: fewer than {history} of {stride} baseline runs converged"
             )
         u = entry.users
+        tally.ready.append(ready(entry, settings))
         for kind, slowdown, seed in (("A/A", 1.0, 1_000 + i), ("x1.25", SLOWDOWN, 5_000 + i)):
             full = noise_run(case, seed, settings, slowdown=slowdown, probe=u)
             tally.check_p99(full, f"{kind} seed {seed}")
@@ -589,7 +610,7 @@ def part_noise(n: int, threshold: float, history: int = HISTORY) -> None:
         "slowed service (x1.25 service time) caught >= 49/50. Cells: regression / inconclusive "
         "/ pass."
     )
-    rows, p99_rows, notes = [], [], []
+    rows, p99_rows, ready_rows, notes = [], [], [], []
     t0 = time.perf_counter()
     for case in NOISE_CASES:
         tally = noise_case(case, n, threshold, history)
@@ -619,6 +640,17 @@ def part_noise(n: int, threshold: float, history: int = HISTORY) -> None:
                 if not o.caught
             ][:2]
         p99_rows.append([case.name, tally.converged, len(tally.over_target)])
+        ready_rows.append(
+            [
+                case.name,
+                f"{tally.ready.count(False)}/{len(tally.ready)}",
+                *(
+                    by_readiness(tally.ready, tally.outs[(m, kind)], what)
+                    for m in ("full", "check")
+                    for kind, what in (("A/A", "inconclusive"), ("x1.25", "caught"))
+                ),
+            ]
+        )
         notes += tally.over_target[:3]
     say(
         table(
@@ -637,6 +669,25 @@ def part_noise(n: int, threshold: float, history: int = HISTORY) -> None:
     )
     say()
     say(table(["case", "converged full searches", "with P99 over target"], p99_rows))
+    say()
+    say(
+        "What the record-time line said of each fresh baseline (flagged: a figure's smallest "
+        "decidable threshold is over the threshold), and the runs judged against it, as "
+        "flagged / ready."
+    )
+    say(
+        table(
+            [
+                "case",
+                "baselines flagged",
+                "full: A/A inconcl",
+                "full: x1.25 caught",
+                "check: A/A inconcl",
+                "check: x1.25 caught",
+            ],
+            ready_rows,
+        )
+    )
     say()
     bound_rows = []
     for case in NOISE_CASES:
@@ -792,6 +843,8 @@ def real_baseline(
         f"users {[x.users for x in entry.runs]}, P99 {[x.p99_ms for x in entry.runs]} ms "
         f"-> reference load {entry.users} users"
     )
+    line = readiness_line(f"block {block}", history_readiness(entry, settings))
+    say(f"  record-time line: {line}")
     return entry, base
 
 
@@ -831,6 +884,7 @@ def part_real(
         (m, k): [] for m in modes for k in ("A/A", "slow")
     }
     base: list[Outcome] = []
+    flags: list[bool] = []  # per judged round: the record-time line of its block's baseline
     with demo_server(slots=cfg.slots, service_ms=cfg.service_ms) as server:
         say(f"demo server pid {server.pid} at {server.url}")
         for i in range(runs):
@@ -839,6 +893,7 @@ def part_real(
                     seed_tasks.GetWork, server.url, settings, jittered, i // block_runs + 1, history
                 )
                 base += recorded
+            flags.append(ready(entry, settings))
             for mode in modes:
                 hold = entry.users if mode == "check" else None
                 for kind, factor in (("A/A", 1.0), ("slow", SLOWDOWN)):
@@ -894,6 +949,13 @@ def part_real(
         f"started (queued for the machine-wide load lock behind other load runs, plus ~1-2 s "
         f"child start-up per run)"
     )
+    for mode in modes:
+        aa_, slow_ = outs[(mode, "A/A")], outs[(mode, "slow")]
+        say(
+            f"- {mode}, by the record-time line of the block (flagged / ready): A/A inconclusive "
+            f"{by_readiness(flags, aa_, 'inconclusive')}, slowed caught "
+            f"{by_readiness(flags, slow_, 'caught')}"
+        )
     for m in reasons(aa, 3):
         say(f"- A/A failure: {m}")
     for o in [o for o in slow if not o.caught][:3]:

@@ -452,6 +452,16 @@ class RunSpread:
     within: float
     runs: int
 
+    def smallest_decidable(self) -> float:
+        """The smallest threshold a new run, measured as precisely as these runs, can be
+        judged at: the 99 % half-width ``exp(2.576 s sqrt(1 + 1/k)) - 1`` of
+        :func:`change_interval` when the new run's window adds nothing over theirs.
+
+        What a history can decide at best, known before any run is judged: 11.5 % for one run
+        (the 3 % prior), 8.4 % for ten runs whose spread is 3 %.
+        """
+        return math.expm1(Z99 * self.spread * math.sqrt(1.0 + 1.0 / self.runs))
+
 
 def run_spread(
     values: Sequence[float],

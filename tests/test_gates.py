@@ -258,6 +258,74 @@ def test_once_two_runs_probed_the_load_probes_alone_are_the_throughput_reference
     assert gates._rate_at(one, 20, goodput=False)[0] == [200.0, 200.0]
 
 
+# --------------------------------------------------------------------------- history readiness
+
+
+def test_one_run_cannot_decide_ten_percent_and_the_record_line_says_so() -> None:
+    [cap, rate, p99] = gates.history_readiness(history([result()]), SETTINGS)
+    assert [i.figure for i in (cap, rate, p99)] == [
+        "capacity",
+        "throughput at 20 users",
+        "P99 at 20 users",
+    ]
+    # one run: the 3 % prior (its own window's 1.5 % is smaller); 99 % half-width of
+    # 3 % x sqrt(1 + 1/1): exp(2.5758 x 0.042426) - 1 = 11.55 %
+    assert (cap.runs, cap.spread) == (1, pytest.approx(0.03))
+    assert cap.decidable == pytest.approx(0.11548, abs=1e-4) and not cap.ready
+    line = gates.readiness_line(KEY, [cap, rate, p99])
+    assert line.startswith(f"{KEY}: cannot yet decide the 10 % threshold")
+    assert "capacity 11.5 % (3.0 % spread, 1 run); throughput at 20 users" in line
+    assert "record more runs (--mlload-update-baseline appends" in line
+
+
+def test_three_runs_spread_by_hand() -> None:
+    # logs against the median 200: +0.04879, 0, -0.05129; mean |.| 0.03336 x sqrt(pi/2)
+    # = 0.04181; pooled with the prior: sqrt((2 x 0.03^2 + 2 x 0.04181^2) / 4) = 0.03639;
+    # D = exp(2.5758 x 0.03639 x sqrt(4/3)) - 1 = 11.43 %
+    entry = history([result(cap=c) for c in (200.0, 210.0, 190.0)])
+    cap = gates.history_readiness(entry, SETTINGS)[0]
+    assert cap.spread == pytest.approx(0.03639, abs=1e-5)
+    assert cap.decidable == pytest.approx(0.1143, abs=1e-4) and not cap.ready
+    wider = gates.history_readiness(entry, dataclasses.replace(SETTINGS, threshold=0.15))[0]
+    assert wider.ready and wider.decidable == cap.decidable
+
+
+def test_ten_tied_runs_decide_ten_percent_and_the_gate_agrees() -> None:
+    # ties: robust spread 0, pooled sqrt(2 x 0.03^2 / 11) = 1.28 %. Capacity and P99 are below
+    # the runs' own window sd 1.5 %, which then counts: D = exp(2.5758 x 0.015 x sqrt(1.1)) - 1
+    # = 4.14 %; the probes' throughput kept no interval, so 1.28 % stands: 3.52 %
+    entry = history([result() for _ in range(10)], probes=[True] * 10)
+    items = gates.history_readiness(entry, SETTINGS)
+    assert all(i.ready for i in items)
+    assert [i.decidable for i in items] == [
+        pytest.approx(0.0414, abs=2e-4),
+        pytest.approx(0.0352, abs=1e-4),
+        pytest.approx(0.0414, abs=2e-4),
+    ]
+    line = gates.readiness_line(KEY, items)
+    assert line.startswith(
+        f"{KEY}: decides the 10 % threshold: capacity 4.1 % (1.5 % spread, 10 runs)"
+    )
+    # a new run as precise as the runs: the gate's own smallest decidable threshold is this one
+    verdicts = judge(result(cap=190.0, probe_p99=104.0), entry)
+    assert verdicts["capacity"].decidable == pytest.approx(items[0].decidable, rel=1e-3)
+    assert verdicts["p99"].decidable == pytest.approx(items[2].decidable, rel=1e-3)
+    d = items[0].to_dict()
+    assert d["ready"] is True and gates.HistoryReadiness.from_dict(d) == items[0]
+
+
+def test_a_noisy_history_is_not_ready_where_the_gate_is_inconclusive() -> None:
+    # five runs spread like the real demo's unlucky block (6 % draws): the record-time line
+    # names the threshold an unchanged run then meets as inconclusive
+    caps = [866.6, 871.3, 752.9, 827.3, 807.1]
+    entry = history([result(cap=c) for c in caps])
+    cap = gates.history_readiness(entry, SETTINGS)[0]
+    assert not cap.ready and cap.decidable > 0.13
+    v = judge(result(cap=790.0), entry)["capacity"]
+    assert v.verdict == "inconclusive"
+    assert f"the smallest it can decide is {cap.decidable * 100:.1f} %" in v.message
+
+
 # --------------------------------------------------------------------------- error ratio
 
 

@@ -41,6 +41,7 @@ from plugin_support import (
 
 from pytest_mlload.baseline import BaselineEntry, BaselineStore
 from pytest_mlload.config import RunSettings
+from pytest_mlload.gates.metrics import history_readiness, readiness_line
 from pytest_mlload.testing.demo import DemoServerProcess, capacity_rps
 
 DEMO_RPS = capacity_rps(slots=4, service_ms=20)  # 200 req/s on /v1/classify
@@ -172,8 +173,17 @@ def test_round_trip_missing_record_pass_then_regression(
     assert 4 <= run["users"] <= 32 and run["error_ratio"] == 0.0 and run["requests"] >= 150
     assert run["p99_ms"] <= 120 * 1.1
     assert run["endpoints"]["/v1/classify"]["capacity_rps"] == run["capacity_rps"]
-    recorded = json.loads((pytester.path / "rec.json").read_text())["tests"][0]
+    rec_report = json.loads((pytester.path / "rec.json").read_text())
+    recorded = rec_report["tests"][0]
     assert recorded["outcome"] == "recorded"
+    # what the one-run history can decide: in the report and the summary, from the stored runs
+    stored = BaselineStore(baseline).get(KEY)
+    assert stored is not None
+    readiness = history_readiness(stored, RunSettings(threshold=0.15))
+    assert rec_report["baseline_readiness"] == {KEY: [i.to_dict() for i in readiness]}
+    assert readiness[0].figure == "capacity" and readiness[0].runs == 1
+    assert readiness[0].spread >= 0.03 and readiness[0].threshold == 0.15
+    assert "  " + readiness_line(KEY, readiness) in out
     assert round(recorded["results"][0]["capacity_rps"], 2) == run["capacity_rps"]
     recorded_bytes = baseline.read_bytes()
 

@@ -55,7 +55,16 @@ from pytest_mlload.stats import (
     wilson_interval,
 )
 
-__all__ = ["Verdict", "check_no_regression", "error_verdict", "evaluate", "rate_limit_verdicts"]
+__all__ = [
+    "HistoryReadiness",
+    "Verdict",
+    "check_no_regression",
+    "error_verdict",
+    "evaluate",
+    "history_readiness",
+    "rate_limit_verdicts",
+    "readiness_line",
+]
 
 # probes at the reference load that make the P99 and held-load throughput references alone
 MIN_PROBES = 2
@@ -519,6 +528,87 @@ def _rate_at(entry: BaselineEntry, users: int, *, goodput: bool) -> tuple[list[f
             values.append(pr.rps)
             cis.append(pr.rps_ci)  # None in baselines older than its interval
     return values, cis
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HistoryReadiness:
+    """What one gated figure's kept baseline runs can decide, known when they are recorded.
+
+    ``runs`` and ``spread`` are the figure's run count and run-to-run sd (log scale, pooled
+    with the prior as the gate pools it); ``decidable`` the smallest threshold a new run as
+    precise as those runs can be judged at (:meth:`RunSpread.smallest_decidable`). Above
+    ``threshold``, a run of the unchanged build will often be inconclusive, which fails it.
+    """
+
+    figure: str
+    runs: int
+    spread: float
+    decidable: float
+    threshold: float
+
+    @property
+    def ready(self) -> bool:
+        return self.decidable <= self.threshold
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "ready": self.ready}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> HistoryReadiness:
+        """Rebuild from :meth:`to_dict` output (``ready`` is derived)."""
+        return cls(**{f.name: d[f.name] for f in fields(cls)})
+
+
+def history_readiness(entry: BaselineEntry, settings: RunSettings) -> list[HistoryReadiness]:
+    """The smallest threshold each figure the gate judges can be decided at from ``entry``.
+
+    The figures are those :func:`evaluate` compares: capacity (full search), the throughput
+    at the reference load (check mode) and P99 at the reference load, each from the same
+    runs and probes the gate reads, with ``settings.run_spread_prior``. A figure with no
+    positive values is left out. Plain arithmetic on the stored runs: no load is sent.
+    """
+    users = entry.users
+    figures = [
+        ("capacity", [r.capacity_rps for r in entry.runs], [r.capacity_ci_rps for r in entry.runs]),
+        (f"throughput at {users} users", *_rate_at(entry, users, goodput=settings.slo_mode)),
+        (f"P99 at {users} users", *_p99_at(entry, users)),
+    ]
+    out = []
+    for figure, values, cis in figures:
+        if not values or min(values) <= 0:
+            continue
+        within = [interval_sd(v, ci) for v, ci in zip(values, cis, strict=False)]
+        base = run_spread(values, within_sds=within, prior_sd=settings.run_spread_prior)
+        out.append(
+            HistoryReadiness(
+                figure=figure,
+                runs=base.runs,
+                spread=base.spread,
+                decidable=base.smallest_decidable(),
+                threshold=settings.threshold,
+            )
+        )
+    return out
+
+
+def readiness_line(key: str, items: Sequence[HistoryReadiness]) -> str:
+    """One line for a recorded key: each figure's smallest decidable threshold and, when one
+    is over the threshold, the way out."""
+    if not items:
+        return f"{key}: no figure to judge in the baseline"
+    t = f"{items[0].threshold * 100:g} %"
+    shown = "; ".join(
+        f"{i.figure} {i.decidable * 100:.1f} % ({i.spread * 100:.1f} % spread, {i.runs} "
+        f"run{'s' if i.runs != 1 else ''})"
+        for i in items
+    )
+    if all(i.ready for i in items):
+        return f"{key}: decides the {t} threshold: {shown}"
+    return (
+        f"{key}: cannot yet decide the {t} threshold: {shown}; unchanged builds may be "
+        f"inconclusive: record more runs (--mlload-update-baseline appends, keeping the newest "
+        f"--mlload-history runs) or raise the threshold"
+    )
 
 
 def _probe_verdict(

@@ -39,7 +39,7 @@ from pytest_mlload.plugin.fixture import MlloadFixture  # noqa: E402
 from pytest_mlload.results import CapacityResult  # noqa: E402
 
 if TYPE_CHECKING:
-    from pytest_mlload.baseline import BaselineStore
+    from pytest_mlload.baseline import BaselineEntry, BaselineStore
     from pytest_mlload.hpa.recommend import HpaSettings
     from pytest_mlload.report.tables import TestRecord
 
@@ -202,6 +202,8 @@ class MlloadState:
         self.baseline_path = (here / base).resolve()
         self._store: BaselineStore | None = None
         self.recorded_elsewhere: set[str] = set()  # keys xdist workers recorded
+        # per recorded key: what its kept runs can decide (HistoryReadiness dicts)
+        self.readiness: dict[str, list[dict[str, Any]]] = {}
 
         def out(name: str, default: Path | None = None) -> Path | None:
             value = _option(config, name)
@@ -290,17 +292,22 @@ class MlloadState:
         if self.pending and not self.interrupted and exitstatus != pytest.ExitCode.INTERRUPTED:
             # merged into each entry as it is on disk now, under the lock: a concurrent
             # session (or xdist worker) recording the same key loses no run
-            self.store.record_many([(k, r, s) for k, (r, s) in self.pending.items()])
+            entries = self.store.record_many([(k, r, s) for k, (r, s) in self.pending.items()])
+            self._note_readiness(entries)
         if self.is_worker:
-            self.config.workeroutput["mlload_records"] = [r.to_dict() for r in self.records]  # type: ignore[attr-defined]
-            self.config.workeroutput["mlload_pending"] = sorted(self.pending)  # type: ignore[attr-defined]
+            out = self.config.workeroutput  # type: ignore[attr-defined]
+            out["mlload_records"] = [r.to_dict() for r in self.records]
+            out["mlload_pending"] = sorted(self.pending)
+            out["mlload_readiness"] = self.readiness
             return
         if not self.records:
             return
         from pytest_mlload.report.tables import json_report, markdown_table, write_json
 
         self.records.sort(key=lambda r: r.nodeid)
-        meta = {"baseline": str(self.baseline_path), "update_baseline": self.update}
+        meta: dict[str, Any] = {"baseline": str(self.baseline_path), "update_baseline": self.update}
+        if self.readiness:
+            meta["baseline_readiness"] = dict(sorted(self.readiness.items()))
         report = json_report(self.records, meta=meta)
         if self.report_path is not None:
             write_json(self.report_path, report)
@@ -333,6 +340,15 @@ class MlloadState:
         out = getattr(node, "workeroutput", {}) or {}
         self.records += [TestRecord.from_dict(d) for d in out.get("mlload_records", [])]
         self.recorded_elsewhere.update(out.get("mlload_pending", []))
+        self.readiness.update(out.get("mlload_readiness", {}))
+
+    def _note_readiness(self, entries: dict[str, BaselineEntry]) -> None:
+        """What each just-recorded entry can decide, kept for the summary and the report."""
+        from pytest_mlload.gates.metrics import history_readiness
+
+        for key, entry in entries.items():
+            settings = self.pending[key][1]
+            self.readiness[key] = [i.to_dict() for i in history_readiness(entry, settings)]
 
     def _plot(self) -> None:
         from pytest_mlload.report.plots import plot_path_for, plot_result
@@ -368,6 +384,14 @@ class MlloadState:
         if recorded:
             verb = "not written (interrupted)" if self.interrupted else "recorded in"
             tr.write_line(f"baselines {verb} {self.baseline_path}: {', '.join(recorded)}")
+        if self.readiness:
+            from pytest_mlload.gates.metrics import HistoryReadiness, readiness_line
+
+            tr.write_line("smallest threshold each recorded baseline can decide (99 % half-width):")
+            for key, items in sorted(self.readiness.items()):
+                tr.write_line(
+                    "  " + readiness_line(key, [HistoryReadiness.from_dict(d) for d in items])
+                )
         for path, what in (
             (self.report_path, "JSON report"),
             (self.markdown_path, "Markdown"),
