@@ -80,7 +80,11 @@ skip_locust_patch()
 from pytest_mlload import RunSettings  # noqa: E402
 from pytest_mlload.baseline import BaselineEntry, BaselineRun  # noqa: E402
 from pytest_mlload.errors import GateFailure, LoadError  # noqa: E402
-from pytest_mlload.gates.metrics import evaluate  # noqa: E402
+from pytest_mlload.gates.metrics import (  # noqa: E402
+    evaluate,
+    history_readiness,
+    readiness_line,
+)
 from pytest_mlload.results import CapacityResult  # noqa: E402
 
 REPO = os.path.dirname(BENCH_DIR)
@@ -778,6 +782,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"  baseline {m}: capacity {[x.capacity_rps for x in e.runs]} req/s, users "
                     f"{[x.users for x in e.runs]} -> later runs probe P99 at {e.users} users"
                 )
+                line = readiness_line(m, history_readiness(e, settings[m]))
+                say(f"  record-time line: {line}")
             counts = {"A/A": 0, "slow": 0}
             for phase in schedule(args.runs, args.slow_runs):
                 counts[phase] += 1

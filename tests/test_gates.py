@@ -22,7 +22,7 @@ from pytest_mlload.config import RunSettings
 from pytest_mlload.errors import Inconclusive
 from pytest_mlload.gates import metrics as gates
 from pytest_mlload.gates.metrics import Verdict, error_verdict, evaluate, evaluate_spike
-from pytest_mlload.results import CapacityResult, SpikeResult
+from pytest_mlload.results import CapacityResult, OpenLoopResult, SpikeResult
 
 KEY = "test_x.py::test_x"
 FP = {"cpu_count": 2}
@@ -429,6 +429,32 @@ class _SpikeSettings:
 def _judge_spike(now: CapacityResult, entry: BaselineEntry, settings: Any) -> dict[str, Verdict]:
     vs = evaluate_spike(now, entry, settings, key=KEY, baseline_path="b.yaml")
     return {v.metric: v for v in vs}
+
+
+def test_a_spike_entry_is_ready_on_its_spike_p99_as_the_spike_gate_judges_it() -> None:
+    entry = _spike_entry(300.0, 0.0)
+    [spike] = gates.history_readiness(entry, SETTINGS)
+    assert (spike.figure, spike.runs) == ("P99 during the spike", 2)
+    judged = _judge_spike(_spike(300.0, 0.0), entry, SETTINGS)["spike_p99"]
+    assert judged.decidable == pytest.approx(spike.decidable, rel=1e-3)
+    assert judged.spread == pytest.approx(spike.spread)
+
+
+def test_with_open_loop_the_p99_figure_is_the_open_loop_one() -> None:
+    def ol(p99: float) -> CapacityResult:
+        w = math.exp(1.96 * WINDOW_SD)
+        figures = OpenLoopResult(
+            rate_rps=150.0, window=window(150.0, p99, p99_ci=(p99 / w, p99 * w)), peak_workers=9
+        )
+        return result(open_loop=figures)
+
+    entry = history([ol(p) for p in (70.0, 72.0, 71.0)])
+    closed = gates.history_readiness(entry, SETTINGS)[2]
+    items = gates.history_readiness(entry, dataclasses.replace(SETTINGS, open_loop=True))
+    assert [i.figure for i in items] == ["capacity", "throughput at 20 users", "open-loop P99"]
+    assert (closed.figure, items[2].runs) == ("P99 at 20 users", 3)
+    v = judge(ol(71.0), entry, settings=dataclasses.replace(SETTINGS, open_loop=True))
+    assert v["p99_open_loop"].decidable == pytest.approx(items[2].decidable, rel=1e-3)
 
 
 def test_spike_error_verdict_is_not_pre_empted_by_the_error_cap() -> None:

@@ -563,16 +563,31 @@ def history_readiness(entry: BaselineEntry, settings: RunSettings) -> list[Histo
     """The smallest threshold each figure the gate judges can be decided at from ``entry``.
 
     The figures are those :func:`evaluate` compares: capacity (full search), the throughput
-    at the reference load (check mode) and P99 at the reference load, each from the same
-    runs and probes the gate reads, with ``settings.run_spread_prior``. A figure with no
-    positive values is left out. Plain arithmetic on the stored runs: no load is sent.
+    at the reference load (check mode) and P99 at the reference load (the open-loop P99 with
+    ``open_loop``), each from the same runs and probes the gate reads, with
+    ``settings.run_spread_prior``; a spike entry's figure is its P99 during the spike
+    (:func:`evaluate_spike`). A figure with no positive values is left out. Plain arithmetic
+    on the stored runs: no load is sent.
     """
     users = entry.users
-    figures = [
-        ("capacity", [r.capacity_rps for r in entry.runs], [r.capacity_ci_rps for r in entry.runs]),
-        (f"throughput at {users} users", *_rate_at(entry, users, goodput=settings.slo_mode)),
-        (f"P99 at {users} users", *_p99_at(entry, users)),
-    ]
+    spike = _spike_p99s(entry)
+    if spike[0]:
+        figures = [("P99 during the spike", *spike)]
+    else:
+        p99 = (
+            ("open-loop P99", *_open_loop_p99s(entry))
+            if settings.open_loop and not settings.slo_mode
+            else (f"P99 at {users} users", *_p99_at(entry, users))
+        )
+        figures = [
+            (
+                "capacity",
+                [r.capacity_rps for r in entry.runs],
+                [r.capacity_ci_rps for r in entry.runs],
+            ),
+            (f"throughput at {users} users", *_rate_at(entry, users, goodput=settings.slo_mode)),
+            p99,
+        ]
     out = []
     for figure, values, cis in figures:
         if not values or min(values) <= 0:
@@ -660,20 +675,40 @@ def _open_loop_verdict(
             "ms",
             f"open-loop P99 of {key}: {why}; record one with --mlload-update-baseline",
         )
-    rate = base[-1].rate_rps or 1.0
-    same = [b for b in base if abs((b.rate_rps or 0.0) / rate - 1) < 0.01]
+    values, cis = _open_loop_p99s(entry)
     return _compare(
         "p99_open_loop",
         f"open-loop P99 of {key} at {now.rate_rps:.1f} req/s",
         "ms",
         now.window.p99_ms,
         now.window.p99_ci,
-        [b.p99_ms for b in same],
+        values,
         t,
         higher_is_better=False,
-        base_cis=[b.p99_ci for b in same],
+        base_cis=cis,
         prior=settings.run_spread_prior,
     )
+
+
+def _open_loop_p99s(entry: BaselineEntry) -> tuple[list[float], list[Any]]:
+    """The baseline's open-loop P99s (and intervals) at the newest run's open-loop rate."""
+    base = [ol for r in entry.runs if (ol := r.extra.open_loop) is not None]
+    if not base:
+        return [], []
+    rate = base[-1].rate_rps or 1.0
+    same = [b for b in base if abs((b.rate_rps or 0.0) / rate - 1) < 0.01]
+    kept = [(b.p99_ms, b.p99_ci) for b in same if b.p99_ms is not None]
+    return [p for p, _ in kept], [ci for _, ci in kept]
+
+
+def _spike_p99s(entry: BaselineEntry) -> tuple[list[float], list[Any]]:
+    """The baseline spikes' P99s (and intervals)."""
+    kept = [
+        (sp.p99_ms, sp.p99_ci)
+        for r in entry.runs
+        if (sp := r.extra.spike) is not None and sp.p99_ms is not None
+    ]
+    return [p for p, _ in kept], [ci for _, ci in kept]
 
 
 def _bound(
@@ -779,7 +814,7 @@ def evaluate_spike(
     if not base or result.p99_ms is None:
         verdicts.append(_missing("spike", t, "", f"spike of {key}: no spike figures to compare"))
         return _noted(verdicts, _machine_note(entry, fingerprint), part)
-    with_p99 = [sp for _, sp in base if sp.p99_ms is not None]
+    values, cis = _spike_p99s(entry)
     verdicts.append(
         _compare(
             "spike_p99",
@@ -787,10 +822,10 @@ def evaluate_spike(
             "ms",
             result.p99_ms,
             result.p99_ci,
-            [b.p99_ms for b in with_p99 if b.p99_ms is not None],
+            values,
             t,
             higher_is_better=False,
-            base_cis=[b.p99_ci for b in with_p99],
+            base_cis=cis,
             prior=settings.run_spread_prior,
         )
     )
