@@ -20,7 +20,7 @@ import pytest
 from pytest_mlload.baseline import BaselineEntry, BaselineRun, RunExtras
 from pytest_mlload.config import RunSettings
 from pytest_mlload.errors import ConfigError, Inconclusive
-from pytest_mlload.gates.metrics import evaluate
+from pytest_mlload.gates.metrics import evaluate, history_readiness
 from pytest_mlload.load import slo
 from pytest_mlload.load.controller import CapacitySearch, Samples, build_result, run_search
 from pytest_mlload.load.streaming import StreamSamples
@@ -286,6 +286,19 @@ def test_an_unchanged_engine_is_never_a_regression(
         v.message for v in vs.values()
     ]
     assert vs["goodput"].verdict == "pass", vs["goodput"].message
+
+
+def test_readiness_in_slo_mode_covers_the_token_figures_the_gate_judges(
+    baseline: tuple[BaselineEntry, RunSettings],
+) -> None:
+    entry, settings = baseline
+    items = {i.figure.split(" at ")[0]: i for i in history_readiness(entry, settings)}
+    assert set(items) == {"goodput", "throughput", "P99", "TTFT P99", "TPOT P99"}
+    r, _ = search(llm(20), probe_users=entry.users, **FAST, tpot_p99_ms=7.75)
+    vs = verdicts_of(r, entry, settings)
+    for metric, figure in (("ttft_p99", "TTFT P99"), ("tpot_p99", "TPOT P99")):
+        assert items[figure].runs == 3
+        assert vs[metric].spread == pytest.approx(items[figure].spread)
 
 
 def test_a_slower_decode_step_is_a_goodput_and_a_tpot_regression(

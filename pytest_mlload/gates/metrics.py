@@ -564,10 +564,10 @@ def history_readiness(entry: BaselineEntry, settings: RunSettings) -> list[Histo
 
     The figures are those :func:`evaluate` compares: capacity (full search), the throughput
     at the reference load (check mode) and P99 at the reference load (the open-loop P99 with
-    ``open_loop``), each from the same runs and probes the gate reads, with
-    ``settings.run_spread_prior``; a spike entry's figure is its P99 during the spike
-    (:func:`evaluate_spike`). A figure with no positive values is left out. Plain arithmetic
-    on the stored runs: no load is sent.
+    ``open_loop``; TTFT and TPOT P99 too in SLO mode), each from the same runs and probes the
+    gate reads, with ``settings.run_spread_prior``. A spike entry's figure is its P99 during
+    the spike (:func:`evaluate_spike`). A figure with no positive values is left out. Plain
+    arithmetic on the stored runs: no load is sent.
     """
     users = entry.users
     spike = _spike_p99s(entry)
@@ -581,13 +581,20 @@ def history_readiness(entry: BaselineEntry, settings: RunSettings) -> list[Histo
         )
         figures = [
             (
-                "capacity",
+                "goodput" if settings.slo_mode else "capacity",
                 [r.capacity_rps for r in entry.runs],
                 [r.capacity_ci_rps for r in entry.runs],
             ),
             (f"throughput at {users} users", *_rate_at(entry, users, goodput=settings.slo_mode)),
             p99,
         ]
+        if settings.slo_mode:
+            from pytest_mlload.gates import stream
+
+            figures += [
+                (f"{name} at {users} users", *stream.baseline_figure(entry, metric))
+                for metric, name in stream.FIGURES
+            ]
     out = []
     for figure, values, cis in figures:
         if not values or min(values) <= 0:

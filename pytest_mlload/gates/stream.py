@@ -83,13 +83,7 @@ def stream_verdicts(
     out = []
     for metric, name in FIGURES:
         label = f"{name} of {key} at the baseline's {users} users"
-        values, cis = [], []
-        for run in entry.runs:
-            point = run.extra.stream.at(users) if run.extra.stream else None
-            value = getattr(point, f"{metric}_ms", None) if point else None
-            if value is not None:
-                values.append(value)
-                cis.append(getattr(point, f"{metric}_ci"))
+        values, cis = baseline_figure(entry, metric)
         observed, observed_ci = _figure(now, metric)
         limit_set = getattr(settings, f"{metric}_ms") > 0
         if not values or observed is None:
@@ -113,6 +107,19 @@ def stream_verdicts(
             )
         )
     return out
+
+
+def baseline_figure(entry: BaselineEntry, metric: str) -> tuple[list[float], list[Any]]:
+    """The baseline runs' ``metric`` (``ttft`` or ``tpot``) P99 at the entry's reference load,
+    with their intervals: one figure per run that has it."""
+    values, cis = [], []
+    for run in entry.runs:
+        point = run.extra.stream.at(entry.users) if run.extra.stream else None
+        value = getattr(point, f"{metric}_ms", None) if point else None
+        if value is not None:
+            values.append(value)
+            cis.append(getattr(point, f"{metric}_ci"))
+    return values, cis
 
 
 def token_note(result: CapacityResult, entry: BaselineEntry) -> str:
