@@ -782,7 +782,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"  baseline {m}: capacity {[x.capacity_rps for x in e.runs]} req/s, users "
                     f"{[x.users for x in e.runs]} -> later runs probe P99 at {e.users} users"
                 )
-                line = readiness_line(m, history_readiness(e, settings[m]))
+                line = readiness_line(m, history_readiness(e, settings[m]), args.history)
                 say(f"  record-time line: {line}")
             counts = {"A/A": 0, "slow": 0}
             for phase in schedule(args.runs, args.slow_runs):

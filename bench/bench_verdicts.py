@@ -843,7 +843,7 @@ def real_baseline(
         f"users {[x.users for x in entry.runs]}, P99 {[x.p99_ms for x in entry.runs]} ms "
         f"-> reference load {entry.users} users"
     )
-    line = readiness_line(f"block {block}", history_readiness(entry, settings))
+    line = readiness_line(f"block {block}", history_readiness(entry, settings), history)
     say(f"  record-time line: {line}")
     return entry, base
 

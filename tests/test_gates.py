@@ -272,10 +272,15 @@ def test_one_run_cannot_decide_ten_percent_and_the_record_line_says_so() -> None
     # 3 % x sqrt(1 + 1/1): exp(2.5758 x 0.042426) - 1 = 11.55 %
     assert (cap.runs, cap.spread) == (1, pytest.approx(0.03))
     assert cap.decidable == pytest.approx(0.11548, abs=1e-4) and not cap.ready
-    line = gates.readiness_line(KEY, [cap, rate, p99])
+    line = gates.readiness_line(KEY, [cap, rate, p99], history=10)
     assert line.startswith(f"{KEY}: cannot yet decide the 10 % threshold")
     assert "capacity 11.5 % (3.0 % spread, 1 run); throughput at 20 users" in line
-    assert "record more runs (--mlload-update-baseline appends" in line
+    # two runs at 3 %: exp(2.5758 x 0.03 x sqrt(1.5)) - 1 = 9.93 % decides 10 %
+    assert cap.runs_needed == 2
+    assert line.endswith(
+        "At these spreads 1 more run would decide it (--mlload-update-baseline appends), "
+        "or raise the threshold"
+    )
 
 
 def test_three_runs_spread_by_hand() -> None:
@@ -288,6 +293,15 @@ def test_three_runs_spread_by_hand() -> None:
     assert cap.decidable == pytest.approx(0.1143, abs=1e-4) and not cap.ready
     wider = gates.history_readiness(entry, dataclasses.replace(SETTINGS, threshold=0.15))[0]
     assert wider.ready and wider.decidable == cap.decidable
+    # endless runs at 3.639 % decide exp(2.5758 x 0.03639) - 1 = 9.83 %; k runs decide 10 %
+    # once 1 + 1/k <= (log 1.1 / (2.5758 x 0.03639))^2 = 1.0338: k = 30
+    assert cap.floor == pytest.approx(0.0983, abs=1e-4) and cap.runs_needed == 30
+    line = gates.readiness_line(KEY, [cap], history=10)
+    assert line.endswith(
+        "At these spreads 30 runs would decide it, more than the 10 kept: raise "
+        "--mlload-history to 30 and record 27 more, or raise the threshold"
+    )
+    assert "27 more runs would decide it" in gates.readiness_line(KEY, [cap])
 
 
 def test_ten_tied_runs_decide_ten_percent_and_the_gate_agrees() -> None:
@@ -321,6 +335,10 @@ def test_a_noisy_history_is_not_ready_where_the_gate_is_inconclusive() -> None:
     entry = history([result(cap=c) for c in caps])
     cap = gates.history_readiness(entry, SETTINGS)[0]
     assert not cap.ready and cap.decidable > 0.13
+    # its spread alone, over endless runs, decides no less than 13 %: more runs cannot help
+    assert cap.runs_needed is None and cap.floor > 0.13
+    line = gates.readiness_line(KEY, [cap], history=10)
+    assert f"(endless runs would decide {cap.floor * 100:.1f} %): raise the threshold" in line
     v = judge(result(cap=790.0), entry)["capacity"]
     assert v.verdict == "inconclusive"
     assert f"the smallest it can decide is {cap.decidable * 100:.1f} %" in v.message

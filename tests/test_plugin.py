@@ -183,7 +183,7 @@ def test_round_trip_missing_record_pass_then_regression(
     assert rec_report["baseline_readiness"] == {KEY: [i.to_dict() for i in readiness]}
     assert readiness[0].figure == "capacity" and readiness[0].runs == 1
     assert readiness[0].spread >= 0.03 and readiness[0].threshold == 0.15
-    assert "  " + readiness_line(KEY, readiness) in out
+    assert "  " + readiness_line(KEY, readiness, 10) in out
     assert round(recorded["results"][0]["capacity_rps"], 2) == run["capacity_rps"]
     recorded_bytes = baseline.read_bytes()
 

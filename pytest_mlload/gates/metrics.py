@@ -45,6 +45,7 @@ from pytest_mlload.errors import (
 from pytest_mlload.results import CapacityResult
 from pytest_mlload.stats import (
     SIGMA0,
+    Z99,
     Decision,
     RunSpread,
     change_interval,
@@ -550,6 +551,22 @@ class HistoryReadiness:
     def ready(self) -> bool:
         return self.decidable <= self.threshold
 
+    @property
+    def floor(self) -> float:
+        """What endless runs at this spread could decide: ``exp(2.576 s) - 1``."""
+        return math.expm1(Z99 * self.spread)
+
+    @property
+    def runs_needed(self) -> int | None:
+        """Runs at which this spread decides the threshold (the least ``k`` with
+        ``exp(2.576 s sqrt(1 + 1/k)) - 1 <= threshold``), or None when no number does."""
+        if self.ready:
+            return self.runs
+        if self.floor >= self.threshold:
+            return None
+        ratio = (math.log1p(self.threshold) / (Z99 * self.spread)) ** 2
+        return max(self.runs + 1, math.ceil(1.0 / (ratio - 1.0) - 1e-9))
+
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "ready": self.ready}
 
@@ -613,9 +630,11 @@ def history_readiness(entry: BaselineEntry, settings: RunSettings) -> list[Histo
     return out
 
 
-def readiness_line(key: str, items: Sequence[HistoryReadiness]) -> str:
+def readiness_line(key: str, items: Sequence[HistoryReadiness], history: int | None = None) -> str:
     """One line for a recorded key: each figure's smallest decidable threshold and, when one
-    is over the threshold, the way out."""
+    is over the threshold, the way out: how many more runs would decide it at these spreads
+    (``history``: the runs kept, ``--mlload-history``), or the threshold to raise to when no
+    number of runs would."""
     if not items:
         return f"{key}: no figure to judge in the baseline"
     t = f"{items[0].threshold * 100:g} %"
@@ -626,10 +645,29 @@ def readiness_line(key: str, items: Sequence[HistoryReadiness]) -> str:
     )
     if all(i.ready for i in items):
         return f"{key}: decides the {t} threshold: {shown}"
+    head = (
+        f"{key}: cannot yet decide the {t} threshold: {shown}; unchanged builds may be inconclusive"
+    )
+    short = [i for i in items if not i.ready]
+    if any(i.runs_needed is None for i in short):
+        floor = max(i.floor for i in short)
+        return (
+            f"{head}. No number of runs decides {t} at these spreads (endless runs would "
+            f"decide {floor * 100:.1f} %): raise the threshold above that, make runs repeat "
+            f"more closely (longer measure_s / probe_s, a quieter runner), or, if a few runs "
+            f"read high by chance, record more and see the spread fall"
+        )
+    more = max((i.runs_needed or 0) - i.runs for i in short)
+    total = max(i.runs_needed or 0 for i in short)
+    if history is not None and total > history:
+        return (
+            f"{head}. At these spreads {total} runs would decide it, more than the "
+            f"{history} kept: raise --mlload-history to {total} and record {more} more, or raise "
+            f"the threshold"
+        )
     return (
-        f"{key}: cannot yet decide the {t} threshold: {shown}; unchanged builds may be "
-        f"inconclusive: record more runs (--mlload-update-baseline appends, keeping the newest "
-        f"--mlload-history runs) or raise the threshold"
+        f"{head}. At these spreads {more} more run{'s' if more != 1 else ''} would decide it "
+        f"(--mlload-update-baseline appends), or raise the threshold"
     )
 
 

@@ -388,10 +388,9 @@ class MlloadState:
             from pytest_mlload.gates.metrics import HistoryReadiness, readiness_line
 
             tr.write_line("smallest threshold each recorded baseline can decide (99 % half-width):")
-            for key, items in sorted(self.readiness.items()):
-                tr.write_line(
-                    "  " + readiness_line(key, [HistoryReadiness.from_dict(d) for d in items])
-                )
+            for key, dicts in sorted(self.readiness.items()):
+                items = [HistoryReadiness.from_dict(d) for d in dicts]
+                tr.write_line("  " + readiness_line(key, items, self.history))
         for path, what in (
             (self.report_path, "JSON report"),
             (self.markdown_path, "Markdown"),
