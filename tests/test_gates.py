@@ -328,6 +328,25 @@ def test_ten_tied_runs_decide_ten_percent_and_the_gate_agrees() -> None:
     assert d["ready"] is True and gates.HistoryReadiness.from_dict(d) == items[0]
 
 
+@pytest.mark.parametrize("spread", [0.02, 0.03, 0.035, 0.038, 0.045])
+@pytest.mark.parametrize("runs", [1, 3, 5])
+def test_runs_needed_is_the_least_count_whose_half_width_fits(spread: float, runs: int) -> None:
+    def half_width(k: int) -> float:
+        return math.expm1(2.5758293 * spread * math.sqrt(1 + 1 / k))
+
+    item = gates.HistoryReadiness(
+        figure="capacity", runs=runs, spread=spread, decidable=half_width(runs), threshold=0.1
+    )
+    need = item.runs_needed
+    if item.floor >= 0.1:
+        assert need is None and math.expm1(2.5758293 * spread) >= 0.1
+    elif item.ready:
+        assert need == runs
+    else:
+        assert need is not None and need > runs
+        assert half_width(need) <= 0.1 < half_width(need - 1) or need == runs + 1
+
+
 def test_a_noisy_history_is_not_ready_where_the_gate_is_inconclusive() -> None:
     # five runs spread like the real demo's unlucky block (6 % draws): the record-time line
     # names the threshold an unchanged run then meets as inconclusive
