@@ -587,9 +587,9 @@ def history_readiness(entry: BaselineEntry, settings: RunSettings) -> list[Histo
     arithmetic on the stored runs: no load is sent.
     """
     users = entry.users
-    spike = _spike_p99s(entry)
-    if spike[0]:
-        figures = [("P99 during the spike", *spike)]
+    spike_p99s, spike_cis = _spike_p99s(entry)
+    if spike_p99s:
+        figures = [("P99 during the spike", spike_p99s, spike_cis)]
     else:
         p99 = (
             ("open-loop P99", *_open_loop_p99s(entry))
