@@ -158,7 +158,13 @@ def test_round_trip_missing_record_pass_then_regression(
 
     # 2. Record: passes, writes a reviewable entry with the figures and the settings.
     result, _ = run_inner(
-        pytester, *host, "--mlload-update-baseline", "--mlload-report", "rec.json"
+        pytester,
+        *host,
+        "--mlload-update-baseline",
+        "--mlload-report",
+        "rec.json",
+        "--mlload-markdown",
+        "rec.md",
     )
     out = text(result)
     result.assert_outcomes(passed=2)
@@ -184,6 +190,7 @@ def test_round_trip_missing_record_pass_then_regression(
     assert readiness[0].figure == "capacity" and readiness[0].runs == 1
     assert readiness[0].spread >= 0.03 and readiness[0].threshold == 0.15
     assert "  " + readiness_line(KEY, readiness, 10) in out
+    assert f"- {readiness_line(KEY, readiness, 10)}\n" in (pytester.path / "rec.md").read_text()
     assert round(recorded["results"][0]["capacity_rps"], 2) == run["capacity_rps"]
     recorded_bytes = baseline.read_bytes()
 

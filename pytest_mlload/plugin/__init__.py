@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 # installing the plugin does not slow down every pytest session.
 
 PLUGIN_NAME = "mlload-state"
+READINESS_HEAD = "smallest threshold each recorded baseline can decide (99 % half-width)"
 DEFAULT_BASELINE = "mlload-baseline.yaml"
 
 # Session-wide options (not marker arguments): name, help, metavar.
@@ -312,6 +313,9 @@ class MlloadState:
         if self.report_path is not None:
             write_json(self.report_path, report)
         table = markdown_table(self.records)
+        if self.readiness:
+            listed = "".join(f"- {line}\n" for line in self._readiness_lines())
+            table += f"\n{READINESS_HEAD}:\n\n{listed}"
         if self.markdown_path is not None:
             self.markdown_path.parent.mkdir(parents=True, exist_ok=True)
             self.markdown_path.write_text("## pytest-mlload capacity summary\n\n" + table)
@@ -350,6 +354,14 @@ class MlloadState:
             settings = self.pending[key][1]
             self.readiness[key] = [i.to_dict() for i in history_readiness(entry, settings)]
 
+    def _readiness_lines(self) -> list[str]:
+        from pytest_mlload.gates.metrics import HistoryReadiness, readiness_line
+
+        return [
+            readiness_line(key, [HistoryReadiness.from_dict(d) for d in dicts], self.history)
+            for key, dicts in sorted(self.readiness.items())
+        ]
+
     def _plot(self) -> None:
         from pytest_mlload.report.plots import plot_path_for, plot_result
         from pytest_mlload.results import part_key, part_name
@@ -385,12 +397,9 @@ class MlloadState:
             verb = "not written (interrupted)" if self.interrupted else "recorded in"
             tr.write_line(f"baselines {verb} {self.baseline_path}: {', '.join(recorded)}")
         if self.readiness:
-            from pytest_mlload.gates.metrics import HistoryReadiness, readiness_line
-
-            tr.write_line("smallest threshold each recorded baseline can decide (99 % half-width):")
-            for key, dicts in sorted(self.readiness.items()):
-                items = [HistoryReadiness.from_dict(d) for d in dicts]
-                tr.write_line("  " + readiness_line(key, items, self.history))
+            tr.write_line(READINESS_HEAD + ":")
+            for line in self._readiness_lines():
+                tr.write_line("  " + line)
         for path, what in (
             (self.report_path, "JSON report"),
             (self.markdown_path, "Markdown"),
