@@ -2,6 +2,7 @@
 
     python bench/bench_verdicts.py [--sim] [--sim-runs 200]          # fast, simulated (default)
     python bench/bench_verdicts.py --sim --noise-only [--noise-runs 50]  # issue 9 tables only
+    python bench/bench_verdicts.py --sim --noise-only --until-ready 10   # record while flagged
     python bench/bench_verdicts.py --real [--runs 20] [--jitter 0.03]  # real demo server, full
                                                                        # search and check mode
 
@@ -47,7 +48,11 @@ of ``--history`` full searches (default 5, the figures' basis; the plugin keeps 
 since c26508c; seeds ``20_000 + s i ...``, ``s = max(10, 2 x history)``); the A/A run and the
 slowed run (service time x 1.25) of that index are judged against it, by a full search and by
 a check run (``hold_users = probe_users = entry.users``). Every converged full search (baseline runs
-included) is also checked for a measured P99 above its target.
+included) is also checked for a measured P99 above its target. Each fresh baseline's
+record-time line (:func:`pytest_mlload.gates.metrics.history_readiness`: does every gated
+figure's smallest decidable threshold fit the threshold?) is computed, and the verdicts are
+split by it; ``--until-ready N`` records on past ``--history`` runs while the line flags the
+baseline, up to ``N`` runs, as a team following the line's advice would.
 
 A missed target is printed, not an exit status; the exit status is non-zero only when
 something broke.
@@ -393,6 +398,7 @@ def part_sim(
     noise_only: bool = False,
     threshold: float = 0.10,
     history: int = HISTORY,
+    until_ready: int = 0,
 ) -> None:
     """The simulated part, holding the machine-wide load lock.
 
@@ -412,7 +418,7 @@ def part_sim(
             _part_sim(n, fresh_too=fresh_too)
             say()
         if noise_n:
-            part_noise(noise_n, threshold, history)
+            part_noise(noise_n, threshold, history, until_ready)
     say(f"({note})")
 
 
@@ -520,6 +526,7 @@ class NoiseTally:
 
     outs: dict[tuple[str, str], list[Outcome]] = field(default_factory=dict)
     ready: list[bool] = field(default_factory=list)  # per baseline: its record-time line
+    kept: list[int] = field(default_factory=list)  # per baseline: the runs it holds
     converged: int = 0
     over_target: list[str] = field(default_factory=list)
 
@@ -533,15 +540,20 @@ class NoiseTally:
                 self.over_target.append(f"{label}: P99 {r.p99_ms:.1f} > {r.target_p99_ms:g} ms")
 
 
-def noise_case(case: NoiseCase, n: int, threshold: float, history: int) -> NoiseTally:
+def noise_case(
+    case: NoiseCase, n: int, threshold: float, history: int, until_ready: int = 0
+) -> NoiseTally:
     """``n`` (A/A, slowed) pairs, each judged against a fresh baseline of ``history`` runs.
 
     Baseline ``i`` tries seeds ``20_000 + stride i ...`` (``stride`` = ``max(10, 2 history)``
-    seeds, so the default 5 runs keep the seeds they always had).
+    seeds, so the default 5 runs keep the seeds they always had). With ``until_ready`` above
+    ``history``, recording goes on past ``history`` runs while the record-time line flags the
+    baseline, up to ``until_ready`` runs: a team that follows the line's advice.
     """
     settings = RunSettings(target_p99_ms=case.target_p99_ms, max_users=128, threshold=threshold)
     tally = NoiseTally()
-    stride = max(10, 2 * history)
+    cap = max(history, until_ready)
+    stride = max(10, 2 * cap)
     for i in range(n):
         entry: BaselineEntry | None = None
         kept = 0
@@ -549,10 +561,11 @@ def noise_case(case: NoiseCase, n: int, threshold: float, history: int) -> Noise
             r = noise_run(case, seed, settings, probe=reference_load(entry))
             tally.check_p99(r, f"baseline seed {seed}")
             if r.converged:
-                entry = record(entry, r, settings, history)
+                entry = record(entry, r, settings, cap)
                 kept += 1
-                if kept == history:
+                if kept >= history and (kept == cap or ready(entry, settings)):
                     break
+        tally.kept.append(kept)
         if entry is None or kept < history:
             raise BenchError(
                 f"{case.name}: fewer than {history} of {stride} baseline runs converged"
@@ -600,10 +613,15 @@ def best_possible(noise: float, history: int, n_draws: int = 200_000) -> tuple[f
     return 50 * float(false[i]), 50 * float(missed[i])
 
 
-def part_noise(n: int, threshold: float, history: int = HISTORY) -> None:
+def part_noise(n: int, threshold: float, history: int = HISTORY, until_ready: int = 0) -> None:
+    more = (
+        f" (recorded on while the record-time line flags it, up to {until_ready} runs)"
+        if until_ready > history
+        else ""
+    )
     header(
         f"bench_verdicts --sim, issue 9: run-to-run noise and check mode, {n} runs per case, "
-        f"fresh baseline of {history} per run, threshold {threshold:.0%}"
+        f"fresh baseline of {history} per run{more}, threshold {threshold:.0%}"
     )
     say(
         "Targets: A/A false regressions <= 1/50 (and no failure: inconclusive counted apart), "
@@ -613,7 +631,7 @@ def part_noise(n: int, threshold: float, history: int = HISTORY) -> None:
     rows, p99_rows, ready_rows, notes = [], [], [], []
     t0 = time.perf_counter()
     for case in NOISE_CASES:
-        tally = noise_case(case, n, threshold, history)
+        tally = noise_case(case, n, threshold, history, until_ready)
         for mode in ("full", "check"):
             aa = tally.outs[(mode, "A/A")]
             slow = tally.outs[(mode, "x1.25")]
@@ -644,6 +662,7 @@ def part_noise(n: int, threshold: float, history: int = HISTORY) -> None:
             [
                 case.name,
                 f"{tally.ready.count(False)}/{len(tally.ready)}",
+                f"{statistics.median(tally.kept):g} / {max(tally.kept)}",
                 *(
                     by_readiness(tally.ready, tally.outs[(m, kind)], what)
                     for m in ("full", "check")
@@ -680,6 +699,7 @@ def part_noise(n: int, threshold: float, history: int = HISTORY) -> None:
             [
                 "case",
                 "baselines flagged",
+                "runs kept median / max",
                 "full: A/A inconcl",
                 "full: x1.25 caught",
                 "check: A/A inconcl",
@@ -998,6 +1018,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "the plugin's --mlload-history default is 10)",
     )
     p.add_argument(
+        "--until-ready",
+        type=int,
+        default=0,
+        help="--sim noise tables: record each baseline on past --history runs while the "
+        "record-time line flags it, up to this many runs (0: off)",
+    )
+    p.add_argument(
         "--quick",
         action="store_true",
         help="smoke: 50 simulated runs per case, fixed baseline only",
@@ -1019,6 +1046,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 noise_only=args.noise_only,
                 threshold=args.threshold,
                 history=args.history,
+                until_ready=args.until_ready,
             )
         )
     if args.real:
