@@ -325,7 +325,8 @@ def test_ten_tied_runs_decide_ten_percent_and_the_gate_agrees() -> None:
     assert verdicts["capacity"].decidable == pytest.approx(items[0].decidable, rel=1e-3)
     assert verdicts["p99"].decidable == pytest.approx(items[2].decidable, rel=1e-3)
     d = items[0].to_dict()
-    assert d["ready"] is True and gates.HistoryReadiness.from_dict(d) == items[0]
+    assert (d["ready"], d["runs_needed"]) == (True, 10)
+    assert gates.HistoryReadiness.from_dict(d) == items[0]
 
 
 @pytest.mark.parametrize("spread", [0.02, 0.03, 0.035, 0.038, 0.045])

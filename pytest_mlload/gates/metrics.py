@@ -568,11 +568,13 @@ class HistoryReadiness:
         return max(self.runs + 1, math.ceil(1.0 / (ratio - 1.0) - 1e-9))
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "ready": self.ready}
+        derived = {"ready": self.ready, "runs_needed": self.runs_needed, "floor": self.floor}
+        return {**asdict(self), **derived}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> HistoryReadiness:
-        """Rebuild from :meth:`to_dict` output (``ready`` is derived)."""
+        """Rebuild from :meth:`to_dict` output (``ready``, ``runs_needed``, ``floor`` are
+        derived)."""
         return cls(**{f.name: d[f.name] for f in fields(cls)})
 
 
