@@ -154,8 +154,7 @@ def _compare(
             f"record a baseline with --mlload-update-baseline",
             observed=observed,
         )
-    within = [interval_sd(v, ci) for v, ci in zip(base_values, base_cis, strict=False)]
-    base = run_spread(base_values, within_sds=within, prior_sd=prior)
+    base = _base_spread(base_values, base_cis, prior)
     ci = change_interval(observed, observed_ci, base)
     d = decide(
         ci.change,
@@ -186,6 +185,12 @@ def _compare(
         decidable=ci.decidable,
         spread=base.spread,
     )
+
+
+def _base_spread(values: Sequence[float], cis: Sequence[Any], prior: float) -> RunSpread:
+    """The baseline runs' centre and spread, with their own intervals' sd as the floor."""
+    within = [interval_sd(v, ci) for v, ci in zip(values, cis, strict=False)]
+    return run_spread(values, within_sds=within, prior_sd=prior)
 
 
 def _shown_ci(d: Decision) -> str:
@@ -618,8 +623,7 @@ def history_readiness(entry: BaselineEntry, settings: RunSettings) -> list[Histo
     for figure, values, cis in figures:
         if not values or min(values) <= 0:
             continue
-        within = [interval_sd(v, ci) for v, ci in zip(values, cis, strict=False)]
-        base = run_spread(values, within_sds=within, prior_sd=settings.run_spread_prior)
+        base = _base_spread(values, cis, settings.run_spread_prior)
         out.append(
             HistoryReadiness(
                 figure=figure,
