@@ -17,6 +17,7 @@ import os
 os.environ.setdefault("LOCUST_SKIP_MONKEY_PATCH", "1")  # this process only builds the class
 
 import numpy as np  # noqa: E402
+from _common import stop_on_sigterm  # noqa: E402
 
 from pytest_mlload.config import RunSettings  # noqa: E402
 from pytest_mlload.load.engine import run_capacity  # noqa: E402
@@ -33,6 +34,7 @@ def main() -> None:
     parser.add_argument("--users", default="2,4,8,12,16")
     parser.add_argument("--reject-stream-options", action="store_true")
     args = parser.parse_args()
+    stop_on_sigterm()
     chat = openai_chat(model="demo", prompt_tokens=PROMPT, max_tokens=OUT)
     settings = RunSettings(target_p99_ms=2000, min_samples=200, measure_s=4, max_duration_s=30)
     print(

@@ -16,6 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "example_suite"))
 
+from _common import stop_on_sigterm  # noqa: E402
 from tasks import Classify, Embed, Infer  # noqa: E402
 
 from pytest_mlload.config import RunSettings  # noqa: E402
@@ -32,6 +33,7 @@ def truth(weights: dict[str, float]) -> float:
 
 
 def main() -> int:
+    stop_on_sigterm()  # SIGTERM stops the demo server by PID, as Ctrl-C does
     rows: list[tuple[str, float, str]] = []
     with DemoServerProcess(slots=4, classify_ms=20.0, embed_ms=30.0, infer_ms=40.0) as demo:
 

@@ -70,6 +70,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import _common
 import numpy as np
 from _common import BenchError, cv, demo_server, header, pct, say, skip_locust_patch, table
 
@@ -1030,6 +1031,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="smoke: 50 simulated runs per case, fixed baseline only",
     )
     args = p.parse_args(argv)
+    _common.stop_on_sigterm()  # SIGTERM stops the demo server by PID, as Ctrl-C does
     if args.history < 1:
         p.error(f"--history takes an integer >= 1, got {args.history}")
     if not (args.sim or args.real):
