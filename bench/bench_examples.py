@@ -81,11 +81,15 @@ def llm() -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("which", nargs="*", choices=["slowed", "llm"], default=[])
+    parts = {"slowed": slowed, "llm": llm}
+    parser.add_argument("which", nargs="*", help=f"any of {', '.join(parts)} (default: all)")
     args = parser.parse_args()
+    unknown = [name for name in args.which if name not in parts]
+    if unknown:
+        parser.error(f"unknown part(s) {', '.join(unknown)}: choose from {', '.join(parts)}")
     stop_on_sigterm()
-    for name in args.which or ["slowed", "llm"]:
-        {"slowed": slowed, "llm": llm}[name]()
+    for name in args.which or list(parts):
+        parts[name]()
     return 0
 
 
