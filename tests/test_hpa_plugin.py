@@ -49,9 +49,12 @@ TRIGGERS = [
 ]
 # One search takes ~8-12 s. The 3 s measure window is the operating-point window: its
 # Prometheus range (int(3.x) = 3 s) holds ~3 scrapes at 1 s, enough for rate().
+# The capacity gate here only has to pass on the same server, against a one-run baseline. On
+# a slower 2-core machine a 1.5 s probe's own P99 interval ran -7.2 %..+24.3 % and made 15 %
+# undecidable ("the smallest it can decide is 21.1 %", 2026-12-07): 30 % leaves room.
 MARKER = (
     "target_p99_ms=120, min_users=4, max_users=32, measure_s=3.0, probe_s=1.5, "
-    "min_samples=150, max_duration_s=40, threshold=0.15"
+    "min_samples=150, max_duration_s=40, threshold=0.3"
 )
 CAPACITY_TEST = f"""
 import pytest
