@@ -360,7 +360,9 @@ def test_hpa_report_keda_file_baseline_and_drift_gate(
     assert rec["outcome"] == "regression"
     b, n = base_api["recommended"], by_key(res["hpa"])["api.cpuUtilization"]["recommended"]
     change = n / b - 1
-    assert change > 0.4, (b, n)  # +200 millicpu on ~270-300: well past the 20 %
+    # +1 ms of CPU per request: +200 millicpu on ~270-300 on one machine, +108 on ~352 on a
+    # slower one (+30.5 %, 2026-12-07); either way past the 20 % threshold
+    assert change > 0.2, (b, n)
     head = (
         f"HPA trigger API cpuUtilization moved {change * 100:+.1f} % (baseline {b:g}m -> now "
         f"{n:g}m, 95 % CI +"
