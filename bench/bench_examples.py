@@ -41,19 +41,17 @@ def suite_copy(tmp: str) -> str:
 
 def session(suite: str, url: str, test: str, *extra: str) -> dict[str, Any]:
     """One pytest session in the suite copy ``suite``; returns its report's record of ``test``."""
-    with tempfile.TemporaryDirectory() as tmp:
-        report = os.path.join(tmp, "report.json")
-        cmd = [
-            sys.executable, "-m", "pytest", f"test_capacity.py::{test}", "-q",
-            "--mlload-host", url, "--mlload-report", report, *extra,
-        ]  # fmt: skip
-        proc = subprocess.run(
-            cmd, cwd=suite, capture_output=True, text=True, timeout=SESSION_TIMEOUT_S
-        )
-        if not os.path.exists(report):
-            raise BenchError(f"no report from {' '.join(cmd)}:\n{proc.stdout[-2000:]}")
-        with open(report, encoding="utf-8") as fh:
-            tests = json.load(fh)["tests"]
+    report = os.path.join(suite, "report.json")  # the copy is temporary; each session rewrites it
+    cmd = [
+        sys.executable, "-m", "pytest", f"test_capacity.py::{test}", "-q",
+        "--mlload-host", url, "--mlload-report", report, *extra,
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=suite, capture_output=True, text=True, timeout=SESSION_TIMEOUT_S)
+    if not os.path.exists(report):
+        raise BenchError(f"no report from {' '.join(cmd)}:\n{proc.stdout[-2000:]}")
+    with open(report, encoding="utf-8") as fh:
+        tests = json.load(fh)["tests"]
+    os.unlink(report)  # a later session that writes none must not read this one's
     say(f"$ pytest {test} {' '.join(extra)} -> exit {proc.returncode}")
     [record] = [t for t in tests if t["key"].endswith(f"::{test}")]
     return dict(record)
