@@ -777,6 +777,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     )
                     base.append(run)
                     say(f"  baseline {i}/{args.history} {describe(run)}")
+                    for note in entries[run.model].load_notes():
+                        say(f"    {run.model} note: {note}")
             for m, e in entries.items():
                 say(
                     f"  baseline {m}: capacity {[x.capacity_rps for x in e.runs]} req/s, users "

@@ -858,6 +858,8 @@ def real_baseline(
         o = Outcome({"baseline": "recorded"}, r, seconds=wall, lock_wait_s=waited)
         base.append(o)
         say(f"  block {block} baseline {i + 1}/{history}: {describe(o)}")
+        for note in entry.load_notes():
+            say(f"    note: {note}")
     assert entry is not None
     say(
         f"  block {block} baseline: capacity {[x.capacity_rps for x in entry.runs]} req/s, "

@@ -72,6 +72,11 @@ _HEADER = (
     " this file.\n"
     "# Record or refresh with: pytest --mlload-update-baseline\n"
 )
+REFERENCE_SPAN = 1.5
+"""A run operating within this factor of the reference load agrees with it."""
+MIN_DISPUTE_RUNS = 3
+"""Kept runs needed before their operating points can move the reference load."""
+
 _WAY_OUT = "fix or delete the entry, or rerun with --mlload-update-baseline"
 
 # Decimals kept per unit suffix: enough to be meaningful, few enough that run-to-run float
@@ -792,13 +797,23 @@ class BaselineEntry:
 
     @property
     def users(self) -> int:
-        """The entry's reference load: the user count at which it holds the most P99 figures.
+        """The entry's reference load: the user count at which it holds the most P99 figures,
+        unless most kept runs operated far from it.
 
         Each run measures P99 at its own operating point, and a run recorded while the entry
         existed also probes P99 at this reference load (``extra.probe``). Judging P99 at
         the load that most runs measured keeps the reference stable as runs are added (the
         newest run's own operating point moves with that run's noise, which left the P99
         gate one comparable run and a selection effect). Ties go to the newest run's load.
+
+        Probes keep whatever load the first run picked, so a first search that stopped far
+        from where the server operates (a stall at 3 users on a server the other runs put
+        at 9-12) would fix every later probe and check there. So once at least
+        :data:`MIN_DISPUTE_RUNS` runs are kept and more than half of them operated outside
+        :data:`REFERENCE_SPAN` of the reference, it moves to the load the kept runs' median
+        operating point agrees with: among the loads within that span of the median, the one
+        with the most P99 figures (ties: nearest the median, then newest). Runs recorded
+        after that probe the new load.
         """
         loads: list[int] = []  # one entry per P99 figure, oldest first
         for run in self.runs:
@@ -810,7 +825,44 @@ class BaselineEntry:
         if not loads:
             return self.latest.users
         # max() keeps the first of equal keys: scanning newest first gives ties to the newest
-        return max(reversed(loads), key=loads.count)
+        newest_first = loads[::-1]
+        ref = max(newest_first, key=loads.count)
+        if not self._disputes(ref):
+            return ref
+        mid = statistics.median_low(r.users for r in self.runs)
+        near = [u for u in newest_first if _within_span(u, mid)]
+        return max(near, key=lambda u: (loads.count(u), -abs(u - mid))) if near else mid
+
+    def _disputes(self, users: int) -> bool:
+        """Whether more than half of at least :data:`MIN_DISPUTE_RUNS` kept runs operated
+        outside :data:`REFERENCE_SPAN` of ``users``."""
+        far = sum(not _within_span(r.users, users) for r in self.runs)
+        return len(self.runs) >= MIN_DISPUTE_RUNS and 2 * far > len(self.runs)
+
+    def load_notes(self) -> list[str]:
+        """What a user recording this entry should know about its loads, one sentence each:
+        the reference load moved with the newest run (:attr:`users`), or the newest run
+        operated far from the other kept runs (a search that stalled or ran into a noisy
+        spell: its capacity may be an outlier)."""
+        notes = []
+        probe = self.latest.extra.probe
+        was = probe.users if probe is not None else None
+        if was is not None and was != self.users and self._disputes(was):
+            far = sorted(r.users for r in self.runs if not _within_span(r.users, was))
+            notes.append(
+                f"reference load moved from {was} to {self.users} users: {len(far)} of "
+                f"{len(self.runs)} kept runs operated at {far[0]}-{far[-1]} users, not near "
+                f"{was}; later runs probe there and check mode holds it"
+            )
+        ops = [r.users for r in self.runs]
+        mid = statistics.median_low(ops)
+        if len(ops) >= MIN_DISPUTE_RUNS and not _within_span(self.latest.users, mid):
+            notes.append(
+                f"the newest run operated at {self.latest.users} users, far from the kept runs' "
+                f"median {mid} ({min(ops)}-{max(ops)}): its search may have stalled or met a "
+                "noisy spell (the gates read medians, which one such run moves little)"
+            )
+        return notes
 
     @property
     def capacity_spread_ratio(self) -> float:
@@ -893,6 +945,10 @@ class BaselineEntry:
             return _entry_from_dict(key, d)
         except _Invalid as exc:
             raise ValueError(f"entry {key!r}, {exc}") from None
+
+
+def _within_span(users: int, reference: int) -> bool:
+    return reference / REFERENCE_SPAN <= users <= reference * REFERENCE_SPAN
 
 
 def _round_floats(value: Any) -> Any:

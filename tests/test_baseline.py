@@ -774,3 +774,78 @@ def test_reference_load_ties_go_to_the_newest_run() -> None:
     )
     entry = BaselineEntry(key=KEY, settings={}, fingerprint={}, runs=runs)
     assert entry.users == 12
+
+
+def record_as_plugin(
+    store: BaselineStore, ops: list[int], history: int = 10
+) -> list[tuple[int, int, list[str]]]:
+    """Record one run per operating load in ``ops`` as the plugin does: each run recorded
+    while the entry exists carries a probe at the entry's reference load of that moment.
+    Returns, per run, (probed load or 0, reference load after it, the entry's load notes)."""
+    seen = []
+    for i, users in enumerate(ops):
+        old = store.load().get(KEY)
+        probed = old.users if old else 0
+        probe = (
+            ProbeResult(
+                users=probed, p50_ms=20.0, p99_ms=60.0, requests=300, failures=0, duration_s=3
+            )
+            if old
+            else None
+        )
+        result = replace(make_result(200.0 + i, users=users), probe=probe)
+        run = BaselineRun.from_result(result, now=NOW + timedelta(hours=i))
+        entry = (
+            old.with_run(run, SETTINGS, FP, history)
+            if old
+            else BaselineEntry.from_result(KEY, result, SETTINGS, FP, now=NOW)
+        )
+        store.update({KEY: entry})
+        stored = store.load()[KEY]
+        seen.append((probed, stored.users, stored.load_notes()))
+    return seen
+
+
+def test_reference_load_picked_by_an_outlying_first_run_moves_to_where_runs_operate(
+    tmp_path: Path,
+) -> None:
+    """The MLServer case: the first search stalled at 3 users, the rest operated at 9-12.
+    Two runs cannot outvote it; from the third kept run on, the reference moves to the load
+    the median run agrees with, later runs probe there, and it stays there."""
+    seen = record_as_plugin(store_at(tmp_path, history=10), [3, 10, 12, 9, 11, 10, 12, 9, 11])
+    probed = [p for p, _, _ in seen]
+    refs = [r for _, r, _ in seen]
+    assert refs[:2] == [3, 3]  # one or two runs: the first load stands
+    assert refs[2:] == [10] * 7  # median_low(3, 10, 12) = 10, nearest the median among 10, 12
+    assert probed == [0, 3, 3] + [10] * 6
+    notes = [n for _, _, n in seen]
+    assert notes[2] == [
+        "reference load moved from 3 to 10 users: 2 of 3 kept runs operated at 10-12 users, "
+        "not near 3; later runs probe there and check mode holds it"
+    ]
+    assert all(n == [] for i, n in enumerate(notes) if i != 2)
+
+
+def test_reference_load_stays_put_while_runs_scatter_within_the_span(tmp_path: Path) -> None:
+    """Operating points that wander within 1.5x of the reference never move it, whatever
+    the newest run's load."""
+    seen = record_as_plugin(store_at(tmp_path, history=5), [16, 22, 12, 21, 11, 23, 17])
+    assert [r for _, r, _ in seen] == [16] * 7
+    assert all(n == [] for _, _, n in seen)
+
+
+def test_half_the_runs_far_away_do_not_move_the_reference(tmp_path: Path) -> None:
+    seen = record_as_plugin(store_at(tmp_path), [8, 8, 20, 20])
+    assert [r for _, r, _ in seen] == [8, 8, 8, 8]  # 2 of 4 far is not more than half
+    assert [p for p, _, _ in seen] == [0, 8, 8, 8]
+
+
+def test_a_newest_run_far_below_its_peers_is_named(tmp_path: Path) -> None:
+    seen = record_as_plugin(store_at(tmp_path), [10, 12, 9, 3])
+    assert [r for _, r, _ in seen] == [10, 10, 10, 10]
+    assert seen[3][2] == [
+        "the newest run operated at 3 users, far from the kept runs' median 9 (3-12): its "
+        "search may have stalled or met a noisy spell (the gates read medians, which one such "
+        "run moves little)"
+    ]
+    assert all(notes == [] for _, _, notes in seen[:3])

@@ -302,6 +302,8 @@ def test_three_runs_spread_by_hand() -> None:
         "--mlload-history to 30 and record 27 more, or raise the threshold"
     )
     assert "27 more runs would decide it" in gates.readiness_line(KEY, [cap])
+    noted = gates.readiness_line(KEY, [cap], history=10, notes=["moved", "far"])
+    assert noted == f"{line}. Note: moved. Note: far"
 
 
 def test_ten_tied_runs_decide_ten_percent_and_the_gate_agrees() -> None:

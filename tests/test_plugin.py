@@ -25,6 +25,7 @@ import time
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +40,10 @@ from plugin_support import (
     processes_tagged,
 )
 
-from pytest_mlload.baseline import BaselineEntry, BaselineStore
+from pytest_mlload.baseline import BaselineEntry, BaselineRun, BaselineStore
 from pytest_mlload.config import RunSettings
 from pytest_mlload.gates.metrics import history_readiness, readiness_line
+from pytest_mlload.results import ProbeResult
 from pytest_mlload.testing.demo import DemoServerProcess, capacity_rps
 
 DEMO_RPS = capacity_rps(slots=4, service_ms=20)  # 200 req/s on /v1/classify
@@ -759,6 +761,41 @@ def test_check_without_baseline_searches_and_a_second_recording_probes_the_entry
     assert probe["p99_ms"] == pytest.approx(res["probe"]["p99_ms"], abs=0.1)
     low, high = probe["p99_ci"]
     assert low <= probe["p99_ms"] <= high
+
+
+def test_recording_moves_a_reference_load_most_runs_operated_far_from(
+    pytester: pytest.Pytester, demo: DemoServerProcess
+) -> None:
+    """An entry whose reference load (4 users) came from one outlying run, with a second run
+    at max_users that probed there: a real recording probes at 4, operates where the demo
+    puts it, and the entry's reference moves to that load; the summary line says so."""
+    make_suite(pytester, tests=TIMED_TESTS)
+    baseline = pytester.path / "mlload-baseline.yaml"
+    probe = ProbeResult(users=4, p50_ms=30.0, p99_ms=40.0, requests=300, failures=0, duration_s=2)
+    runs = (
+        BaselineRun.from_result(converged_result(users=4)),
+        BaselineRun.from_result(replace(converged_result(users=32), probe=probe)),
+    )
+    entry = BaselineEntry(key=KEY, settings=dict(FAST_COMPARABLE), fingerprint={}, runs=runs)
+    BaselineStore(baseline).update({KEY: entry})
+    assert BaselineStore(baseline).get(KEY).users == 4  # type: ignore[union-attr]
+
+    result, _ = run_inner(
+        pytester, "--mlload-host", demo.url, "--mlload-update-baseline", timeout=LOCK_PATIENT_S
+    )
+    out = text(result)
+    result.assert_outcomes(passed=1)
+    stored = BaselineStore(baseline).get(KEY)
+    assert stored is not None and len(stored.runs) == 3
+    new = stored.latest
+    assert new.extra.probe is not None and new.extra.probe.users == 4  # probed the old load
+    assert 6 < new.users < 32  # the demo (200 req/s, 120 ms target) operates near 16-24
+    assert stored.users == new.users  # median of (4, new, 32), the only load near it
+    far = sorted((new.users, 32))
+    assert (
+        f"Note: reference load moved from 4 to {new.users} users: 2 of 3 kept runs operated "
+        f"at {far[0]}-{far[1]} users, not near 4; later runs probe there and check mode holds it"
+    ) in out
 
 
 def test_check_mode_holds_the_baseline_load_passes_and_catches_a_slower_server(

@@ -636,11 +636,22 @@ def history_readiness(entry: BaselineEntry, settings: RunSettings) -> list[Histo
     return out
 
 
-def readiness_line(key: str, items: Sequence[HistoryReadiness], history: int | None = None) -> str:
+def readiness_line(
+    key: str,
+    items: Sequence[HistoryReadiness],
+    history: int | None = None,
+    *,
+    notes: Sequence[str] = (),
+) -> str:
     """One line for a recorded key: each figure's smallest decidable threshold and, when one
     is over the threshold, the way out: how many more runs would decide it at these spreads
     (``history``: the runs kept, ``--mlload-history``), or the threshold to raise to when no
-    number of runs would."""
+    number of runs would. ``notes`` (:meth:`BaselineEntry.load_notes`) follow it."""
+    line = _readiness_text(key, items, history)
+    return line + "".join(f". Note: {n}" for n in notes)
+
+
+def _readiness_text(key: str, items: Sequence[HistoryReadiness], history: int | None) -> str:
     if not items:
         return f"{key}: no figure to judge in the baseline"
     t = f"{items[0].threshold * 100:g} %"

@@ -205,6 +205,7 @@ class MlloadState:
         self.recorded_elsewhere: set[str] = set()  # keys xdist workers recorded
         # per recorded key: what its kept runs can decide (HistoryReadiness dicts)
         self.readiness: dict[str, list[dict[str, Any]]] = {}
+        self.load_notes: dict[str, list[str]] = {}  # BaselineEntry.load_notes of recorded keys
 
         def out(name: str, default: Path | None = None) -> Path | None:
             value = _option(config, name)
@@ -300,6 +301,7 @@ class MlloadState:
             out["mlload_records"] = [r.to_dict() for r in self.records]
             out["mlload_pending"] = sorted(self.pending)
             out["mlload_readiness"] = self.readiness
+            out["mlload_load_notes"] = self.load_notes
             return
         if not self.records:
             return
@@ -309,6 +311,8 @@ class MlloadState:
         meta: dict[str, Any] = {"baseline": str(self.baseline_path), "update_baseline": self.update}
         if self.readiness:
             meta["baseline_readiness"] = dict(sorted(self.readiness.items()))
+        if self.load_notes:
+            meta["baseline_load_notes"] = dict(sorted(self.load_notes.items()))
         report = json_report(self.records, meta=meta)
         if self.report_path is not None:
             write_json(self.report_path, report)
@@ -345,6 +349,7 @@ class MlloadState:
         self.records += [TestRecord.from_dict(d) for d in out.get("mlload_records", [])]
         self.recorded_elsewhere.update(out.get("mlload_pending", []))
         self.readiness.update(out.get("mlload_readiness", {}))
+        self.load_notes.update(out.get("mlload_load_notes", {}))
 
     def _note_readiness(self, entries: dict[str, BaselineEntry]) -> None:
         """What each just-recorded entry can decide, kept for the summary and the report."""
@@ -353,12 +358,19 @@ class MlloadState:
         for key, entry in entries.items():
             settings = self.pending[key][1]
             self.readiness[key] = [i.to_dict() for i in history_readiness(entry, settings)]
+            if notes := entry.load_notes():
+                self.load_notes[key] = notes
 
     def _readiness_lines(self) -> list[str]:
         from pytest_mlload.gates.metrics import HistoryReadiness, readiness_line
 
         return [
-            readiness_line(key, [HistoryReadiness.from_dict(d) for d in dicts], self.history)
+            readiness_line(
+                key,
+                [HistoryReadiness.from_dict(d) for d in dicts],
+                self.history,
+                notes=self.load_notes.get(key, ()),
+            )
             for key, dicts in sorted(self.readiness.items())
         ]
 
