@@ -842,8 +842,8 @@ class BaselineEntry:
     def load_notes(self) -> list[str]:
         """What a user recording this entry should know about its loads, one sentence each:
         the reference load moved with the newest run (:attr:`users`), or the newest run
-        operated far from the other kept runs (a search that stalled or ran into a noisy
-        spell: its capacity may be an outlier)."""
+        operated outside :data:`REFERENCE_SPAN` of the kept runs' median operating load (a
+        search that stalled or met a noisy spell: its capacity may be an outlier)."""
         notes = []
         probe = self.latest.extra.probe
         was = probe.users if probe is not None else None

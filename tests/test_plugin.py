@@ -780,9 +780,8 @@ def test_recording_moves_a_reference_load_most_runs_operated_far_from(
     BaselineStore(baseline).update({KEY: entry})
     assert BaselineStore(baseline).get(KEY).users == 4  # type: ignore[union-attr]
 
-    result, _ = run_inner(
-        pytester, "--mlload-host", demo.url, "--mlload-update-baseline", timeout=LOCK_PATIENT_S
-    )
+    record = ["--mlload-host", demo.url, "--mlload-update-baseline", "--mlload-report", "r.json"]
+    result, _ = run_inner(pytester, *record, timeout=LOCK_PATIENT_S)
     out = text(result)
     result.assert_outcomes(passed=1)
     stored = BaselineStore(baseline).get(KEY)
@@ -792,10 +791,13 @@ def test_recording_moves_a_reference_load_most_runs_operated_far_from(
     assert 6 < new.users < 32  # the demo (200 req/s, 120 ms target) operates near 16-24
     assert stored.users == new.users  # median of (4, new, 32), the only load near it
     far = sorted((new.users, 32))
-    assert (
-        f"Note: reference load moved from 4 to {new.users} users: 2 of 3 kept runs operated "
-        f"at {far[0]}-{far[1]} users, not near 4; later runs probe there and check mode holds it"
-    ) in out
+    note = (
+        f"reference load moved from 4 to {new.users} users: 2 of 3 kept runs operated at "
+        f"{far[0]}-{far[1]} users, not near 4; later runs probe there and check mode holds it"
+    )
+    assert f"Note: {note}" in out
+    report = json.loads((pytester.path / "r.json").read_text())
+    assert report["baseline_load_notes"] == {KEY: [note]}
 
 
 def test_check_mode_holds_the_baseline_load_passes_and_catches_a_slower_server(
