@@ -633,6 +633,10 @@ def report(args: argparse.Namespace, base: list[Run], later: list[Run], t0: floa
         + (", and the unchanged model in the slowed rounds" if control else "")
         + f"); slowed: {caught}/{len(changed)} model runs caught as regression (target all)"
     )
+    for r in aa + control:  # a false regression in full: the per-run table cuts its messages
+        for metric, verdict in r.verdicts.items():
+            if verdict == "regression":
+                say(f"- unchanged {r.phase} {r.index} {r.model}: {r.messages[metric]}")
     say()
     say("## Run-to-run spread (fresh server starts)")
     say(

@@ -797,23 +797,24 @@ class BaselineEntry:
 
     @property
     def users(self) -> int:
-        """The entry's reference load: the user count at which it holds the most P99 figures,
-        unless most kept runs operated far from it.
+        """The entry's reference load: where runs recorded later probe P99 and throughput,
+        where check mode holds, and where the P99 gate compares.
 
-        Each run measures P99 at its own operating point, and a run recorded while the entry
-        existed also probes P99 at this reference load (``extra.probe``). Judging P99 at
-        the load that most runs measured keeps the reference stable as runs are added (the
-        newest run's own operating point moves with that run's noise, which left the P99
-        gate one comparable run and a selection effect). Ties go to the newest run's load.
+        A run recorded while the entry existed probes P99 at the reference load of that
+        moment (``extra.probe``), so the newest run's probe load is the reference in force;
+        it stays put as runs are added (the newest run's own operating point moves with that
+        run's noise, which left the P99 gate one comparable run and a selection effect). An
+        entry whose newest run has no probe (its first run, or runs recorded before probes)
+        takes the user count at which it holds the most P99 figures, ties to the newest run.
 
-        Probes keep whatever load the first run picked, so a first search that stopped far
+        That keeps whatever load the first run picked, so a first search that stopped far
         from where the server operates (a stall at 3 users on a server the other runs put
         at 9-12) would fix every later probe and check there. So once at least
         :data:`MIN_DISPUTE_RUNS` runs are kept and more than half of them operated outside
         :data:`REFERENCE_SPAN` of the reference, it moves to the load the kept runs' median
         operating point agrees with: among the loads within that span of the median, the one
-        with the most P99 figures (ties: nearest the median, then newest). Runs recorded
-        after that probe the new load.
+        with the most P99 figures (ties: nearest the median, then newest). The next run
+        probes the new load, which makes it the reference in force.
         """
         loads: list[int] = []  # one entry per P99 figure, oldest first
         for run in self.runs:
@@ -826,12 +827,18 @@ class BaselineEntry:
             return self.latest.users
         # max() keeps the first of equal keys: scanning newest first gives ties to the newest
         newest_first = loads[::-1]
-        ref = max(newest_first, key=loads.count)
+        ref = self._in_force() or max(newest_first, key=loads.count)
         if not self._disputes(ref):
             return ref
         mid = statistics.median_low(r.users for r in self.runs)
         near = [u for u in newest_first if _within_span(u, mid)]
         return max(near, key=lambda u: (loads.count(u), -abs(u - mid))) if near else mid
+
+    def _in_force(self) -> int | None:
+        """The load the newest run probed: the reference when it was recorded (None if it
+        has no probe)."""
+        probe = self.latest.extra.probe
+        return probe.users if probe is not None else None
 
     def _disputes(self, users: int) -> bool:
         """Whether more than half of at least :data:`MIN_DISPUTE_RUNS` kept runs operated
@@ -845,13 +852,12 @@ class BaselineEntry:
         operated outside :data:`REFERENCE_SPAN` of the kept runs' median operating load (a
         search that stalled or met a noisy spell: its capacity may be an outlier)."""
         notes = []
-        probe = self.latest.extra.probe
-        was = probe.users if probe is not None else None
+        was = self._in_force()
         if was is not None and was != self.users and self._disputes(was):
             far = sorted(r.users for r in self.runs if not _within_span(r.users, was))
             notes.append(
                 f"reference load moved from {was} to {self.users} users: {len(far)} of "
-                f"{len(self.runs)} kept runs operated at {far[0]}-{far[-1]} users, not near "
+                f"{len(self.runs)} kept runs operated at {_span_text(far)} users, not near "
                 f"{was}; later runs probe there and check mode holds it"
             )
         ops = [r.users for r in self.runs]
@@ -859,7 +865,7 @@ class BaselineEntry:
         if len(ops) >= MIN_DISPUTE_RUNS and not _within_span(self.latest.users, mid):
             notes.append(
                 f"the newest run operated at {self.latest.users} users, far from the kept runs' "
-                f"median {mid} ({min(ops)}-{max(ops)}): its search may have stalled or met a "
+                f"median {mid} ({_span_text(ops)}): its search may have stalled or met a "
                 "noisy spell (the gates read medians, which one such run moves little)"
             )
         return notes
@@ -949,6 +955,12 @@ class BaselineEntry:
 
 def _within_span(users: int, reference: int) -> bool:
     return reference / REFERENCE_SPAN <= users <= reference * REFERENCE_SPAN
+
+
+def _span_text(loads: Sequence[int]) -> str:
+    """``"9-13"``, or ``"9"`` when every load is the same."""
+    low, high = min(loads), max(loads)
+    return f"{low}-{high}" if low != high else str(low)
 
 
 def _round_floats(value: Any) -> Any:
