@@ -840,11 +840,15 @@ class BaselineEntry:
         probe = self.latest.extra.probe
         return probe.users if probe is not None else None
 
+    def _far_from(self, users: int) -> list[int]:
+        """The kept runs' operating loads outside :data:`REFERENCE_SPAN` of ``users``, sorted."""
+        return sorted(r.users for r in self.runs if not _within_span(r.users, users))
+
     def _disputes(self, users: int) -> bool:
         """Whether more than half of at least :data:`MIN_DISPUTE_RUNS` kept runs operated
         outside :data:`REFERENCE_SPAN` of ``users``."""
-        far = sum(not _within_span(r.users, users) for r in self.runs)
-        return len(self.runs) >= MIN_DISPUTE_RUNS and 2 * far > len(self.runs)
+        n = len(self.runs)
+        return n >= MIN_DISPUTE_RUNS and 2 * len(self._far_from(users)) > n
 
     def load_notes(self) -> list[str]:
         """What a user recording this entry should know about its loads, one sentence each:
@@ -852,11 +856,11 @@ class BaselineEntry:
         operated outside :data:`REFERENCE_SPAN` of the kept runs' median operating load (a
         search that stalled or met a noisy spell: its capacity may be an outlier)."""
         notes = []
-        was = self._in_force()
-        if was is not None and was != self.users and self._disputes(was):
-            far = sorted(r.users for r in self.runs if not _within_span(r.users, was))
+        was, now = self._in_force(), self.users
+        if was is not None and was != now and self._disputes(was):
+            far = self._far_from(was)
             notes.append(
-                f"reference load moved from {was} to {self.users} users: {len(far)} of "
+                f"reference load moved from {was} to {now} users: {len(far)} of "
                 f"{len(self.runs)} kept runs operated at {_span_text(far)} users, not near "
                 f"{was}; later runs probe there and check mode holds it"
             )

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import yaml
 from records import window
@@ -867,8 +868,6 @@ def test_the_reference_changes_only_by_a_noted_move_and_never_flips_back(tmp_pat
     """Seeded histories of operating loads, some with outlying searches: every change of
     the reference comes with its "moved" note, and a moved reference is not disputed by
     the runs that moved it (no flip back the next run)."""
-    import numpy as np
-
     rng = np.random.default_rng(9)
     moves = 0
     for i in range(60):
