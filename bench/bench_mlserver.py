@@ -58,7 +58,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,6 +80,7 @@ skip_locust_patch()
 from pytest_mlload import RunSettings  # noqa: E402
 from pytest_mlload.baseline import BaselineEntry, BaselineRun  # noqa: E402
 from pytest_mlload.errors import GateFailure, LoadError  # noqa: E402
+from pytest_mlload.flow import confirm_check  # noqa: E402
 from pytest_mlload.gates.metrics import (  # noqa: E402
     evaluate,
     history_readiness,
@@ -425,6 +426,19 @@ def judge(run: Run, entry: BaselineEntry, settings: RunSettings) -> None:
     run.messages = {v.metric: v.message.splitlines()[0] for v in vs}
 
 
+def regressions_of(
+    model: str, entry: BaselineEntry, settings: RunSettings
+) -> Callable[[CapacityResult], list[str]]:
+    """The regressions a check window of ``model`` reads against ``entry``."""
+
+    def read(r: CapacityResult) -> list[str]:
+        run = Run("check", 0, model, 0, r)
+        judge(run, entry, settings)
+        return [m for m, v in run.verdicts.items() if v == "regression"]
+
+    return read
+
+
 def record(
     entry: BaselineEntry | None, run: Run, settings: RunSettings, history: int
 ) -> BaselineEntry:
@@ -473,14 +487,17 @@ def one_round(
                 kw["hold_users"] = entry.users
             t0 = time.monotonic()
             run = Run(phase, index, model, workers, None, start_s=server.started_s)
+
+            def window(model: str = model, kw: dict[str, Any] = kw) -> CapacityResult:
+                target, url, name = tasks[model], server.url, key_of(model)
+                return run_capacity(target, host=url, settings=settings[model], name=name, **kw)
+
             try:
-                run.result = run_capacity(
-                    tasks[model],
-                    host=server.url,
-                    settings=settings[model],
-                    name=key_of(model),
-                    **kw,
-                )
+                run.result = window()
+                if "hold_users" in kw:  # check mode: the plugin's confirmation windows
+                    assert entry is not None
+                    regressed = regressions_of(model, entry, settings[model])
+                    run.result = confirm_check(run.result, window, regressed, settings[model])
             except LoadError as exc:  # an overrun or a crashed driver: a failed run, go on
                 run.error = f"{type(exc).__name__}: {exc}"
             run.seconds = time.monotonic() - t0
@@ -509,6 +526,7 @@ def describe(run: Run) -> str:
         f"{run.model}: {r.status}, {r.capacity_rps:.1f} req/s at {r.users} users, P99 "
         f"{num(r.p99_ms)} ms, probe P99 {num(probe)} ms, {run.seconds:.0f} s"
         + (f" -> {v}" if v else "")
+        + (f"\n      {r.confirm}" if r.confirm else "")
     )
 
 

@@ -36,6 +36,7 @@ MAX_USERS_LIMIT = 10_000
 MAX_SPIKE_RPS = 100_000.0
 MAX_SPIKE_ARRIVALS = 1_000_000  # spike_target_rps x spike_duration_s (arrival schedule size)
 MAX_WORKERS = 256
+MAX_CHECK_WINDOWS = 5  # a regression confirmed by 3 of 5 windows at most: about a minute
 # Recorded runs kept per baseline entry unless --mlload-history says otherwise. Ten, not five:
 # a setup's run-to-run spread is estimated from these runs, and on noisy servers five decide
 # too little (bench/README.md: on a heavy-tailed simulated service 49 of 50 slowdowns caught
@@ -132,6 +133,17 @@ class RunSettings:
             "flag": True,
         },
     )
+    check_windows: int = _opt(
+        3,
+        "check mode: a window that reads a regression is measured again, check_gap_s later, "
+        "up to this many windows in all; the regression stands when two of them read one "
+        "(1 = judge the first window alone)",
+    )
+    check_gap_s: float = _opt(
+        10.0,
+        "check mode: pause before each confirmation window, in seconds, so a slow spell of "
+        "the server or the runner can pass",
+    )
     spike_max_p99_ms: float = _opt(
         0.0, "spike mode: absolute bound on P99 during the spike, in ms (0 = off)"
     )
@@ -218,14 +230,16 @@ class RunSettings:
             v = getattr(self, name)
             if not (isinstance(v, int | float) and 0 < v <= 1):
                 raise bad(name, v, "expected a ratio in (0, 1]")
-        for name in ("wait_time_s", "settle_s", "spike_max_p99_ms"):
+        for name in ("wait_time_s", "settle_s", "spike_max_p99_ms", "check_gap_s"):
             v = getattr(self, name)
             if not (isinstance(v, int | float) and math.isfinite(v) and v >= 0):
                 raise bad(name, v, "expected a number >= 0")
-        for name in ("min_users", "max_users", "min_samples"):
+        for name in ("min_users", "max_users", "min_samples", "check_windows"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise bad(name, v, "expected an integer >= 1")
+        if self.check_windows > MAX_CHECK_WINDOWS:
+            raise bad("check_windows", self.check_windows, f"expected 1 to {MAX_CHECK_WINDOWS}")
 
     def _check_limits(self, bad: Callable[[str, Any, str], ConfigError]) -> None:
         """Refuse values no single load-generator process can honour (see MAX_*)."""

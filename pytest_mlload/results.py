@@ -315,7 +315,9 @@ class CapacityResult(EndpointResult):
     the target: the capacity is then a lower bound. ``knee_users`` is the user count past which
     throughput fell (a server that slows down under contention), None when it did not.
     ``check`` marks a check-mode run (the baseline's load held, no search). ``note`` is the
-    human sentence about either, for reports.
+    human sentence about either, for reports. ``confirm`` says how a check run's windows read
+    when the first read a regression (see :func:`pytest_mlload.flow.confirm_check`); the
+    figures are then the last window's.
     ``capacity_ci`` is a 95 % moving-block bootstrap interval over per-bin completion counts;
     ``p99_ci`` a 95 % interval from batch means (see :mod:`pytest_mlload.stats`).
 
@@ -347,6 +349,7 @@ class CapacityResult(EndpointResult):
     knee_users: int | None = None
     check: bool = False
     note: str = ""
+    confirm: str = ""
     open_loop: OpenLoopResult | None = None
     spike: SpikeResult | None = None
     rate_limit_rps: float | None = None
@@ -449,6 +452,7 @@ class CapacityResult(EndpointResult):
         kw["knee_users"] = int(d["knee_users"]) if d.get("knee_users") is not None else None
         kw["check"] = bool(d.get("check", False))
         kw["note"] = str(d.get("note") or "")
+        kw["confirm"] = str(d.get("confirm") or "")
         kw["open_loop"] = OpenLoopResult.from_dict(d["open_loop"]) if d.get("open_loop") else None
         kw["spike"] = SpikeResult.from_dict(d["spike"]) if d.get("spike") else None
         kw["hpa"] = _hpa_from(d.get("hpa"))

@@ -564,6 +564,26 @@ def test_stall_holds_requests_for_the_stall(client_for: Any) -> None:
     assert fast < 0.1
 
 
+def test_a_slow_spell_begins_with_the_next_request_and_ends_by_itself(client_for: Any) -> None:
+    """spell_s=0.5, spell_factor=4: requests in the first half second take ~4 x 20 ms, and
+    the server is itself again afterwards without being told."""
+    with DemoServerProcess(slots=4, service_ms=20) as srv:
+        client = client_for(srv)
+        timed_get(client, "/work")  # connect outside the measurement
+        assert srv.set_config(spell_s=0.5, spell_factor=4)["spell_s"] == 0.5
+        started = time.monotonic()
+        timed: list[tuple[float, float]] = []  # (since the first request, latency)
+        while len(timed) < 100 and time.monotonic() - started < 3.0:
+            t = time.monotonic() - started
+            timed.append((t, timed_get(client, "/work")))
+            if t > 1.0 and len(timed) >= 3 and all(lat < 0.04 for _, lat in timed[-3:]):
+                break
+    during = [lat for t, lat in timed if t + lat < 0.45]
+    after = [lat for t, lat in timed if t > 0.55]
+    assert during and min(during) >= 0.08, timed
+    assert after and statistics.median(after) < 0.035, timed
+
+
 def test_cpu_ms_costs_real_process_cpu(client_for: Any) -> None:
     with DemoServerProcess(slots=4, service_ms=20, cpu_ms=10) as srv:
         client = client_for(srv)

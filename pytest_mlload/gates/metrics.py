@@ -436,7 +436,7 @@ def evaluate(
     )
     from pytest_mlload.gates import stream
 
-    note = _machine_note(entry, fingerprint)
+    note = _machine_note(entry, fingerprint) + (f" [{result.confirm}]" if result.confirm else "")
     if capped is not None:
         return _noted([capped], note, part)
     stream.check_resolved(result, key)

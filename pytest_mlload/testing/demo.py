@@ -36,8 +36,10 @@ are served by a simulated continuous-batching LLM engine instead, with its own k
 Knobs (command-line flags, and at runtime through ``POST /admin/config``): ``slowdown``
 (service-time multiplier), ``error_ratio`` (fraction of slotted requests answered 500 after
 their service time), ``stall_every_s`` / ``stall_s`` (every ``stall_every_s`` seconds slot
-processing freezes for ``stall_s``), ``cpu_ms`` (extra real CPU work per slotted request in
-the event-loop thread) and the per-endpoint service times.
+processing freezes for ``stall_s``), ``spell_s`` / ``spell_factor`` (a slow spell: service
+times ``spell_factor`` times longer for ``spell_s`` seconds from the first request after it is
+set), ``cpu_ms`` (extra real CPU work per slotted request in the event-loop thread) and the
+per-endpoint service times.
 
 Two knobs make a server that degrades under load, as the simulated service of
 :mod:`pytest_mlload.testing.simulate` does (same names, same meaning):
@@ -208,6 +210,11 @@ class DemoKnobs:
     """Past this many requests in flight, arrivals are shed with 503; 0 turns it off."""
     error_growth: float = 0.05
     """Shed probability ``min(1, error_growth · (in_flight − error_above))``."""
+    spell_s: float = 0.0
+    """A slow spell: for this long from the first slotted request after it is set, service
+    times are ``spell_factor`` times longer, then the server is itself again; 0 = off."""
+    spell_factor: float = 2.0
+    """Service-time multiplier during a spell."""
     llm_batch: float = 8.0
     """LLM engine: most sequences in the batch at once."""
     llm_prefill_ms_per_token: float = 0.05
@@ -233,7 +240,11 @@ class DemoKnobs:
             f"error_ratio must be a fraction in [0, 1] (0.1 = 10 %), got {self.error_ratio!r}",
         )
         _check(self.cpu_ms >= 0, f"cpu_ms must be >= 0, got {self.cpu_ms!r}")
-        for name in ("knee", "knee_penalty", "error_above", "error_growth"):
+        _check(
+            0 < self.spell_factor <= 100,
+            f"spell_factor must be in (0, 100], got {self.spell_factor!r}",
+        )
+        for name in ("knee", "knee_penalty", "error_above", "error_growth", "spell_s"):
             value = getattr(self, name)
             _check(
                 math.isfinite(value) and value >= 0,
@@ -589,6 +600,8 @@ class DemoServer:
         self._port = settings.port
         self._started = 0.0
         self._stall_epoch = 0.0
+        # A slow spell's (start, end); start 0.0: armed, begins with the next request
+        self._spell: tuple[float, float] | None = (0.0, 0.0) if self.knobs.spell_s > 0 else None
         # Counters. Busy-slot time is the sum of finished in-slot intervals plus the elapsed
         # part of the in-flight ones, so it can be read at any instant.
         self._busy_done_s = 0.0
@@ -772,6 +785,11 @@ class DemoServer:
         knee_factor = 1.0
         if knobs.knee > 0:
             knee_factor += knobs.knee_penalty * max(0.0, busy - knobs.knee)
+        if self._spell is not None:
+            if self._spell[0] == 0.0:  # the spell begins with the first request
+                self._spell = (arrived, arrived + knobs.spell_s)
+            if arrived < self._spell[1]:
+                knee_factor *= knobs.spell_factor
         # A request that queued starts when the slot's previous request was due, not when the
         # loop woke it: asyncio's up-to-1-ms late wake-ups must not lower the capacity.
         start = max(arrived, free_at)
@@ -892,6 +910,8 @@ class DemoServer:
             stall_keys = ("stall_every_s", "stall_s")
             if any(getattr(knobs, k) != getattr(self.knobs, k) for k in stall_keys):
                 self._stall_epoch = asyncio.get_running_loop().time()  # first stall in 1 period
+            if "spell_s" in payload:  # (re)armed: begins with the next request
+                self._spell = (0.0, 0.0) if knobs.spell_s > 0 else None
             self.knobs = knobs
         return _json(200, {**self.knobs.as_dict(), "slots": self.settings.slots})
 
@@ -1047,6 +1067,8 @@ _KNOB_HELP = {
     "knee_penalty": "hold time x (1 + this x (busy - knee)) past the knee",
     "error_above": "past this many requests in flight arrivals may get 503, 0 = off",
     "error_growth": "503 probability = min(1, this x (in flight - error_above))",
+    "spell_s": "a slow spell this many seconds long from the next request, 0 = off",
+    "spell_factor": "service-time multiplier during a slow spell",
     "llm_batch": "LLM engine: most sequences in the batch",
     "llm_prefill_ms_per_token": "LLM engine: prefill ms per prompt token",
     "llm_decode_ms": "LLM engine: fixed ms of a decode step",

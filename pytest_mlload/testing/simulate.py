@@ -43,6 +43,10 @@ class SimulatedService:
     starts, itself included (contention: cache thrashing, lock convoys, GC). With enough
     ``slots`` the throughput ``busy / service`` peaks at ``knee`` in service and falls beyond.
 
+    ``spell_s`` > 0: a slow spell, from ``spell_at_s`` for ``spell_s`` seconds, during which
+    service times are ``spell_factor`` times longer (a cold start's tail, a neighbour's job on
+    the runner).
+
     ``error_above`` > 0: a request issued while more than ``error_above`` requests are in
     flight (queued or in service, itself included) fails with probability
     ``min(1, error_growth * (in_flight - error_above))``. A failed request still holds its
@@ -67,6 +71,9 @@ class SimulatedService:
     knee_penalty: float = 0.25
     error_above: int = 0
     error_growth: float = 0.05
+    spell_at_s: float = 0.0
+    spell_s: float = 0.0
+    spell_factor: float = 1.0
     now: float = 0.0
     _rng: np.random.Generator = field(init=False)
     _events: list[tuple[float, int, str, int]] = field(init=False, default_factory=list)
@@ -113,6 +120,8 @@ class SimulatedService:
         base = self.service_ms_by_name.get(name, self.service_ms) / 1000.0
         mult = float(self._rng.lognormal(0.0, self.jitter)) if self.jitter > 0 else 1.0
         t_start = t + self._stall_delay(t)
+        if self.spell_at_s <= t_start < self.spell_at_s + self.spell_s:
+            mult *= self.spell_factor
         self._free -= 1
         if self.knee > 0:
             busy = self.slots - self._free  # in service now, this request included
