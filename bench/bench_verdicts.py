@@ -534,10 +534,9 @@ def noise_runs(
     probe: int | None = None,
     entry: BaselineEntry | None = None,
 ) -> tuple[CapacityResult, CapacityResult]:
-    """A run (in check mode its first window) and, judged against ``entry`` in check mode, its
-    verdict after
-    :func:`pytest_mlload.flow.confirm_check`'s windows on the same service (the pause is
-    simulated time with no users, as between two real check windows)."""
+    """A run (in check mode: its first window) and the run judged with check mode's
+    confirmation windows against ``entry`` (:func:`pytest_mlload.flow.confirm_check`, on the
+    same service; the pause is simulated time with no users, as between two real windows)."""
     svc = SimulatedService(**{**SIM_COMMON, **noisy_knobs(case, seed, slowdown), "seed": seed})
     clock = FakeClock(svc)
 

@@ -42,7 +42,8 @@ failures with the time they took) is at or under ``T`` and its errors are under 
 users (the baseline's reference load, where its runs measured P99), kept so the whole run
 stays within ``CHECK_TOTAL_S``; it is both the measurement and the probe, so throughput and P99
 are judged against the baseline's figures at that same load. Its P99 may exceed the target:
-that is the P99 gate's to judge, not a step down's.
+that is the P99 gate's to judge, not a step down's. A window that reads a regression is held
+again later, in a run of its own (:func:`pytest_mlload.flow.confirm_check`).
 
 A search that ends at ``max_users`` still under the target reports ``bound="max_users"``: its
 capacity is only a lower bound.
