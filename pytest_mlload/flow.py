@@ -55,8 +55,9 @@ def confirm_check(
     a neighbour's job) can outlast it, and then an unchanged build reads as a regression
     (seen on MLServer: P99 161.6 ms against baseline probes of 68.9-93.0). So when the first
     window reads a regression (``regressions(result)`` names any), the load is held again in
-    a new window after a pause of ``check_gap_s``, and again, until two windows agree: the
-    regression stands when two windows read one, and is dismissed when two do not. The
+    a new window after a pause of ``check_gap_s``, and again, until a majority of
+    ``check_windows`` agree (two of the default three): the regression stands when they read
+    one, and is dismissed when they do not. The
     result is the deciding (last) window's, with ``confirm`` saying how each window read and
     ``elapsed_s`` counting every window and pause. An unchanged build whose first window
     passes costs nothing more; a real regression costs one window and one pause more.
