@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import inspect
 import json
 import math
@@ -85,6 +86,7 @@ from pytest_mlload.gates.metrics import (  # noqa: E402
     evaluate,
     history_readiness,
     readiness_line,
+    regression_messages,
 )
 from pytest_mlload.results import CapacityResult  # noqa: E402
 
@@ -434,13 +436,13 @@ def regressions_of(
     model: str, entry: BaselineEntry, settings: RunSettings
 ) -> Callable[[CapacityResult], list[str]]:
     """The regressions a check window of ``model`` reads against ``entry``."""
-
-    def read(r: CapacityResult) -> list[str]:
-        run = Run("check", 0, model, 0, r)
-        judge(run, entry, settings)
-        return [m for m, v in run.verdicts.items() if v == "regression"]
-
-    return read
+    return functools.partial(
+        regression_messages,
+        entry=entry,
+        settings=settings,
+        key=key_of(model),
+        baseline_path="(bench)",
+    )
 
 
 def record(

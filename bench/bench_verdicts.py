@@ -62,6 +62,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import math
 import statistics
 import sys
@@ -84,6 +85,7 @@ from pytest_mlload.gates.metrics import (  # noqa: E402
     evaluate,
     history_readiness,
     readiness_line,
+    regression_messages,
 )
 from pytest_mlload.load.controller import CapacitySearch, build_result, run_search  # noqa: E402
 from pytest_mlload.results import CapacityResult  # noqa: E402
@@ -558,7 +560,9 @@ def judge_confirm(
     entry: BaselineEntry, settings: RunSettings
 ) -> Callable[[CapacityResult], list[str]]:
     """The regressions a check window reads against ``entry``, for ``confirm_check``."""
-    return lambda r: [m for m, v in judge(r, entry, settings).verdicts.items() if v == "regression"]
+    return functools.partial(
+        regression_messages, entry=entry, settings=settings, key=KEY, baseline_path="(bench)"
+    )
 
 
 @dataclass

@@ -260,25 +260,20 @@ class CapacityTest:
         )
 
     def regressions(self, result: CapacityResult, part: str = "") -> list[str]:
-        """The regression messages of one part's ``result`` against its entry (none when it
-        cannot be compared: that is the judge's to say)."""
-        from pytest_mlload.errors import GateFailure
-        from pytest_mlload.gates.metrics import evaluate
+        """The regression messages of one part's ``result`` against its entry
+        (:func:`pytest_mlload.gates.metrics.regression_messages`)."""
+        from pytest_mlload.gates.metrics import regression_messages
 
         key = part_key(self.key, part)
-        try:
-            verdicts = evaluate(
-                result,
-                self.store.get(key),
-                self.settings,
-                key=key,
-                baseline_path=str(self.store.path),
-                record_command=self.record_command,
-                part=part,
-            )
-        except GateFailure:
-            return []
-        return [v.message for v in verdicts if v.verdict == "regression"]
+        return regression_messages(
+            result,
+            self.store.get(key),
+            self.settings,
+            key=key,
+            baseline_path=str(self.store.path),
+            record_command=self.record_command,
+            part=part,
+        )
 
     def recordable(self, result: CapacityResult) -> dict[str, CapacityResult]:
         """The parts of ``result`` to record, by baseline key; :class:`Inconclusive` when any

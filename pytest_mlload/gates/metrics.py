@@ -65,6 +65,7 @@ __all__ = [
     "history_readiness",
     "rate_limit_verdicts",
     "readiness_line",
+    "regression_messages",
 ]
 
 # probes at the reference load that make the P99 and held-load throughput references alone
@@ -473,6 +474,34 @@ def evaluate(
         note += stream.token_note(result, entry)
     verdicts.append(_errors_of(result, _run_errors(entry), settings, f"error ratio of {key}"))
     return _noted(verdicts, note, part)
+
+
+def regression_messages(
+    result: CapacityResult,
+    entry: BaselineEntry | None,
+    settings: RunSettings,
+    *,
+    key: str,
+    baseline_path: str = "the baseline file",
+    record_command: str = "pytest --mlload-update-baseline",
+    part: str = "",
+) -> list[str]:
+    """The messages of ``result``'s regression verdicts from :func:`evaluate`; none when it
+    cannot be compared (that is the judge's to say). What check mode's confirmation windows
+    read (:func:`pytest_mlload.flow.confirm_check`)."""
+    try:
+        verdicts = evaluate(
+            result,
+            entry,
+            settings,
+            key=key,
+            baseline_path=baseline_path,
+            record_command=record_command,
+            part=part,
+        )
+    except GateFailure:
+        return []
+    return [v.message for v in verdicts if v.verdict == "regression"]
 
 
 def _probes_at(entry: BaselineEntry, users: int) -> list[Any]:
